@@ -1,0 +1,1 @@
+//! kombu-exact Redis transport (pending).

@@ -1,0 +1,16 @@
+//! Pure Celery protocol code: no I/O, no transport types.
+//!
+//! - [`envelope`]: kombu's Redis list entry (base64 body, properties, delivery_info, tag).
+//! - [`message`]: protocol-v2 headers and `[args, kwargs, embed]` body → [`message::TaskMessage`];
+//!   [`message::OutgoingTask`] → bytes Celery 5.4 would publish.
+//! - [`time`]: ETA/expires parsing (any offset; naive = Europe/London).
+//! - [`args`]: typed argument binding for the seven `long_tasks` names.
+//! - [`result`]: result documents.
+//! - [`control`]: pidbox requests/replies and worker events.
+
+pub mod args;
+pub mod control;
+pub mod envelope;
+pub mod message;
+pub mod result;
+pub mod time;

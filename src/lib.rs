@@ -1,0 +1,46 @@
+//! mediacms-worker: a drop-in Rust replacement for MediaCMS's Python `celery_long` worker.
+//!
+//! # Crate map (find any behaviour in one hop)
+//!
+//! Layers (see `../shared/design/ARCHITECTURE.md`): **pure** modules never do I/O; **adapters**
+//! do one kind of I/O each; **orchestration** uses both through narrow handles; [`app`] is the
+//! only place that picks concrete types.
+//!
+//! | behaviour | module | layer |
+//! |---|---|---|
+//! | flags + env + TOML → validated config (exit 64) | [`config`] | pure |
+//! | signals, intake/abort tokens, drain deadline | [`shutdown`] | orchestration |
+//! | Redis envelope, protocol-v2 headers/body, ETA parsing | [`celery::envelope`], [`celery::message`], [`celery::time`] | pure |
+//! | typed arguments of the seven long task names | [`celery::args`] | pure |
+//! | result documents (SUCCESS/FAILURE/RETRY/REVOKED) | [`celery::result`] | pure |
+//! | pidbox requests/replies, worker events | [`celery::control`] | pure |
+//! | the `Broker` trait, `Delivery`, priorities | [`broker`] | contract |
+//! | kombu-exact Redis transport (unacked, lease, restore) | [`broker::redis`] | adapter |
+//! | in-memory broker for orchestration tests | [`broker::memory`] | adapter |
+//! | job slots, prefetch, ETA holding, dispatch, the one place that acks | [`worker`] | orchestration |
+//! | one handler per Celery task name | [`tasks`] | orchestration |
+//! | profile + media info + settings → ffmpeg argv | [`plan`] | pure |
+//! | the only process spawner; progress; stderr tail | [`ffmpeg::run`], [`ffmpeg::progress`] | adapter / pure |
+//! | in-process probe (`media_info` JSON), hardware capabilities | [`ffmpeg::probe`], [`ffmpeg::caps`] | adapter |
+//! | all SQL | [`mediacms::store`] | adapter |
+//! | replayed Django signals (post_encode_actions, …) | [`mediacms::signals`] | orchestration |
+//! | paths under MEDIA_ROOT, Django file naming, confinement | [`mediacms::layout`] | pure + fs |
+//! | metrics catalogue, logging, `/metrics` `/healthz` `/readyz` | [`telemetry`] | adapter |
+//!
+//! # Glossary
+//! Broker (Redis/AMQP transport) · Delivery (one received message + its tag) · Task (a Celery
+//! message: name, id, args) · Encoding / Media / Profile (MediaCMS rows) · Plan (resolved encode
+//! decisions) · Rendition (one output of a ladder) · Backend (software/nvenc/vaapi/qsv) · Lease
+//! (our claim on an unacked delivery).
+
+pub mod app;
+pub mod broker;
+pub mod celery;
+pub mod config;
+pub mod ffmpeg;
+pub mod mediacms;
+pub mod plan;
+pub mod shutdown;
+pub mod tasks;
+pub mod telemetry;
+pub mod worker;

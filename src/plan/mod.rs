@@ -1,0 +1,1 @@
+//! Pure encode planning: profile + media info + settings (+ capabilities) → ffmpeg argv (pending).

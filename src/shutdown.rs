@@ -1,0 +1,1 @@
+//! Shutdown owner (pending).

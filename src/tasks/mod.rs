@@ -1,0 +1,84 @@
+//! One handler per Celery task name, and the contract between handlers and the worker pool.
+//!
+//! A handler never acks, retries or writes results itself: it returns an [`Outcome`] and the
+//! pool (`crate::worker`) is the one place that publishes a retry, stores the result and acks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::celery::message::TaskMessage;
+
+/// A Celery-shaped exception: `{exc_type, exc_message: [message], exc_module}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskError {
+    pub exc_type: String,
+    pub exc_module: String,
+    pub message: String,
+}
+
+impl TaskError {
+    pub fn new(exc_type: &str, exc_module: &str, message: impl Into<String>) -> Self {
+        Self {
+            exc_type: exc_type.to_owned(),
+            exc_module: exc_module.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What running a task came to; the pool maps each to a result document and an ack.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Task returned normally with this value (MediaCMS tasks return `true`/`false`).
+    Success(Value),
+    /// Celery `self.retry(countdown=…)`: republish same id with `retries + 1` and an ETA.
+    Retry { countdown: Duration, error: TaskError },
+    /// Task raised; result FAILURE.
+    Failure(TaskError),
+    /// Revoked (terminate) or expired; result REVOKED with this reason.
+    Revoked(String),
+    /// The job was aborted by shutdown: the pool requeues the delivery, writes no result.
+    Aborted,
+}
+
+/// Per-job handles given to a handler.
+#[derive(Clone, Debug)]
+pub struct JobContext {
+    /// Cancelled on revoke-terminate or on shutdown abort; handlers kill ffmpeg and return.
+    pub cancel: CancellationToken,
+    /// This worker's Celery hostname (`-n`), e.g. `long@host`.
+    pub hostname: String,
+}
+
+#[async_trait]
+pub trait TaskHandler: Send + Sync + 'static {
+    async fn run(&self, task: &TaskMessage, ctx: JobContext) -> Outcome;
+}
+
+/// Task name → handler. A name with no handler is "unknown" to the pool.
+#[derive(Default, Clone)]
+pub struct Registry {
+    handlers: HashMap<String, Arc<dyn TaskHandler>>,
+}
+
+impl Registry {
+    pub fn register(&mut self, name: &str, handler: Arc<dyn TaskHandler>) {
+        self.handlers.insert(name.to_owned(), handler);
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<dyn TaskHandler>> {
+        self.handlers.get(name).cloned()
+    }
+
+    /// Registered names, sorted (for `inspect registered`).
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.handlers.keys().cloned().collect();
+        names.sort();
+        names
+    }
+}

@@ -1,0 +1,1 @@
+//! Metrics catalogue, logging setup, and the HTTP endpoints (pending).

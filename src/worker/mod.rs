@@ -1,0 +1,1 @@
+//! Job slots, prefetch, ETA holding, lease renewal and dispatch (pending).

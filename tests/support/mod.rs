@@ -1,0 +1,9 @@
+//! Shared helpers for the integration tests: a fresh Postgres database per test, a private Redis
+//! database per test, the Python Celery peer, generated media clips.
+//! Each test binary uses a subset, hence the allow.
+#![allow(dead_code)]
+
+pub mod db;
+pub mod media;
+pub mod python;
+pub mod redis;

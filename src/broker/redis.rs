@@ -331,7 +331,11 @@ impl ResultStore for RedisBroker {
         let doc = result_codec::encode_result(result);
         let mut p = redis::pipe();
         p.atomic();
-        p.cmd("SETEX").arg(&key).arg(RESULT_TTL_SECS).arg(&doc).ignore();
+        p.cmd("SETEX")
+            .arg(&key)
+            .arg(RESULT_TTL_SECS)
+            .arg(&doc)
+            .ignore();
         p.cmd("PUBLISH").arg(&key).arg(&doc).ignore();
         self.inner.run(&p, true).await
     }

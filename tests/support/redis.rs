@@ -49,7 +49,10 @@ impl TestRedis {
                     return TestRedis { db, url, token };
                 }
             }
-            assert!(start.elapsed() < CLAIM_WAIT, "no free test Redis DB in 2..=14");
+            assert!(
+                start.elapsed() < CLAIM_WAIT,
+                "no free test Redis DB in 2..=14"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }

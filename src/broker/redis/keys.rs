@@ -137,7 +137,10 @@ pub(crate) fn parse_unacked(value: &str) -> Option<Held> {
     let exchange = exchange.as_str()?.to_owned();
     let routing_key = routing_key.as_str()?.to_owned();
     let tail = unacked_tail(&exchange, &routing_key);
-    let raw = match (&message, value.strip_prefix('[').and_then(|v| v.strip_suffix(&tail))) {
+    let raw = match (
+        &message,
+        value.strip_prefix('[').and_then(|v| v.strip_suffix(&tail)),
+    ) {
         (Value::String(s), _) => s.clone().into_bytes(),
         (_, Some(verbatim)) => verbatim.as_bytes().to_vec(),
         (m, None) => m.to_string().into_bytes(),

@@ -127,7 +127,10 @@ impl Inner {
         tag: &str,
         why: Move,
     ) -> Result<Outcome, RedisError> {
-        redis::cmd("WATCH").arg(UNACKED).query_async::<()>(c).await?;
+        redis::cmd("WATCH")
+            .arg(UNACKED)
+            .query_async::<()>(c)
+            .await?;
         let mut read = redis::pipe();
         read.cmd("HGET").arg(UNACKED).arg(tag);
         read.cmd("ZSCORE").arg(UNACKED_INDEX).arg(tag);
@@ -139,7 +142,11 @@ impl Inner {
         let ours = matches!((&value, lease), (Some(_), Some(l)) if index.is_none_or(|i| i <= l));
         let (Some(value), Some(lease), true) = (value, lease, ours) else {
             redis::cmd("UNWATCH").query_async::<()>(c).await?;
-            redis::cmd("ZREM").arg(LEASES).arg(tag).query_async::<()>(c).await?;
+            redis::cmd("ZREM")
+                .arg(LEASES)
+                .arg(tag)
+                .query_async::<()>(c)
+                .await?;
             return Ok(Outcome::NotOurs);
         };
         if matches!(why, Move::Expired { now } if lease > now) {
@@ -152,7 +159,11 @@ impl Inner {
         p.cmd("HDEL").arg(UNACKED).arg(tag).ignore();
         p.cmd("ZREM").arg(LEASES).arg(tag).ignore();
         let (list, payload) = self.destination(tag, &value, why);
-        p.cmd(if list == self.opts.dead_letter_key { "LPUSH" } else { "RPUSH" });
+        p.cmd(if list == self.opts.dead_letter_key {
+            "LPUSH"
+        } else {
+            "RPUSH"
+        });
         p.arg(list).arg(payload).ignore();
         let done: Option<redis::Value> = p.query_async(c).await?;
         Ok(done.map_or(Outcome::Aborted, |_| Outcome::Moved))

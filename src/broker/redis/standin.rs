@@ -48,17 +48,29 @@ pub fn decode_redis(raw: &[u8]) -> Result<TaskMessage, DecodeError> {
     let body = B64
         .decode(body)
         .map_err(|e| DecodeError::Base64(e.to_string()))?;
-    let body: Value = serde_json::from_slice(&body).map_err(|e| DecodeError::Body(e.to_string()))?;
-    let Some([args, kwargs, embed]) = body.as_array().and_then(|a| <&[Value; 3]>::try_from(a.as_slice()).ok()) else {
+    let body: Value =
+        serde_json::from_slice(&body).map_err(|e| DecodeError::Body(e.to_string()))?;
+    let Some([args, kwargs, embed]) = body
+        .as_array()
+        .and_then(|a| <&[Value; 3]>::try_from(a.as_slice()).ok())
+    else {
         return Err(DecodeError::Body("not a 3-element array".into()));
     };
     let text = |k: &'static str| headers.get(k).and_then(Value::as_str).map(str::to_owned);
-    let lim = |i: usize| headers.get("timelimit").and_then(|t| t.get(i)).and_then(Value::as_f64);
+    let lim = |i: usize| {
+        headers
+            .get("timelimit")
+            .and_then(|t| t.get(i))
+            .and_then(Value::as_f64)
+    };
     Ok(TaskMessage {
         name: text("task").ok_or(DecodeError::Field("task"))?,
         id: text("id").ok_or(DecodeError::Field("id"))?,
         args: args.as_array().cloned().ok_or(DecodeError::Field("args"))?,
-        kwargs: kwargs.as_object().cloned().ok_or(DecodeError::Field("kwargs"))?,
+        kwargs: kwargs
+            .as_object()
+            .cloned()
+            .ok_or(DecodeError::Field("kwargs"))?,
         embed: embed.clone(),
         eta: time(&headers, "eta")?,
         expires: time(&headers, "expires")?,
@@ -66,7 +78,10 @@ pub fn decode_redis(raw: &[u8]) -> Result<TaskMessage, DecodeError> {
         time_limit: (lim(0), lim(1)),
         root_id: text("root_id"),
         parent_id: text("parent_id"),
-        priority: properties.get("priority").and_then(Value::as_u64).unwrap_or(0) as u8,
+        priority: properties
+            .get("priority")
+            .and_then(Value::as_u64)
+            .unwrap_or(0) as u8,
         routing_key: properties["delivery_info"]["routing_key"]
             .as_str()
             .ok_or(DecodeError::Field("delivery_info"))?

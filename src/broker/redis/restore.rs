@@ -16,8 +16,8 @@ use crate::broker::BrokerError;
 /// The mutex release: delete only if the token is still ours (celery-wire.md §4.4).
 const RELEASE_LUA: &str = "local token = redis.call('get', KEYS[1]); \
     if not token or token ~= ARGV[1] then return 0 end; redis.call('del', KEYS[1]); return 1";
-/// A transaction aborted by a concurrent writer of `unacked` is retried this often.
-const WATCH_RETRIES: usize = 5;
+/// A transaction aborted by a concurrent writer (any fetch, ack or renewal) is retried this often.
+const WATCH_RETRIES: usize = 10;
 
 /// Why a delivery goes back.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -513,3 +513,31 @@ async fn connections_come_back_after_redis_drops_them() {
     b.ack(&two).await.unwrap();
     assert_eq!(get::<i64>(&mut r.conn(), &["HLEN", "unacked"]), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_abandoned_by_its_caller_loses_nothing() {
+    let r = TestRedis::claim();
+    let b = broker(&r, Duration::from_secs(90)).await;
+    let queues = vec![Q.to_string()];
+    // The caller gives up (shutdown, select!) while the BRPOP is still blocking …
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(200),
+        b.fetch(&queues, Duration::from_secs(2)),
+    );
+    assert!(abandoned.await.is_err());
+    // … and a message arrives for that BRPOP: it must go back to the queue, unchanged.
+    b.publish(&task("create_hls", json!(["LATE"]), 0))
+        .await
+        .unwrap();
+    let d = b
+        .fetch(&queues, Duration::from_secs(3))
+        .await
+        .unwrap()
+        .expect("the popped message was put back");
+    assert_eq!(first_arg(&d), "LATE");
+    assert!(!d.redelivered);
+    b.ack(&d).await.unwrap();
+    let mut c = r.conn();
+    assert_eq!(get::<i64>(&mut c, &["HLEN", "unacked"]), 0);
+    assert_eq!(get::<i64>(&mut c, &["LLEN", Q]), 0);
+}

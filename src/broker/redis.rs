@@ -226,6 +226,11 @@ impl Broker for RedisBroker {
         queues: &[String],
         timeout: Duration,
     ) -> Result<Option<Delivery>, BrokerError> {
+        if queues.is_empty() {
+            return Err(BrokerError::Protocol(
+                "fetch needs at least one queue".into(),
+            ));
+        }
         // The BRPOP runs in its own task so a caller that gives up (shutdown, select!) cannot
         // drop a popped message: an unclaimed delivery goes straight back to its queue.
         let (tx, rx) = oneshot::channel();

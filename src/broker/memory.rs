@@ -11,7 +11,9 @@ use serde_json::{Map, Value};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{priority_step, Broker, BrokerError, Delivery, DeliveryTag, ResultStore, PRIORITY_STEPS};
+use super::{
+    priority_step, Broker, BrokerError, Delivery, DeliveryTag, ResultStore, PRIORITY_STEPS,
+};
 use crate::celery::message::{OutgoingTask, TaskMessage};
 use crate::celery::result::TaskResult;
 
@@ -92,7 +94,10 @@ impl MemoryBroker {
     }
 
     pub fn queue_len(&self, queue: &str) -> usize {
-        self.lock().queues.get(queue).map_or(0, |l| l.iter().map(VecDeque::len).sum())
+        self.lock()
+            .queues
+            .get(queue)
+            .map_or(0, |l| l.iter().map(VecDeque::len).sum())
     }
     pub fn unacked_tags(&self) -> Vec<DeliveryTag> {
         let mut tags: Vec<_> = self.lock().unacked.keys().cloned().collect();
@@ -175,7 +180,11 @@ fn rotation_order(rotation: &mut Vec<String>, queues: &[String]) -> Vec<String> 
             rotation.push(q.clone());
         }
     }
-    rotation.iter().filter(|r| queues.contains(r)).cloned().collect()
+    rotation
+        .iter()
+        .filter(|r| queues.contains(r))
+        .cloned()
+        .collect()
 }
 
 #[async_trait]
@@ -232,7 +241,10 @@ impl Broker for MemoryBroker {
                 .filter(|(_, (_, exp))| *exp <= now)
                 .map(|(t, _)| t.clone())
                 .collect();
-            tags.iter().filter_map(|t| st.unacked.remove(t)).map(|(d, _)| d).collect()
+            tags.iter()
+                .filter_map(|t| st.unacked.remove(t))
+                .map(|(d, _)| d)
+                .collect()
         };
         let n = expired.len();
         for d in expired {
@@ -291,7 +303,10 @@ mod tests {
     }
 
     fn prio(id: &str, p: u8) -> TaskMessage {
-        TaskMessage { priority: p, ..test_task("t", id) }
+        TaskMessage {
+            priority: p,
+            ..test_task("t", id)
+        }
     }
 
     async fn ids(b: &MemoryBroker, queues: &[String], n: usize) -> Vec<String> {
@@ -365,6 +380,10 @@ mod tests {
         b.push_task("a", prio("late", 0));
         let got = waiter.await.unwrap().unwrap().unwrap();
         assert_eq!(got.tag, "late");
-        assert!(b.fetch(&q(&["a"]), Duration::from_millis(5)).await.unwrap().is_none());
+        assert!(b
+            .fetch(&q(&["a"]), Duration::from_millis(5))
+            .await
+            .unwrap()
+            .is_none());
     }
 }

@@ -58,7 +58,10 @@ pub enum Command {
     Stats,
     Conf,
     QueryTask(Vec<String>),
-    Revoke { task_ids: Vec<String>, terminate: bool },
+    Revoke {
+        task_ids: Vec<String>,
+        terminate: bool,
+    },
     Unknown(String),
 }
 
@@ -105,19 +108,30 @@ fn field<'a>(obj: &'a Value, key: &str) -> Option<&'a Value> {
 fn str_list(v: Option<&Value>) -> Option<Vec<String>> {
     match v? {
         Value::String(s) => Some(vec![s.clone()]),
-        Value::Array(a) => Some(a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()),
+        Value::Array(a) => Some(
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect(),
+        ),
         _ => None,
     }
 }
 
 /// Decode a pidbox message as published on `/<db>.celery.pidbox` (a kombu Redis envelope).
 pub fn decode_request(raw: &[u8]) -> Result<ControlRequest, ControlError> {
-    let env: Value = serde_json::from_slice(raw).map_err(|e| ControlError::Envelope(e.to_string()))?;
-    let body_b64 = env["body"].as_str().ok_or_else(|| ControlError::Envelope("no body".into()))?;
-    let body_bytes = B64.decode(body_b64).map_err(|e| ControlError::Body(e.to_string()))?;
+    let env: Value =
+        serde_json::from_slice(raw).map_err(|e| ControlError::Envelope(e.to_string()))?;
+    let body_b64 = env["body"]
+        .as_str()
+        .ok_or_else(|| ControlError::Envelope("no body".into()))?;
+    let body_bytes = B64
+        .decode(body_b64)
+        .map_err(|e| ControlError::Body(e.to_string()))?;
     let body: Value =
         serde_json::from_slice(&body_bytes).map_err(|e| ControlError::Body(e.to_string()))?;
-    let method = body["method"].as_str().ok_or_else(|| ControlError::Body("no method".into()))?;
+    let method = body["method"]
+        .as_str()
+        .ok_or_else(|| ControlError::Body("no method".into()))?;
     let reply_to = field(&body, "reply_to").and_then(|r| {
         Some(ReplyTo {
             exchange: r["exchange"].as_str().unwrap_or(REPLY_EXCHANGE).to_owned(),
@@ -128,7 +142,9 @@ pub fn decode_request(raw: &[u8]) -> Result<ControlRequest, ControlError> {
         method: method.to_owned(),
         arguments: body["arguments"].as_object().cloned().unwrap_or_default(),
         destination: str_list(field(&body, "destination")),
-        ticket: field(&body, "ticket").and_then(Value::as_str).map(str::to_owned),
+        ticket: field(&body, "ticket")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         reply_to,
         clock: env["headers"]["clock"].as_u64().unwrap_or(0),
         expires: env["headers"]["expires"].as_f64(),
@@ -160,7 +176,10 @@ pub fn command(req: &ControlRequest) -> Command {
         "query_task" => Command::QueryTask(str_list(args.get("ids")).unwrap_or_default()),
         "revoke" => Command::Revoke {
             task_ids: str_list(args.get("task_id")).unwrap_or_default(),
-            terminate: args.get("terminate").and_then(Value::as_bool).unwrap_or(false),
+            terminate: args
+                .get("terminate")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
         },
         other => Command::Unknown(other.to_owned()),
     }
@@ -240,7 +259,8 @@ pub fn stats_json(s: &WorkerSnapshot, clock: u64, broker: Value, rusage: Value) 
 /// `stats` is built separately ([`stats_json`]) because it needs adapter data.
 pub fn reply_payload(cmd: &Command, s: &WorkerSnapshot) -> Value {
     let h = s.hostname.as_str();
-    let list = |ts: &[TaskInfo]| Value::from(ts.iter().map(|t| task_info_json(t, h)).collect::<Vec<_>>());
+    let list =
+        |ts: &[TaskInfo]| Value::from(ts.iter().map(|t| task_info_json(t, h)).collect::<Vec<_>>());
     match cmd {
         Command::Ping => json!({"ok": "pong"}),
         Command::Active => list(&s.active),
@@ -261,7 +281,11 @@ pub fn reply_payload(cmd: &Command, s: &WorkerSnapshot) -> Value {
 
 fn query_task_json(ids: &[String], s: &WorkerSnapshot) -> Value {
     let mut out = Map::new();
-    let groups = [("active", &s.active), ("reserved", &s.reserved), ("scheduled", &s.scheduled)];
+    let groups = [
+        ("active", &s.active),
+        ("reserved", &s.reserved),
+        ("scheduled", &s.scheduled),
+    ];
     for (state, tasks) in groups {
         for t in tasks.iter().filter(|t| ids.contains(&t.id)) {
             out.insert(t.id.clone(), json!([state, task_info_json(t, &s.hostname)]));
@@ -287,10 +311,22 @@ fn envelope(body: &Value, headers: Value, exchange: &str, rk: &str, tag: &str) -
 }
 
 /// The list entry LPUSHed to the client's reply queue: `{hostname: payload}` wrapped.
-pub fn reply_envelope(hostname: &str, payload: Value, req: &ControlRequest, clock: u64, tag: &str) -> Value {
+pub fn reply_envelope(
+    hostname: &str,
+    payload: Value,
+    req: &ControlRequest,
+    clock: u64,
+    tag: &str,
+) -> Value {
     let body = json!({ hostname: payload });
     let rk = req.reply_to.as_ref().map_or("", |r| r.routing_key.as_str());
-    envelope(&body, json!({"ticket": req.ticket, "clock": clock}), REPLY_EXCHANGE, rk, tag)
+    envelope(
+        &body,
+        json!({"ticket": req.ticket, "clock": clock}),
+        REPLY_EXCHANGE,
+        rk,
+        tag,
+    )
 }
 
 /// Worker lifecycle events (always sent, even without `-E`).
@@ -349,7 +385,13 @@ pub fn worker_event_body(ev: WorkerEvent, s: &WorkerSnapshot, cx: &EventContext)
 
 /// The message PUBLISHed on `/<db>.celeryev/<rk>`.
 pub fn event_envelope(ev: WorkerEvent, hostname: &str, body: &Value, tag: &str) -> Value {
-    envelope(body, json!({"hostname": hostname}), "celeryev", ev.routing_key(), tag)
+    envelope(
+        body,
+        json!({"hostname": hostname}),
+        "celeryev",
+        ev.routing_key(),
+        tag,
+    )
 }
 
 #[cfg(test)]

@@ -71,7 +71,8 @@ fn decodes_a_ping_request() {
 fn destination_and_expiry_filter() {
     let mine = decode_request(&request_envelope(ping_body(json!(["w1@vm"])), 1, None)).unwrap();
     let other = decode_request(&request_envelope(ping_body(json!(["w2@vm"])), 1, None)).unwrap();
-    let expiring = decode_request(&request_envelope(ping_body(Value::Null), 1, Some(100.0))).unwrap();
+    let expiring =
+        decode_request(&request_envelope(ping_body(Value::Null), 1, Some(100.0))).unwrap();
     assert!(is_for_us(&mine, "w1@vm", 1e9));
     assert!(!is_for_us(&other, "w1@vm", 1e9));
     assert!(is_for_us(&expiring, "w1@vm", 99.0));
@@ -85,27 +86,45 @@ fn revoke_cast_is_parsed_without_reply_to() {
         "destination": null, "pattern": null, "matcher": null});
     let req = decode_request(&request_envelope(body, 5, None)).unwrap();
     assert_eq!(req.reply_to, None);
-    let expected = Command::Revoke { task_ids: vec!["b4c044be".into()], terminate: true };
+    let expected = Command::Revoke {
+        task_ids: vec!["b4c044be".into()],
+        terminate: true,
+    };
     assert_eq!(command(&req), expected);
 }
 
 #[test]
 fn garbage_is_an_error_not_a_panic() {
-    assert!(matches!(decode_request(b"nope"), Err(ControlError::Envelope(_))));
+    assert!(matches!(
+        decode_request(b"nope"),
+        Err(ControlError::Envelope(_))
+    ));
     let bad = json!({"body": "!!!"}).to_string();
-    assert!(matches!(decode_request(bad.as_bytes()), Err(ControlError::Body(_))));
+    assert!(matches!(
+        decode_request(bad.as_bytes()),
+        Err(ControlError::Body(_))
+    ));
 }
 
 #[test]
 fn reply_envelope_wraps_payload_under_hostname() {
     let req = decode_request(&request_envelope(ping_body(Value::Null), 3, None)).unwrap();
-    let env = reply_envelope("w1@vm", reply_payload(&Command::Ping, &snapshot()), &req, 4, "tag");
-    let body: Value = serde_json::from_slice(&B64.decode(env["body"].as_str().unwrap()).unwrap())
-        .unwrap();
+    let env = reply_envelope(
+        "w1@vm",
+        reply_payload(&Command::Ping, &snapshot()),
+        &req,
+        4,
+        "tag",
+    );
+    let body: Value =
+        serde_json::from_slice(&B64.decode(env["body"].as_str().unwrap()).unwrap()).unwrap();
     assert_eq!(body, json!({"w1@vm": {"ok": "pong"}}));
     assert_eq!(env["headers"], json!({"ticket": "a5c97007", "clock": 4}));
     let di = &env["properties"]["delivery_info"];
-    assert_eq!(di, &json!({"exchange": "reply.celery.pidbox", "routing_key": "4ada8919"}));
+    assert_eq!(
+        di,
+        &json!({"exchange": "reply.celery.pidbox", "routing_key": "4ada8919"})
+    );
     assert_eq!(env["properties"]["body_encoding"], "base64");
 }
 
@@ -129,8 +148,14 @@ fn scheduled_revoked_registered_queues_query() {
     assert_eq!(sched[0]["eta"], "2026-11-27T02:50:41.867054+00:00");
     assert_eq!(sched[0]["request"]["id"], "s1");
     assert_eq!(reply_payload(&Command::Revoked, &s), json!(["r1"]));
-    assert_eq!(reply_payload(&Command::Registered, &s), json!(["create_hls", "encode_media"]));
-    assert_eq!(reply_payload(&Command::ActiveQueues, &s)[0]["name"], "long_tasks");
+    assert_eq!(
+        reply_payload(&Command::Registered, &s),
+        json!(["create_hls", "encode_media"])
+    );
+    assert_eq!(
+        reply_payload(&Command::ActiveQueues, &s)[0]["name"],
+        "long_tasks"
+    );
     let q = reply_payload(&Command::QueryTask(vec!["a1".into(), "zz".into()]), &s);
     assert_eq!(q["a1"][0], "active");
     assert!(q.get("zz").is_none());
@@ -142,7 +167,12 @@ fn scheduled_revoked_registered_queues_query() {
 fn heartbeat_body_and_envelope() {
     let mut s = snapshot();
     s.total.insert("encode_media".into(), 9);
-    let cx = EventContext { clock: 7, timestamp: 1.5, utcoffset: 0.0, loadavg: [0.1, 0.2, 0.3] };
+    let cx = EventContext {
+        clock: 7,
+        timestamp: 1.5,
+        utcoffset: 0.0,
+        loadavg: [0.1, 0.2, 0.3],
+    };
     let body = worker_event_body(WorkerEvent::Heartbeat, &s, &cx);
     assert_eq!(body["type"], "worker-heartbeat");
     assert_eq!(body["freq"], 2.0);
@@ -152,7 +182,10 @@ fn heartbeat_body_and_envelope() {
     let env = event_envelope(WorkerEvent::Heartbeat, "w1@vm", &body, "tag");
     assert_eq!(env["headers"], json!({"hostname": "w1@vm"}));
     let di = &env["properties"]["delivery_info"];
-    assert_eq!(di, &json!({"exchange": "celeryev", "routing_key": "worker.heartbeat"}));
+    assert_eq!(
+        di,
+        &json!({"exchange": "celeryev", "routing_key": "worker.heartbeat"})
+    );
     let stats = stats_json(&s, 3, json!({"transport": "redis"}), json!({}));
     assert_eq!(stats["total"]["encode_media"], 9);
     assert_eq!(stats["broker"]["transport"], "redis");

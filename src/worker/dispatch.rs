@@ -29,7 +29,12 @@ pub enum Disposition {
 }
 
 /// Classify a delivery. `known`: a handler exists; `revoked`: the id is in the revoked set.
-pub fn classify(delivery: &Delivery, known: bool, revoked: bool, now: DateTime<Utc>) -> Disposition {
+pub fn classify(
+    delivery: &Delivery,
+    known: bool,
+    revoked: bool,
+    now: DateTime<Utc>,
+) -> Disposition {
     let task = match &delivery.message {
         Err(e) => return Disposition::DeadLetter(e.to_string()),
         Ok(t) => t,
@@ -77,22 +82,40 @@ pub struct Settlement {
 
 impl Settlement {
     fn ack(result: Option<TaskResult>) -> Self {
-        Self { publish: None, result, action: Action::Ack }
+        Self {
+            publish: None,
+            result,
+            action: Action::Ack,
+        }
     }
     fn requeue() -> Self {
-        Self { publish: None, result: None, action: Action::Requeue }
+        Self {
+            publish: None,
+            result: None,
+            action: Action::Requeue,
+        }
     }
 }
 
 /// Celery's exception value `{exc_type, exc_message: [..], exc_module}`; an empty message means
 /// an exception raised without arguments (`exc_message: []`).
 pub fn exception_value(e: &TaskError) -> Value {
-    let args: Vec<&str> = if e.message.is_empty() { vec![] } else { vec![e.message.as_str()] };
+    let args: Vec<&str> = if e.message.is_empty() {
+        vec![]
+    } else {
+        vec![e.message.as_str()]
+    };
     json!({"exc_type": e.exc_type, "exc_message": args, "exc_module": e.exc_module})
 }
 
 fn result_doc(task_id: &str, state: TaskState, result: Value, now: DateTime<Utc>) -> TaskResult {
-    TaskResult { task_id: task_id.to_owned(), state, result, traceback: None, date_done: now }
+    TaskResult {
+        task_id: task_id.to_owned(),
+        state,
+        result,
+        traceback: None,
+        date_done: now,
+    }
 }
 
 /// REVOKED with `TaskRevokedError(reason)` (reason: revoked | terminated | expired | …).
@@ -144,12 +167,20 @@ pub fn settle(
     match outcome {
         Outcome::Success(_) if ignores_result(task) => Settlement::ack(None),
         Outcome::Success(v) => Settlement::ack(Some(result_doc(id, TaskState::Success, v, now))),
-        Outcome::Failure(e) => {
-            Settlement::ack(Some(result_doc(id, TaskState::Failure, exception_value(&e), now)))
-        }
+        Outcome::Failure(e) => Settlement::ack(Some(result_doc(
+            id,
+            TaskState::Failure,
+            exception_value(&e),
+            now,
+        ))),
         Outcome::Retry { countdown, error } => Settlement {
             publish: Some(retry_of(task, countdown, now)),
-            result: Some(result_doc(id, TaskState::Retry, exception_value(&error), now)),
+            result: Some(result_doc(
+                id,
+                TaskState::Retry,
+                exception_value(&error),
+                now,
+            )),
             action: Action::Ack,
         },
         Outcome::Revoked(reason) => Settlement::ack(Some(revoked_result(id, &reason, now))),
@@ -171,7 +202,11 @@ pub fn retry_of(task: &TaskMessage, countdown: Duration, now: DateTime<Utc>) -> 
 
 /// The same task, addressed to `queue` (forwarding an unknown name, or the base of a retry).
 pub fn forward_of(task: &TaskMessage, queue: &str) -> OutgoingTask {
-    let origin = task.headers.get("origin").and_then(Value::as_str).unwrap_or_default();
+    let origin = task
+        .headers
+        .get("origin")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     OutgoingTask {
         name: task.name.clone(),
         id: task.id.clone(),

@@ -18,7 +18,9 @@ use crate::celery::message::TaskMessage;
 use crate::tasks::{JobContext, Outcome, TaskHandler};
 
 fn unix_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Time from now until `at` (zero if past).
@@ -52,7 +54,11 @@ impl Core {
     async fn unknown(&self, d: &Delivery, task: &TaskMessage, name: &str) {
         if let Some(queue) = &self.opts.forward_unknown_to {
             let forwarded = dispatch::forward_of(task, queue);
-            let settlement = Settlement { publish: Some(forwarded), result: None, action: Action::Ack };
+            let settlement = Settlement {
+                publish: Some(forwarded),
+                result: None,
+                action: Action::Ack,
+            };
             tracing::info!(task = %name, id = %task.id, %queue, "forwarding unregistered task");
             return self.apply(d, task, settlement, false).await;
         }
@@ -60,7 +66,17 @@ impl Core {
             "Received unregistered task of type '{name}'. The message has been ignored and discarded."
         );
         let result = Some(dispatch::not_registered_result(&task.id, name, Utc::now()));
-        self.apply(d, task, Settlement { publish: None, result, action: Action::Ack }, false).await;
+        self.apply(
+            d,
+            task,
+            Settlement {
+                publish: None,
+                result,
+                action: Action::Ack,
+            },
+            false,
+        )
+        .await;
     }
 
     /// The whole life of a held delivery; `d` is already recorded in the state.
@@ -84,8 +100,16 @@ impl Core {
         };
         let now = Utc::now();
         match dispatch::classify(&d, true, self.state.is_revoked(&task.id), now) {
-            Disposition::Expired => return self.apply(&d, &task, revoked(&task, "expired", now), false).await,
-            Disposition::Revoked => return self.apply(&d, &task, revoked(&task, "revoked", now), false).await,
+            Disposition::Expired => {
+                return self
+                    .apply(&d, &task, revoked(&task, "expired", now), false)
+                    .await
+            }
+            Disposition::Revoked => {
+                return self
+                    .apply(&d, &task, revoked(&task, "revoked", now), false)
+                    .await
+            }
             _ => {}
         }
         let (outcome, reason) = self.execute(&d, &task, handler, &signals.abort).await;
@@ -104,9 +128,18 @@ impl Core {
     ) -> (Outcome, Option<CancelReason>) {
         let cancel = abort.child_token();
         self.state.start(&d.tag, cancel.clone(), unix_now());
-        let soft = task.time_limit.1.and_then(|s| Duration::try_from_secs_f64(s).ok());
-        let deadline = soft.or(self.opts.soft_time_limit).map(|s| tokio::time::Instant::now() + s);
-        let ctx = JobContext { cancel, hostname: self.opts.hostname.clone(), deadline };
+        let soft = task
+            .time_limit
+            .1
+            .and_then(|s| Duration::try_from_secs_f64(s).ok());
+        let deadline = soft
+            .or(self.opts.soft_time_limit)
+            .map(|s| tokio::time::Instant::now() + s);
+        let ctx = JobContext {
+            cancel,
+            hostname: self.opts.hostname.clone(),
+            deadline,
+        };
         tracing::info!(task = %task.name, id = %task.id, "Task {}[{}] received", task.name, task.id);
         let started = std::time::Instant::now();
         let run = AssertUnwindSafe(handler.run(task, ctx)).catch_unwind();
@@ -126,7 +159,10 @@ impl Core {
             tracing::error!(id = %task.id, "task handler panicked");
             Outcome::Failure(dispatch::worker_lost_error("task handler panicked"))
         });
-        let reason = self.state.cancel_reason(&d.tag).or(abort.is_cancelled().then_some(CancelReason::Abort));
+        let reason = self
+            .state
+            .cancel_reason(&d.tag)
+            .or(abort.is_cancelled().then_some(CancelReason::Abort));
         let secs = started.elapsed().as_secs_f64();
         tracing::info!(task = %task.name, id = %task.id, ?reason, "Task {}[{}] finished in {secs:.3}s", task.name, task.id);
         (outcome, reason)
@@ -171,5 +207,9 @@ impl Core {
 
 fn revoked(task: &TaskMessage, reason: &str, now: DateTime<Utc>) -> Settlement {
     let result = Some(dispatch::revoked_result(&task.id, reason, now));
-    Settlement { publish: None, result, action: Action::Ack }
+    Settlement {
+        publish: None,
+        result,
+        action: Action::Ack,
+    }
 }

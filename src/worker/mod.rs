@@ -130,7 +130,16 @@ impl WorkerPool {
         };
         let slots = Arc::new(Semaphore::new(opts.concurrency.max(1)));
         let state = PoolState::new(base);
-        WorkerPool { core: Arc::new(Core { broker, results, registry, opts, state, slots }) }
+        WorkerPool {
+            core: Arc::new(Core {
+                broker,
+                results,
+                registry,
+                opts,
+                state,
+                slots,
+            }),
+        }
     }
 
     /// The shared bookkeeping handle (pidbox, metrics, tests).
@@ -175,7 +184,11 @@ impl Core {
                 }
                 continue;
             }
-            match self.broker.fetch(&self.opts.queues, self.opts.fetch_timeout).await {
+            match self
+                .broker
+                .fetch(&self.opts.queues, self.opts.fetch_timeout)
+                .await
+            {
                 Ok(Some(d)) => self.accept(d, signals, jobs).await,
                 Ok(None) => {}
                 Err(e) => {

@@ -62,7 +62,11 @@ pub struct PoolState {
 
 /// The control-plane view of a task message.
 pub fn task_info(task: &TaskMessage) -> TaskInfo {
-    let argsrepr = task.headers.get("argsrepr").and_then(Value::as_str).map(str::to_owned);
+    let argsrepr = task
+        .headers
+        .get("argsrepr")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     TaskInfo {
         id: task.id.clone(),
         name: task.name.clone(),
@@ -90,7 +94,10 @@ impl PoolState {
             revoked: Revoked::default(),
             total: BTreeMap::new(),
         };
-        Self { inner: Arc::new(Mutex::new(inner)), changed: Arc::new(Notify::new()) }
+        Self {
+            inner: Arc::new(Mutex::new(inner)),
+            changed: Arc::new(Notify::new()),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -110,7 +117,11 @@ impl PoolState {
     /// The prefetch gate: held deliveries, ETA-held ones excepted, below the limit.
     pub fn may_fetch(&self) -> bool {
         let st = self.lock();
-        let counted = st.jobs.values().filter(|j| j.phase != Phase::Scheduled).count();
+        let counted = st
+            .jobs
+            .values()
+            .filter(|j| j.phase != Phase::Scheduled)
+            .count();
         counted < st.prefetch_limit
     }
 
@@ -126,8 +137,17 @@ impl PoolState {
     pub(crate) fn hold(&self, tag: &str, task: &TaskMessage, redelivered: bool, phase: Phase) {
         let mut st = self.lock();
         st.seq += 1;
-        let info = TaskInfo { redelivered, ..task_info(task) };
-        let job = Job { seq: st.seq, info, phase, cancel: None, reason: None };
+        let info = TaskInfo {
+            redelivered,
+            ..task_info(task)
+        };
+        let job = Job {
+            seq: st.seq,
+            info,
+            phase,
+            cancel: None,
+            reason: None,
+        };
         st.jobs.insert(tag.to_owned(), job);
         drop(st);
         self.touch();
@@ -155,7 +175,9 @@ impl PoolState {
     pub(crate) fn cancel_job(&self, tag: &str, reason: CancelReason) {
         let token = {
             let mut st = self.lock();
-            let Some(j) = st.jobs.get_mut(tag) else { return };
+            let Some(j) = st.jobs.get_mut(tag) else {
+                return;
+            };
             j.reason.get_or_insert(reason);
             j.cancel.clone()
         };
@@ -216,7 +238,12 @@ impl PoolState {
         let st = self.lock();
         let mut jobs: Vec<&Job> = st.jobs.values().collect();
         jobs.sort_by_key(|j| j.seq);
-        let pick = |p: Phase| jobs.iter().filter(|j| j.phase == p).map(|j| j.info.clone()).collect();
+        let pick = |p: Phase| {
+            jobs.iter()
+                .filter(|j| j.phase == p)
+                .map(|j| j.info.clone())
+                .collect()
+        };
         WorkerSnapshot {
             active: pick(Phase::Active),
             reserved: pick(Phase::Reserved),

@@ -419,3 +419,6 @@ async fn leases_are_renewed_while_a_job_runs() {
     );
     assert_eq!(h.ran(), ["lease"]);
 }
+
+#[path = "worker_pool/pidbox_python.rs"]
+mod pidbox_python;

@@ -174,12 +174,14 @@ pub fn command(req: &ControlRequest) -> Command {
         "stats" => Command::Stats,
         "conf" => Command::Conf,
         "query_task" => Command::QueryTask(str_list(args.get("ids")).unwrap_or_default()),
-        "revoke" => Command::Revoke {
+        // `celery control terminate <signal> <id>` is a revoke with terminate=True.
+        m @ ("revoke" | "terminate") => Command::Revoke {
             task_ids: str_list(args.get("task_id")).unwrap_or_default(),
-            terminate: args
-                .get("terminate")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            terminate: m == "terminate"
+                || args
+                    .get("terminate")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
         },
         other => Command::Unknown(other.to_owned()),
     }

@@ -190,3 +190,15 @@ fn heartbeat_body_and_envelope() {
     assert_eq!(stats["total"]["encode_media"], 9);
     assert_eq!(stats["broker"]["transport"], "redis");
 }
+
+#[test]
+fn terminate_method_is_a_terminating_revoke() {
+    let body = json!({"method": "terminate", "arguments": {"signal": "SIGTERM", "task_id": ["x", "y"]},
+        "destination": ["w1@vm"], "ticket": "t", "reply_to": {"exchange": "reply.celery.pidbox", "routing_key": "r"}});
+    let req = decode_request(&request_envelope(body, 1, None)).unwrap();
+    let expected = Command::Revoke {
+        task_ids: vec!["x".into(), "y".into()],
+        terminate: true,
+    };
+    assert_eq!(command(&req), expected);
+}

@@ -166,7 +166,7 @@ async fn prefetch_gate_and_exactly_once_ack() {
 #[tokio::test]
 async fn eta_task_is_held_then_runs_and_does_not_block_the_gate() {
     let broker = MemoryBroker::default();
-    let eta = Utc::now() + chrono::Duration::milliseconds(400);
+    let eta = Utc::now() + chrono::Duration::milliseconds(800);
     broker.push_task(
         Q,
         TaskMessage {
@@ -339,7 +339,7 @@ async fn drain_lets_running_job_finish_and_gives_back_reserved() {
     let broker = MemoryBroker::default();
     broker.push_task(Q, task("running", 0));
     broker.push_task(Q, task("waiting", 0));
-    let h = Fake::new(Outcome::Success(json!("done")), 300);
+    let h = Fake::new(Outcome::Success(json!("done")), 600);
     let run = start(&broker, h.clone(), options(1, 2));
     eventually("one active, one reserved", || {
         let s = run.state.snapshot();

@@ -98,6 +98,15 @@ impl ShutdownSignals {
     }
 }
 
+impl From<&crate::shutdown::Shutdown> for ShutdownSignals {
+    fn from(s: &crate::shutdown::Shutdown) -> Self {
+        Self {
+            intake: s.intake.clone(),
+            abort: s.abort.clone(),
+        }
+    }
+}
+
 /// What every job task shares.
 pub(crate) struct Core {
     broker: Arc<dyn Broker>,

@@ -45,7 +45,8 @@ impl Core {
             Disposition::Unknown(name) => return self.unknown(d, task, &name).await,
             Disposition::Expired => revoked(task, "expired", now),
             Disposition::Revoked => revoked(task, "revoked", now),
-            other => unreachable!("settle_now called with {other:?}"),
+            // Hold/Run always come with a handler and never reach here; leave it held, not lost.
+            other => return tracing::error!(id = %task.id, ?other, "settle_now: nothing to settle"),
         };
         tracing::info!(task = %task.name, id = %task.id, "Discarding revoked/expired task");
         self.apply(d, task, settlement, false).await;

@@ -284,7 +284,10 @@ impl<'a> Binder<'a> {
         };
         items
             .iter()
-            .map(|v| v.as_i64().ok_or_else(|| self.wrong(i, "a list of integers")))
+            .map(|v| {
+                v.as_i64()
+                    .ok_or_else(|| self.wrong(i, "a list of integers"))
+            })
             .collect()
     }
 }

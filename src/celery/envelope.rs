@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::message::{DecodeError, OutgoingTask, TaskMessage};
-use super::python::{py_json, py_repr};
+use super::python::{py_json, py_repr, py_tuple_repr};
 use super::time::format_celery_time;
 
 const JSON_CONTENT_TYPE: &str = "application/json";
@@ -76,24 +76,49 @@ pub fn mark_redelivered(raw: &[u8]) -> Result<Vec<u8>, DecodeError> {
 
 /// The full Redis list entry Celery 5.4's `apply_async` writes for `task`.
 /// `delivery_tag` is a fresh uuid4 per publish; `reply_to` is the producer's oid.
+///
+/// A task with `retries > 0` is encoded as Celery's `self.retry()` publishes it (captured in
+/// `proto/golden`): `argsrepr` is a tuple repr and `properties` carries `origin` after
+/// `reply_to`, because the retry re-sends the request's execution options.
 pub fn encode_redis(task: &OutgoingTask, delivery_tag: &str, reply_to: &str) -> Vec<u8> {
     let body = BASE64.encode(encode_amqp_body(task));
+    let mut properties = Map::new();
+    properties.insert("correlation_id".into(), json!(task.id));
+    properties.insert("reply_to".into(), json!(reply_to));
+    if is_retry(task) {
+        properties.insert("origin".into(), json!(task.origin));
+    }
+    properties.insert("delivery_mode".into(), json!(2));
+    properties.insert(
+        "delivery_info".into(),
+        json!({"exchange": "", "routing_key": task.queue}),
+    );
+    properties.insert("priority".into(), json!(task.priority));
+    properties.insert("body_encoding".into(), json!("base64"));
+    properties.insert("delivery_tag".into(), json!(delivery_tag));
     let envelope = json!({
         "body": body,
         "content-encoding": "utf-8",
         "content-type": JSON_CONTENT_TYPE,
         "headers": Value::Object(v2_headers(task)),
-        "properties": {
-            "correlation_id": task.id,
-            "reply_to": reply_to,
-            "delivery_mode": 2,
-            "delivery_info": {"exchange": "", "routing_key": task.queue},
-            "priority": task.priority,
-            "body_encoding": "base64",
-            "delivery_tag": delivery_tag,
-        },
+        "properties": Value::Object(properties),
     });
     py_json(&envelope).into_bytes()
+}
+
+/// Only Celery's retry path publishes `retries > 0` (OutgoingTask has no other marker).
+fn is_retry(task: &OutgoingTask) -> bool {
+    task.retries > 0
+}
+
+/// `argsrepr`: `apply_async(args=[…])` writes a list repr, a retry re-sends the request's args
+/// tuple (`.delay()` callers also write a tuple; we publish list-form like `apply_async`).
+fn args_repr(task: &OutgoingTask) -> String {
+    if is_retry(task) {
+        py_tuple_repr(&task.args)
+    } else {
+        py_repr(&Value::Array(task.args.clone()))
+    }
 }
 
 /// The serialized body `[args, kwargs, embed]` (raw on AMQP, base64'd inside the Redis entry).
@@ -118,7 +143,7 @@ pub fn v2_headers(task: &OutgoingTask) -> Map<String, Value> {
         "timelimit": [limit_value(task.time_limit.0), limit_value(task.time_limit.1)],
         "root_id": task.root_id.clone().unwrap_or_else(|| task.id.clone()),
         "parent_id": task.parent_id,
-        "argsrepr": py_repr(&Value::Array(task.args.clone())),
+        "argsrepr": args_repr(task),
         "kwargsrepr": py_repr(&Value::Object(task.kwargs.clone())),
         "origin": task.origin,
         "ignore_result": false,

@@ -121,8 +121,8 @@ impl TaskMessage {
 /// Split the body into `[args, kwargs, embed]`; Celery's 2-element legacy body is rejected
 /// because a Python worker crashes on it (celery-wire §2.2) and we never want to pass it on.
 fn parse_body(body: &[u8]) -> Result<(Vec<Value>, Map<String, Value>, Value), DecodeError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| DecodeError::Body(format!("not JSON: {e}")))?;
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| DecodeError::Body(format!("not JSON: {e}")))?;
     let Value::Array(parts) = value else {
         return Err(DecodeError::Body("not a JSON array".into()));
     };
@@ -225,8 +225,13 @@ impl OutgoingTask {
 
     /// The message Celery's `self.retry(countdown=…)` publishes for `task`: same id, name,
     /// args, kwargs, priority and time limits; `retries + 1`; ETA `now + countdown`; the
-    /// retried task as parent; same root (celery-wire §5, mediacms-contract §1.2).
+    /// retried task as parent; same root (celery-wire §5, mediacms-contract §1.2). Like Celery,
+    /// the request's `origin` is kept (ours when the header is missing).
     pub fn retry_of(task: &TaskMessage, countdown: Duration, now: DateTime<Utc>) -> Self {
+        let origin = match task.headers.get("origin") {
+            Some(Value::String(o)) => o.clone(),
+            _ => origin(),
+        };
         let countdown = chrono::Duration::from_std(countdown).unwrap_or(chrono::Duration::MAX);
         OutgoingTask {
             name: task.name.clone(),
@@ -240,7 +245,7 @@ impl OutgoingTask {
             time_limit: task.time_limit,
             root_id: Some(task.root_id.clone().unwrap_or_else(|| task.id.clone())),
             parent_id: Some(task.id.clone()),
-            origin: origin(),
+            origin,
         }
     }
 }

@@ -243,7 +243,10 @@ mod tests {
         let v = json!({"x": true, "y": null, "z": 1.5});
         assert_eq!(py_repr(&v), "{'x': True, 'y': None, 'z': 1.5}");
         assert_eq!(py_repr(&json!([[[[1]]]])), "[[[[...]]]]");
-        assert_eq!(py_repr(&json!([{"a": {"b": {"c": 1}}}])), "[{'a': {'b': {...}}}]");
+        assert_eq!(
+            py_repr(&json!([{"a": {"b": {"c": 1}}}])),
+            "[{'a': {'b': {...}}}]"
+        );
         assert_eq!(py_tuple_repr(&[json!("a")]), "('a',)");
         assert_eq!(py_tuple_repr(&[json!("a"), json!([1, 2])]), "('a', [1, 2])");
     }

@@ -65,6 +65,7 @@ impl TaskResult {
     }
 
     /// RETRY, written after the retry message is published; same exception shape as FAILURE.
+    /// `now` is kept on the value but not written (`date_done` is null for RETRY).
     pub fn retry(
         task_id: &str,
         exc_type: &str,
@@ -100,13 +101,20 @@ impl TaskResult {
 }
 
 /// The JSON text stored with SETEX and PUBLISHed on `celery-task-meta-<id>`.
+/// Captured in `proto/golden`: Celery sets `date_done` only for ready states, so a RETRY
+/// document has `"date_done": null`, and it lists the republished retry (same id) as its one
+/// child, `[[[id, null], null]]` (an `AsyncResult` tuple).
 pub fn encode_result(r: &TaskResult) -> String {
+    let (date_done, children) = match r.state {
+        TaskState::Retry => (Value::Null, json!([[[r.task_id, null], null]])),
+        _ => (Value::String(format_celery_time(r.date_done)), json!([])),
+    };
     let doc = json!({
         "status": r.state.as_str(),
         "result": r.result,
         "traceback": r.traceback,
-        "children": [],
-        "date_done": format_celery_time(r.date_done),
+        "children": children,
+        "date_done": date_done,
         "task_id": r.task_id,
     });
     py_json(&doc)
@@ -126,7 +134,13 @@ mod tests {
     fn unknown_task_failure_matches_capture() {
         // celery-wire §4.6, captured from celery 5.7 (same layout as 5.4).
         let now = Utc.timestamp_micros(1_795_747_632_343_541).unwrap();
-        let r = TaskResult::failure("820c781b", "NotRegistered", "celery.exceptions", "no_such_task", now);
+        let r = TaskResult::failure(
+            "820c781b",
+            "NotRegistered",
+            "celery.exceptions",
+            "no_such_task",
+            now,
+        );
         assert_eq!(
             encode_result(&r),
             r#"{"status": "FAILURE", "result": {"exc_type": "NotRegistered", "exc_message": ["no_such_task"], "exc_module": "celery.exceptions"}, "traceback": null, "children": [], "date_done": "2026-11-27T02:47:12.343541+00:00", "task_id": "820c781b"}"#

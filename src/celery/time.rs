@@ -20,10 +20,7 @@ pub fn parse_celery_time(s: &str) -> Result<DateTime<Utc>, DecodeError> {
 }
 
 /// [`parse_celery_time`] naming the header the value came from in the error.
-pub fn parse_celery_time_field(
-    field: &'static str,
-    s: &str,
-) -> Result<DateTime<Utc>, DecodeError> {
+pub fn parse_celery_time_field(field: &'static str, s: &str) -> Result<DateTime<Utc>, DecodeError> {
     let bad = || DecodeError::Time {
         field,
         value: s.chars().take(64).collect(),
@@ -43,7 +40,11 @@ pub fn parse_celery_time_field(
 }
 
 fn parse_naive(s: &str) -> Option<NaiveDateTime> {
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
             return Some(t);
         }
@@ -127,7 +128,12 @@ mod tests {
 
     #[test]
     fn garbage_is_a_time_error() {
-        for bad in ["", "tomorrow", "2026-13-01T00:00:00", "2026-07-01T25:00:00+00:00"] {
+        for bad in [
+            "",
+            "tomorrow",
+            "2026-13-01T00:00:00",
+            "2026-07-01T25:00:00+00:00",
+        ] {
             assert!(matches!(
                 parse_celery_time(bad),
                 Err(DecodeError::Time { field: "eta", .. })

@@ -291,3 +291,160 @@ impl<'a> Binder<'a> {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Map};
+
+    fn msg(name: &str, args: Value, kwargs: Value) -> TaskMessage {
+        let (Value::Array(args), Value::Object(kwargs)) = (args, kwargs) else {
+            panic!("test input")
+        };
+        TaskMessage {
+            name: name.into(),
+            id: "id".into(),
+            args,
+            kwargs,
+            embed: Value::Null,
+            eta: None,
+            expires: None,
+            retries: 0,
+            time_limit: (None, None),
+            root_id: None,
+            parent_id: None,
+            priority: 0,
+            routing_key: "long_tasks".into(),
+            headers: Map::new(),
+            properties: Map::new(),
+        }
+    }
+
+    fn bind_of(name: &str, args: Value, kwargs: Value) -> Result<LongTask, ArgsError> {
+        bind(&msg(name, args, kwargs))
+    }
+
+    #[test]
+    fn encode_media_all_keyword() {
+        let got = bind_of(
+            "encode_media",
+            json!([]),
+            json!({"friendly_token": "t", "profile_id": 1, "encoding_id": 2, "chunk": true,
+                   "chunk_file_path": "/c.mkv", "force": false}),
+        );
+        let want = LongTask::EncodeMedia {
+            friendly_token: "t".into(),
+            profile_id: 1,
+            encoding_id: 2,
+            force: false,
+            chunk: true,
+            chunk_file_path: "/c.mkv".into(),
+            encoding_url: None,
+        };
+        assert_eq!(got, Ok(want));
+    }
+
+    #[test]
+    fn encode_media_positional_force_and_legacy_keyword_url() {
+        let got = bind_of("encode_media", json!(["t", 1, 2, false]), json!({})).unwrap();
+        assert!(matches!(
+            got,
+            LongTask::EncodeMedia {
+                force: false,
+                encoding_url: None,
+                ..
+            }
+        ));
+        let got = bind_of(
+            "encode_media",
+            json!(["t", 1, 2]),
+            json!({"encoding_url": "u"}),
+        );
+        assert!(matches!(
+            got,
+            Ok(LongTask::EncodeMedia {
+                encoding_url: Some(_),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn python_call_errors_name_the_parameter() {
+        let e = |name, args, kwargs| bind_of(name, args, kwargs).unwrap_err();
+        let task = "encode_media";
+        assert_eq!(
+            e(task, json!(["t", 1]), json!({})),
+            ArgsError::Missing {
+                task,
+                param: "encoding_id"
+            }
+        );
+        assert_eq!(
+            e(task, json!(["t", "1", 2]), json!({})),
+            ArgsError::WrongType {
+                task,
+                param: "profile_id",
+                expected: "an integer"
+            }
+        );
+        assert_eq!(
+            e(task, json!(["t", 1, 2, true, false, "", 9]), json!({})),
+            ArgsError::TooManyPositional {
+                task,
+                max: 6,
+                given: 7
+            }
+        );
+        assert_eq!(
+            e(task, json!(["t", 1, 2]), json!({"profile_id": 3})),
+            ArgsError::Duplicate {
+                task,
+                param: "profile_id"
+            }
+        );
+        assert_eq!(
+            e(task, json!(["t", 1, 2]), json!({"force": "yes"})),
+            ArgsError::WrongType {
+                task,
+                param: "force",
+                expected: "a boolean"
+            }
+        );
+        assert_eq!(
+            e("create_hls", json!(["t"]), json!({"bogus": 1})),
+            ArgsError::UnexpectedKeyword {
+                task: "create_hls",
+                keyword: "bogus".into()
+            }
+        );
+        assert_eq!(
+            e("get_list_of_popular_media", json!([1]), json!({})),
+            ArgsError::TooManyPositional {
+                task: "get_list_of_popular_media",
+                max: 0,
+                given: 1
+            }
+        );
+        assert_eq!(
+            e("chunkize_media", json!(["t", [1, "x"]]), json!({})),
+            ArgsError::WrongType {
+                task: "chunkize_media",
+                param: "profiles",
+                expected: "a list of integers"
+            }
+        );
+        assert_eq!(
+            e("nope", json!([]), json!({})),
+            ArgsError::UnknownTask("nope".into())
+        );
+    }
+
+    #[test]
+    fn every_long_task_name_is_known() {
+        for name in LONG_TASK_NAMES {
+            let err = bind_of(name, json!([]), json!({})).err();
+            assert!(!matches!(err, Some(ArgsError::UnknownTask(_))), "{name}");
+        }
+    }
+}

@@ -563,9 +563,12 @@ fn amqp_body_and_headers_decode_like_redis() {
     }
 }
 
+/// Builds our result for (task id, date_done, traceback) read from a golden.
+type Build = dyn Fn(&str, DateTime<Utc>, Option<String>) -> TaskResult;
+
 #[test]
 fn results_match_celery_result_documents() {
-    let check = |file: &str, build: &dyn Fn(&str, DateTime<Utc>, Option<String>) -> TaskResult| {
+    let check = |file: &str, build: &Build| {
         let raw = String::from_utf8(golden(file)).unwrap();
         let doc: Value = serde_json::from_str(&raw).unwrap();
         // RETRY documents carry `date_done: null`; any instant reproduces that.

@@ -118,9 +118,12 @@ impl TaskMessage {
     }
 }
 
+/// `[args, kwargs, embed]`.
+type Body = (Vec<Value>, Map<String, Value>, Value);
+
 /// Split the body into `[args, kwargs, embed]`; Celery's 2-element legacy body is rejected
 /// because a Python worker crashes on it (celery-wire §2.2) and we never want to pass it on.
-fn parse_body(body: &[u8]) -> Result<(Vec<Value>, Map<String, Value>, Value), DecodeError> {
+fn parse_body(body: &[u8]) -> Result<Body, DecodeError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| DecodeError::Body(format!("not JSON: {e}")))?;
     let Value::Array(parts) = value else {

@@ -12,7 +12,7 @@ use chrono::Utc;
 use mediacms_worker::broker::redis::{RedisBroker, RedisBrokerOptions};
 use mediacms_worker::broker::{Broker, BrokerError, Delivery, ResultStore};
 use mediacms_worker::celery::message::OutgoingTask;
-use mediacms_worker::celery::result::{TaskResult, TaskState};
+use mediacms_worker::celery::result::TaskResult;
 use serde_json::{json, Map, Value};
 use support::redis::{run_py, run_py_raw, PyChild, TestRedis};
 
@@ -46,20 +46,10 @@ async fn broker(r: &TestRedis, lease: Duration) -> RedisBroker {
 }
 
 fn task(name: &str, args: Value, priority: u8) -> OutgoingTask {
-    OutgoingTask {
-        name: name.into(),
-        id: uuid::Uuid::new_v4().to_string(),
-        queue: Q.into(),
-        args: args.as_array().cloned().unwrap(),
-        kwargs: Map::new(),
-        priority,
-        eta: None,
-        retries: 0,
-        time_limit: (None, None),
-        root_id: None,
-        parent_id: None,
-        origin: format!("gen{}@test", std::process::id()),
-    }
+    let args = args.as_array().cloned().unwrap();
+    let mut t = OutgoingTask::new(name, Q, args, Map::new());
+    t.priority = priority;
+    t
 }
 
 async fn fetch(b: &RedisBroker, queues: &[&str]) -> Option<Delivery> {
@@ -150,16 +140,6 @@ async fn queues_are_consumed_round_robin() {
     assert_eq!(got, ["a1", "b1", "a2", "b2"]);
 }
 
-fn result(id: &str, state: TaskState, value: Value) -> TaskResult {
-    TaskResult {
-        task_id: id.into(),
-        state,
-        result: value,
-        traceback: None,
-        date_done: Utc::now(),
-    }
-}
-
 fn py_get(r: &TestRedis, id: &str) -> Value {
     let out = run_py(&["get_result.py", id], &py_env(r), PY_TIMEOUT);
     serde_json::from_str(&out).unwrap()
@@ -173,7 +153,7 @@ async fn results_are_read_by_python_asyncresult() {
     let mut sub_conn = r.conn();
     let mut sub = sub_conn.as_pubsub();
     sub.subscribe("celery-task-meta-ok-1").unwrap();
-    b.store_result(&result("ok-1", TaskState::Success, ok.clone()))
+    b.store_result(&TaskResult::success("ok-1", ok.clone(), Utc::now()))
         .await
         .unwrap();
     // PUBLISH on the key's channel carries the same document as the key.
@@ -184,25 +164,32 @@ async fn results_are_read_by_python_asyncresult() {
     assert_eq!(published, stored);
     assert_eq!(py_get(&r, "ok-1"), json!({ "value": ok }));
 
-    let exc = |t: &str, m: &str, module: &str| json!({"exc_type": t, "exc_message": [m], "exc_module": module});
-    let failed = exc("ValueError", "ffmpeg failed", "builtins");
-    b.store_result(&result("bad-1", TaskState::Failure, failed))
+    let failed = TaskResult::failure(
+        "bad-1",
+        "ValueError",
+        "builtins",
+        "ffmpeg failed",
+        Utc::now(),
+    );
+    b.store_result(&failed.with_traceback("Traceback (most recent call last):\n"))
         .await
         .unwrap();
     let got = py_get(&r, "bad-1");
     assert_eq!(got["error_type"], "ValueError");
     assert_eq!(got["error"], "ffmpeg failed");
-    let unknown = exc("NotRegistered", "no_such_task", "celery.exceptions");
-    b.store_result(&result("bad-2", TaskState::Failure, unknown))
-        .await
-        .unwrap();
+    let unknown = TaskResult::failure(
+        "bad-2",
+        "NotRegistered",
+        "celery.exceptions",
+        "no_such_task",
+        Utc::now(),
+    );
+    b.store_result(&unknown).await.unwrap();
     assert_eq!(py_get(&r, "bad-2")["error_type"], "NotRegistered");
 
     // Celery never overwrites a SUCCESS.
-    let late = exc("ValueError", "late", "builtins");
-    b.store_result(&result("ok-1", TaskState::Failure, late))
-        .await
-        .unwrap();
+    let late = TaskResult::failure("ok-1", "ValueError", "builtins", "late", Utc::now());
+    b.store_result(&late).await.unwrap();
     assert_eq!(
         get::<String>(&mut r.conn(), &["GET", "celery-task-meta-ok-1"]),
         stored
@@ -233,14 +220,19 @@ fn wait_result(r: &TestRedis, id: &str, log: &std::path::Path) -> Value {
 async fn a_python_worker_runs_what_we_publish() {
     let r = TestRedis::claim();
     let b = broker(&r, Duration::from_secs(90)).await;
-    let hls = task("create_hls", json!(["TOKEN"]), 0);
-    let mut retry = task("encode_media", json!(["TOK", 1, 2]), 9);
-    retry.kwargs.insert("force".into(), json!(true));
-    retry.retries = 1;
-    retry.eta = Some(Utc::now() + chrono::Duration::seconds(1));
-    retry.time_limit = (None, Some(7200.0));
-    b.publish(&hls).await.unwrap();
+    // A retry as our worker would publish it: take a delivery, republish via `retry_of`.
+    let mut original = task("encode_media", json!(["TOK", 1, 2]), 9);
+    original.kwargs.insert("force".into(), json!(true));
+    original.time_limit = (None, Some(7200.0));
+    b.publish(&original).await.unwrap();
+    let held = fetch(&b, &[Q]).await.unwrap();
+    let held_msg = held.message.as_ref().unwrap();
+    assert_eq!(held_msg.id, original.id);
+    let retry = OutgoingTask::retry_of(held_msg, Duration::from_secs(1), Utc::now());
     b.publish(&retry).await.unwrap();
+    b.ack(&held).await.unwrap();
+    let hls = task("create_hls", json!(["TOKEN"]), 0);
+    b.publish(&hls).await.unwrap();
     let member = format!("{Q}\x06\x16\x06\x16{Q}");
     let bound: bool = get(
         &mut r.conn(),
@@ -250,24 +242,9 @@ async fn a_python_worker_runs_what_we_publish() {
 
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("worker.log");
-    let worker_args = [
-        "-m",
-        "celery",
-        "-A",
-        "tiny_app",
-        "worker",
-        "-Q",
-        Q,
-        "-c",
-        "1",
-        "--pool",
-        "solo",
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-        "-l",
-        "info",
-    ];
+    let worker = "-m celery -A tiny_app worker -Q long_tasks -c 1 --pool solo \
+                  --without-gossip --without-mingle --without-heartbeat -l info";
+    let worker_args: Vec<&str> = worker.split_whitespace().collect();
     let _worker = PyChild::spawn(&worker_args, &py_env(&r), &log);
     let done = wait_result(&r, &hls.id, &log);
     assert_eq!(done["status"], "SUCCESS", "{done}");

@@ -7,8 +7,6 @@
 mod conn;
 mod keys;
 mod restore;
-// TEMPORARY: until the codec lands on main (see the file's header).
-mod standin;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -21,11 +19,10 @@ use tokio::sync::{oneshot, Mutex};
 use self::conn::Slot;
 use self::keys::{EnvelopeFacts, Rotation, LEASES, UNACKED, UNACKED_INDEX};
 use self::restore::Move;
-use self::standin as envelope;
-use self::standin as result_codec;
 use crate::broker::{Broker, BrokerError, Delivery, DeliveryTag, ResultStore};
+use crate::celery::envelope;
 use crate::celery::message::OutgoingTask;
-use crate::celery::result::TaskResult;
+use crate::celery::result::{self as result_codec, TaskResult};
 
 /// Default dead-letter list for undecodable deliveries.
 pub const DEFAULT_DEAD_LETTER_KEY: &str = "mediacms-worker.dead-letter";
@@ -323,7 +320,7 @@ impl Broker for RedisBroker {
 impl ResultStore for RedisBroker {
     /// Celery's `_store_result`: never overwrite a SUCCESS; SETEX and PUBLISH in one MULTI.
     async fn store_result(&self, result: &TaskResult) -> Result<(), BrokerError> {
-        let key = format!("celery-task-meta-{}", result.task_id);
+        let key = result_codec::result_key(&result.task_id);
         let mut get = redis::pipe();
         get.cmd("GET").arg(&key);
         let (current,): (Option<String>,) = self.inner.run(&get, true).await?;

@@ -97,7 +97,10 @@ async fn metrics_exposition_shows_recorded_values_with_bounded_labels() {
         ),
     ];
     for line in expected {
-        assert!(body.lines().any(|l| l == line), "missing `{line}` in\n{body}");
+        assert!(
+            body.lines().any(|l| l == line),
+            "missing `{line}` in\n{body}"
+        );
     }
     assert!(body.contains("# TYPE mediacms_worker_task_duration_seconds histogram"));
     assert!(!body.contains("free text"), "unbounded label value leaked");
@@ -134,7 +137,11 @@ async fn readyz_needs_broker_db_and_intake_and_says_which_is_missing() {
     s.health.set_db_up(true);
     s.health.set_intake_open(true);
     let (code, body) = get(s.addr, "/readyz").await;
-    assert_eq!((code, body.contains(r#""ready":true"#)), (200, true), "{body}");
+    assert_eq!(
+        (code, body.contains(r#""ready":true"#)),
+        (200, true),
+        "{body}"
+    );
 
     // First SIGTERM closes intake: the draining worker leaves readiness, stays alive.
     s.health.set_intake_open(false);
@@ -161,8 +168,9 @@ async fn shutdown_token_stops_the_server_and_frees_the_port() {
         .unwrap()
         .unwrap();
     let addr = s.addr;
-    let refused = tokio::task::spawn_blocking(move || probe(addr, "/healthz", Duration::from_secs(1)))
-        .await
-        .unwrap();
+    let refused =
+        tokio::task::spawn_blocking(move || probe(addr, "/healthz", Duration::from_secs(1)))
+            .await
+            .unwrap();
     assert!(refused.is_err());
 }

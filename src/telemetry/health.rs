@@ -129,7 +129,11 @@ mod tests {
         h.set_db_up(false);
         assert_eq!(
             h.readiness(),
-            Readiness { broker: true, db: false, intake: true }
+            Readiness {
+                broker: true,
+                db: false,
+                intake: true
+            }
         );
     }
 }

@@ -30,11 +30,74 @@ pub const FALLBACK_REASONS: [&str; 5] = [
     "session_limit",
 ];
 
+/// How a task ended, as the `outcome` label (Celery result states plus our own dispositions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Failure,
+    Retry,
+    Revoked,
+    /// Given back to the broker unfinished (drain deadline, lost lease).
+    Requeued,
+    /// Unknown task name re-published to `--forward-unknown-to`.
+    Forwarded,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Retry => "retry",
+            Outcome::Revoked => "revoked",
+            Outcome::Requeued => "requeued",
+            Outcome::Forwarded => "forwarded",
+        }
+    }
+}
+
+/// How an ffmpeg child ended, as the `status_class` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FfmpegExit {
+    Ok,
+    /// Non-zero exit status.
+    Error,
+    /// We killed it (cancel, revoke, time limit, drain deadline).
+    Killed,
+    /// A signal we did not send (OOM killer, codec crash).
+    Signal,
+}
+
+impl FfmpegExit {
+    /// Classify a reaped child: `code` is the exit status (None when signalled).
+    pub fn classify(code: Option<i32>, killed_by_us: bool) -> FfmpegExit {
+        match (killed_by_us, code) {
+            (true, _) => FfmpegExit::Killed,
+            (false, Some(0)) => FfmpegExit::Ok,
+            (false, Some(_)) => FfmpegExit::Error,
+            (false, None) => FfmpegExit::Signal,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FfmpegExit::Ok => "ok",
+            FfmpegExit::Error => "error",
+            FfmpegExit::Killed => "killed",
+            FfmpegExit::Signal => "signal",
+        }
+    }
+}
+
 /// `task` label: a known long-task name, or `other`. Celery task names may arrive fully
 /// qualified (`files.tasks.encode_media`), so the last dotted component is what counts.
 pub fn task(name: &str) -> &'static str {
     let short = name.rsplit('.').next().unwrap_or(name);
-    TASKS.iter().find(|t| **t == short).copied().unwrap_or(OTHER)
+    TASKS
+        .iter()
+        .find(|t| **t == short)
+        .copied()
+        .unwrap_or(OTHER)
 }
 
 /// `backend` label: one of [`BACKENDS`], or `other`.
@@ -121,6 +184,14 @@ mod tests {
         assert_eq!(fallback_reason("CUDA_ERROR_OUT_OF_MEMORY at 0x7f"), OTHER);
         assert_eq!(priority(3), "3");
         assert_eq!(priority(200), "9");
+    }
+
+    #[test]
+    fn ffmpeg_exit_classes() {
+        assert_eq!(FfmpegExit::classify(Some(0), false), FfmpegExit::Ok);
+        assert_eq!(FfmpegExit::classify(Some(1), false), FfmpegExit::Error);
+        assert_eq!(FfmpegExit::classify(None, false), FfmpegExit::Signal);
+        assert_eq!(FfmpegExit::classify(None, true), FfmpegExit::Killed);
     }
 
     #[test]

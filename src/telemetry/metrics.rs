@@ -10,68 +10,10 @@ use prometheus::{
 };
 
 use super::labels::{self, CappedLabel};
+pub use super::labels::{FfmpegExit, Outcome};
 
 /// Every metric name starts with this.
 pub const PREFIX: &str = "mediacms_worker_";
-
-/// How a task ended, as the `outcome` label (Celery result states plus our own dispositions).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Success,
-    Failure,
-    Retry,
-    Revoked,
-    /// Given back to the broker unfinished (drain deadline, lost lease).
-    Requeued,
-    /// Unknown task name re-published to `--forward-unknown-to`.
-    Forwarded,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Success => "success",
-            Outcome::Failure => "failure",
-            Outcome::Retry => "retry",
-            Outcome::Revoked => "revoked",
-            Outcome::Requeued => "requeued",
-            Outcome::Forwarded => "forwarded",
-        }
-    }
-}
-
-/// How an ffmpeg child ended, as the `status_class` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FfmpegExit {
-    Ok,
-    /// Non-zero exit status.
-    Error,
-    /// We killed it (cancel, revoke, time limit, drain deadline).
-    Killed,
-    /// A signal we did not send (OOM killer, codec crash).
-    Signal,
-}
-
-impl FfmpegExit {
-    /// Classify a reaped child: `code` is the exit status (None when signalled).
-    pub fn classify(code: Option<i32>, killed_by_us: bool) -> FfmpegExit {
-        match (killed_by_us, code) {
-            (true, _) => FfmpegExit::Killed,
-            (false, Some(0)) => FfmpegExit::Ok,
-            (false, Some(_)) => FfmpegExit::Error,
-            (false, None) => FfmpegExit::Signal,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FfmpegExit::Ok => "ok",
-            FfmpegExit::Error => "error",
-            FfmpegExit::Killed => "killed",
-            FfmpegExit::Signal => "signal",
-        }
-    }
-}
 
 /// One catalogue entry, read from the registered collectors' descriptors (docs, dashboard test).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,7 +31,9 @@ const DURATION_BUCKETS: &[f64] = &[
 ];
 // Speed as a multiple of realtime: slow x265 ladders sit below 1, GPU renditions far above.
 const SPEED_BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
-const FPS_BUCKETS: &[f64] = &[1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0];
+const FPS_BUCKETS: &[f64] = &[
+    1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0,
+];
 // Queue names come from config, profile names from the DB: both small in practice.
 const QUEUE_CAP: usize = 16;
 const PROFILE_CAP: usize = 64;
@@ -226,28 +170,43 @@ impl Metrics {
     }
 
     pub fn task_received(&self, task: &str) {
-        self.tasks.received.with_label_values(&[labels::task(task)]).inc();
+        self.tasks
+            .received
+            .with_label_values(&[labels::task(task)])
+            .inc();
     }
 
     pub fn task_started(&self, task: &str) {
-        self.tasks.started.with_label_values(&[labels::task(task)]).inc();
+        self.tasks
+            .started
+            .with_label_values(&[labels::task(task)])
+            .inc();
     }
 
     /// One task done: counts it and records its duration under the same labels.
     pub fn task_finished(&self, task: &str, outcome: Outcome, duration: Duration) {
         let l = [labels::task(task), outcome.as_str()];
         self.tasks.finished.with_label_values(&l).inc();
-        self.tasks.duration.with_label_values(&l).observe(duration.as_secs_f64());
+        self.tasks
+            .duration
+            .with_label_values(&l)
+            .observe(duration.as_secs_f64());
     }
 
     pub fn task_retried(&self, task: &str) {
-        self.tasks.retries.with_label_values(&[labels::task(task)]).inc();
+        self.tasks
+            .retries
+            .with_label_values(&[labels::task(task)])
+            .inc();
     }
 
     /// One rendition encoded: `speed` in × realtime, `fps` frames per second. Non-finite or
     /// negative values (a zero-length clip) are dropped rather than poisoning the histograms.
     pub fn encode_observed(&self, profile: &str, backend: &str, speed: f64, fps: f64) {
-        let l = [self.profiles.get(profile), labels::backend(backend).to_owned()];
+        let l = [
+            self.profiles.get(profile),
+            labels::backend(backend).to_owned(),
+        ];
         if speed.is_finite() && speed >= 0.0 {
             self.encode.speed.with_label_values(&l).observe(speed);
         }
@@ -257,17 +216,25 @@ impl Metrics {
     }
 
     pub fn set_queue_depth(&self, queue: &str, priority: u8, depth: u64) {
-        let l = [self.queues.get(queue), labels::priority(priority).to_owned()];
+        let l = [
+            self.queues.get(queue),
+            labels::priority(priority).to_owned(),
+        ];
         let depth = i64::try_from(depth).unwrap_or(i64::MAX);
         self.ops.queue_depth.with_label_values(&l).set(depth);
     }
 
     pub fn set_jobs_in_flight(&self, n: usize) {
-        self.tasks.in_flight.set(i64::try_from(n).unwrap_or(i64::MAX));
+        self.tasks
+            .in_flight
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     pub fn hw_fallback(&self, backend: &str, reason_class: &str) {
-        let l = [labels::backend(backend), labels::fallback_reason(reason_class)];
+        let l = [
+            labels::backend(backend),
+            labels::fallback_reason(reason_class),
+        ];
         self.encode.hw_fallbacks.with_label_values(&l).inc();
     }
 
@@ -284,7 +251,10 @@ impl Metrics {
     }
 
     pub fn ffmpeg_exited(&self, status: FfmpegExit) {
-        self.encode.ffmpeg_exits.with_label_values(&[status.as_str()]).inc();
+        self.encode
+            .ffmpeg_exits
+            .with_label_values(&[status.as_str()])
+            .inc();
     }
 }
 
@@ -346,7 +316,10 @@ impl OpsMetrics {
                 "Messages waiting in a broker queue, per priority.",
                 &["queue", "priority"],
             ),
-            restores: b.counter("restores_total", "Dead workers' unacked deliveries restored."),
+            restores: b.counter(
+                "restores_total",
+                "Dead workers' unacked deliveries restored.",
+            ),
             broker_reconnects: b.counter("broker_reconnects_total", "Broker reconnections."),
             db_reconnects: b.counter("db_reconnects_total", "Database reconnections."),
         }
@@ -367,14 +340,6 @@ mod tests {
         dedup.sort_unstable();
         dedup.dedup();
         assert_eq!(dedup.len(), names.len());
-    }
-
-    #[test]
-    fn ffmpeg_exit_classes() {
-        assert_eq!(FfmpegExit::classify(Some(0), false), FfmpegExit::Ok);
-        assert_eq!(FfmpegExit::classify(Some(1), false), FfmpegExit::Error);
-        assert_eq!(FfmpegExit::classify(None, false), FfmpegExit::Signal);
-        assert_eq!(FfmpegExit::classify(None, true), FfmpegExit::Killed);
     }
 
     #[test]

@@ -23,24 +23,23 @@ fi
 export PATH="$PWD/$VENV/bin:$PATH"
 
 # `config` interpolates ${VAR}; a clean env keeps the check independent of the host's variables.
-# The GPU node's required settings get documentation-style example values.
 compose() {
-  env -i PATH="$PATH" HOME="${HOME:-/tmp}" \
-    REDIS_LOCATION=redis://192.0.2.10:6379/1 POSTGRES_HOST=192.0.2.10 POSTGRES_PASSWORD=example \
-    NFS_SERVER=192.0.2.20 NFS_EXPORT=/srv/mediacms/media_files \
-    docker-compose "$@" config -q
+  env -i PATH="$PATH" HOME="${HOME:-/tmp}" "$@"
 }
+# The GPU node's required settings, with documentation-range example values.
+gpu_example=(REDIS_LOCATION=redis://192.0.2.10:6379/1 POSTGRES_HOST=192.0.2.10
+             POSTGRES_PASSWORD=example NFS_SERVER=192.0.2.20 NFS_EXPORT=/srv/mediacms/media_files)
 
-echo "validate-docker: compose (MediaCMS 7.3 stand-in + override, --scale-safe)"
-compose -f docker/mediacms-7.3-standin.yaml -f docker/docker-compose.mediacms.yaml
-# A GPU node without its required settings must refuse to start, not dial a default host.
-if env -i PATH="$PATH" HOME="${HOME:-/tmp}" docker-compose -f docker/docker-compose.gpu-node.yaml \
-     config -q 2>/dev/null; then
+echo "validate-docker: compose (MediaCMS 7.3 stand-in + override)"
+compose docker-compose -f docker/mediacms-7.3-standin.yaml -f docker/docker-compose.mediacms.yaml config -q
+
+echo "validate-docker: compose (standalone GPU node)"
+compose "${gpu_example[@]}" docker-compose -f docker/docker-compose.gpu-node.yaml config -q
+# Without its required settings it must refuse to start rather than dial a default host.
+if compose docker-compose -f docker/docker-compose.gpu-node.yaml config -q 2>/dev/null; then
   echo "validate-docker: gpu-node compose accepted missing REDIS_LOCATION/POSTGRES_*/NFS_*" >&2
   exit 1
 fi
-echo "validate-docker: compose (standalone GPU node)"
-compose -f docker/docker-compose.gpu-node.yaml
 
 echo "validate-docker: hadolint"
 hadolint --config docker/.hadolint.yaml docker/Dockerfile docker/Dockerfile.nvidia

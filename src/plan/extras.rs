@@ -73,7 +73,7 @@ pub fn plan_sprite_strip(
 /// 4 s → 0, 5 s → 1, 8 s → 1, 12 s → 1, 15 s → 2, 16 s → 2, 25 s → 3, 310 s → 31 frames; and
 /// `tile=1x<that>` gave 160x90, 160x90, 160x180 and 160x2790 for 8, 12, 15 and 310 s.
 pub fn sprite_frame_count(duration_secs: f64, n: u32) -> u32 {
-    if !(duration_secs > 0.0) || n == 0 {
+    if duration_secs.is_nan() || duration_secs <= 0.0 || n == 0 {
         return 0;
     }
     (duration_secs / f64::from(n)).round() as u32

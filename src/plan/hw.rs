@@ -13,7 +13,7 @@
 //!   ceiling is `-maxrate`/`-bufsize` = 1.5× like x264's VBV.
 //! - NVENC quality: `-rc vbr -cq <q>` with q = MediaCMS's CRF (NVENC's `-cq` uses the same 0–51 QP
 //!   scale); a tuning knob in [`nvenc_cq`].
-//! - Keyframes: `-g` = x264's `keyint` (2 × 4 s) plus the same forced keyframes every 4 s, made
+//! - Keyframes: `-g` = MediaCMS's max GOP (x264/x265 `keyint` = 8 s, VP9 `-g` = 4 s) plus the same forced keyframes every 4 s, made
 //!   IDR (`-forced-idr`/`-forced_idr`) so MP4 sync samples and HLS segment cuts land every 4 s.
 //! - No `-pix_fmt` on hardware encoders (frames are hardware surfaces, nv12 via the scaler).
 
@@ -77,10 +77,16 @@ fn vbr_rates(d: &Decisions) -> Vec<String> {
     a
 }
 
-/// `-g 2kd [forced-idr] -force_key_frames expr`.
+/// `-g <MediaCMS's max GOP> [forced-idr] -force_key_frames expr`: the max GOP is x264/x265's
+/// `keyint` (2 × kd) and VP9's `-g` (kd).
 fn gop(d: &Decisions, forced_idr: Option<&str>) -> Vec<String> {
+    let max_gop = if d.codec == Codec::Vp9 {
+        d.kd
+    } else {
+        2 * d.kd
+    };
     let mut a = Vec::new();
-    push(&mut a, &["-g", &(2 * d.kd).to_string()]);
+    push(&mut a, &["-g", &max_gop.to_string()]);
     if let Some(flag) = forced_idr {
         push(&mut a, &[flag, "1"]);
     }

@@ -6,8 +6,13 @@
 //! sprite and concat commands, [`hls`] the HLS packaging, [`repr`] the `files_encoding.commands`
 //! text.
 //!
-//! Allowed deviations from MediaCMS (contract §11), all opt-in or hardware-only:
+//! Allowed deviations from MediaCMS (contract §11), all opt-in or outside the software argv:
 //! - `-threads N` is added (before `-strict -2`) only when [`EncodeSettings::ffmpeg_threads`] > 0.
+//! - Hardware backends ([`hw`] documents their choices); the one-process sprite strip
+//!   ([`plan_sprite_strip`]); HLS by ffmpeg instead of Bento4 ([`hls`]); concat list lines are
+//!   quoted only for paths MediaCMS could not have produced ([`concat_list`]).
+//!
+//! The argv are MediaCMS's; the process runner adds its own `-nostdin -progress …` options.
 
 pub mod extras;
 pub mod hls;

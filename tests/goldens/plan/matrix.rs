@@ -122,54 +122,47 @@ fn fill(template: &str, values: &[(&str, String)]) -> String {
     })
 }
 
+/// `text` when `cond`, else "".
+fn when(cond: bool, text: String) -> String {
+    if cond {
+        text
+    } else {
+        String::new()
+    }
+}
+
+fn expected_filter(sc: &Scenario, res: i32, boxw: u32) -> String {
+    let values = [
+        ("YADIF", when(sc.yadif, "yadif,".into())),
+        ("RES", res.to_string()),
+        ("BOX", boxw.to_string()),
+        ("FPS", sc.fps.to_string()),
+    ];
+    fill(VF, &values)
+}
+
 /// `pass`: 0 = the CRF command, 1/2 = two-pass.
 fn expected_argv(sc: &Scenario, row: &(i32, &str, i32, u32, u32, u32), pass: u32) -> Vec<String> {
     let &(_, codec, res, boxw, r25, r60) = row;
     let rate = if sc.table_60 && r60 > 0 { r60 } else { r25 };
-    let crf = match codec {
-        "h264" => "-crf 23".to_string(),
-        "h265" => "-crf 28".to_string(),
-        _ => format!("-crf 32 -b:v {rate}k"),
+    let (template, crf, output) = match codec {
+        "h264" => (H264, "-crf 23".to_string(), "OUT.mp4"),
+        "h265" => (H265, "-crf 28".to_string(), "OUT.mp4"),
+        _ => (VP9, format!("-crf 32 -b:v {rate}k"), "OUT.webm"),
     };
-    let output = if codec == "vp9" {
-        "OUT.webm"
-    } else {
-        "OUT.mp4"
-    };
-    let faststart = if sc.chunk && output.ends_with("mp4") {
-        "-movflags +faststart "
-    } else {
-        ""
-    };
-    let vf = fill(
-        VF,
-        &[
-            (
-                "YADIF",
-                if sc.yadif {
-                    "yadif,".into()
-                } else {
-                    String::new()
-                },
-            ),
-            ("RES", res.to_string()),
-            ("BOX", boxw.to_string()),
-            ("FPS", sc.fps.to_string()),
-        ],
+    let faststart = when(
+        sc.chunk && output.ends_with("mp4"),
+        "-movflags +faststart ".into(),
     );
-    let template = match codec {
-        "h264" => H264,
-        "h265" => H265,
-        _ => VP9,
-    };
+    let two_pass = pass > 0;
     let values = [
-        ("VF", vf),
+        ("VF", expected_filter(sc, res, boxw)),
         (
             "RATE",
-            if pass == 0 {
-                crf
-            } else {
+            if two_pass {
                 format!("-b:v {rate}k")
+            } else {
+                crf
             },
         ),
         ("MAX", ((rate as f64 * 1.5) as u32).to_string()),
@@ -179,25 +172,14 @@ fn expected_argv(sc: &Scenario, row: &(i32, &str, i32, u32, u32, u32), pass: u32
         ("LEVEL", if res <= 1080 { "4.2" } else { "5.2" }.to_string()),
         (
             "PASSLOG",
-            if pass == 0 {
-                String::new()
-            } else {
-                format!("-passlogfile PASS -pass {pass}")
-            },
+            when(two_pass, format!("-passlogfile PASS -pass {pass}")),
         ),
-        (
-            "STATS",
-            if pass == 0 {
-                String::new()
-            } else {
-                format!(":stats=PASS:pass={pass}")
-            },
-        ),
+        ("STATS", when(two_pass, format!(":stats=PASS:pass={pass}"))),
         ("SPEED", if pass == 1 { "4" } else { "2" }.to_string()),
         (
             "TAIL",
             if pass == 1 {
-                "-an -f null /dev/null".to_string()
+                "-an -f null /dev/null".into()
             } else {
                 format!("{faststart}{output}")
             },
@@ -266,6 +248,11 @@ fn the_reasons_mediacms_returns_false_or_raises() {
         encode(&tiny, "h264", 360, false, &b),
         Err(PlanSkip::SourceTooSmall { .. })
     ));
+}
+
+#[test]
+fn malformed_media_info_is_reported_where_mediacms_would_raise() {
+    let b = Backend::Software;
     let invalid = [
         ("{}", "video_height"),
         (

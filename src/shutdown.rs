@@ -30,7 +30,10 @@ impl Shutdown {
             self.abort.cancel();
             return;
         }
-        tracing::info!(drain_secs = drain.as_secs(), "shutdown: intake stopped, draining");
+        tracing::info!(
+            drain_secs = drain.as_secs(),
+            "shutdown: intake stopped, draining"
+        );
         self.intake.cancel();
         let abort = self.abort.clone();
         tokio::spawn(async move {

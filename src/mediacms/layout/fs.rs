@@ -68,9 +68,10 @@ pub fn place_file(
     src_tmp: &Path,
 ) -> Result<String, LayoutError> {
     let (dir, file) = split_dir(relative);
-    let dir_abs = media_root.join(dir);
+    // Confine before creating (no directory is ever made outside the root) and again after,
+    // in case a symlink appeared meanwhile.
+    let dir_abs = confine(media_root, Path::new(dir))?;
     fs::create_dir_all(&dir_abs).map_err(|e| LayoutError::io("create_dir_all", &dir_abs, e))?;
-    // The directory may exist through a symlink pointing elsewhere: check after creating it.
     let dir_abs = confine(media_root, Path::new(dir))?;
     let mut name = file.to_owned();
     let dest = loop {

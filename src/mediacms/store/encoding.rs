@@ -3,6 +3,7 @@
 //! success, failure, deletions, and the full-column INSERT.
 
 use deadpool_postgres::GenericClient;
+use tokio_postgres::types::ToSql;
 
 use super::{encoding_from_row, media_from_row, profile_from_row, Result, Store, ENCODING_COLS};
 use super::{MEDIA_SELECT, PROFILE_SELECT};
@@ -89,86 +90,44 @@ impl Store {
     pub async fn start_encoding(&self, req: &StartRequest<'_>) -> Result<StartOutcome> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
-        let exists = tx
-            .query_opt(
-                "SELECT id FROM files_encoding WHERE id = $1",
-                &[&req.encoding_id],
-            )
-            .await?;
-        if exists.is_none() {
+        let exists = "SELECT id FROM files_encoding WHERE id = $1";
+        if tx.query_opt(exists, &[&req.encoding_id]).await?.is_none() {
             return Ok(StartOutcome::Missing);
         }
-        let media_sql = format!("{MEDIA_SELECT} WHERE m.friendly_token = $1");
-        let media = tx
-            .query_opt(&media_sql, &[&req.friendly_token])
-            .await?
-            .map(|r| media_from_row(&r));
-        let profile_sql = format!("{PROFILE_SELECT} WHERE id = $1");
-        let profile = tx
-            .query_opt(&profile_sql, &[&req.profile_id])
-            .await?
-            .map(|r| profile_from_row(&r));
-        let (media, profile) = match (media, profile) {
-            (Some(m), Some(p)) => (m, p),
-            (m, _) => {
-                let reason = if m.is_none() {
-                    DropReason::MediaMissing
-                } else {
-                    DropReason::ProfileMissing
-                };
+        let (media, profile) = match lookup(&tx, req).await? {
+            Ok(found) => found,
+            Err(reason) => {
                 let deleted = delete_where(&tx, "id = $1", &[&req.encoding_id]).await?;
                 tx.commit().await?;
                 return Ok(StartOutcome::Dropped { reason, deleted });
             }
         };
-        let lock = "SELECT id, chunk, chunk_file_path FROM files_encoding \
-             WHERE (media_id = $1 AND profile_id = $2) OR id = $3 ORDER BY id FOR UPDATE";
-        let rows = tx
-            .query(lock, &[&media.id, &profile.id, &req.encoding_id])
-            .await?;
-        if !rows
-            .iter()
-            .any(|r| r.get::<_, i32>("id") == req.encoding_id)
-        {
+        let Some(same) = lock_same_rows(&tx, req, media.id, profile.id).await? else {
             return Ok(StartOutcome::Missing);
-        }
-        // Python counts rows of the same (media, profile[, chunk_file_path]), its own included.
-        let same: Vec<i32> = rows
-            .iter()
-            .filter(|r| match req.chunk_file_path {
-                Some(path) => r.get::<_, &str>("chunk_file_path") == path,
-                None => true,
-            })
-            .map(|r| r.get::<_, i32>("id"))
-            .filter(|id| *id != req.encoding_id)
-            .collect();
+        };
         if !req.force && !same.is_empty() {
             let deleted = delete_where(&tx, "id = $1", &[&req.encoding_id]).await?;
             tx.commit().await?;
-            return Ok(StartOutcome::Dropped {
-                reason: DropReason::Duplicate,
-                deleted,
-            });
+            let reason = DropReason::Duplicate;
+            return Ok(StartOutcome::Dropped { reason, deleted });
         }
         let replaced = delete_where(&tx, "id = ANY($1)", &[&same]).await?;
         let sql = format!(
             "UPDATE files_encoding SET status = 'running', task_id = $2, worker = $3, \
              retries = $4, update_date = now() WHERE id = $1 RETURNING {ENCODING_COLS}"
         );
-        let row = tx
-            .query_one(
-                &sql,
-                &[&req.encoding_id, &req.task_id, &req.worker, &req.retries],
-            )
-            .await?;
+        let params: [&(dyn ToSql + Sync); 4] =
+            [&req.encoding_id, &req.task_id, &req.worker, &req.retries];
+        let row = tx.query_one(&sql, &params).await?;
         tx.commit().await?;
         let encoding = encoding_from_row(&row);
-        Ok(StartOutcome::Started(Box::new(Started {
+        let started = Started {
             media,
             profile,
             encoding,
             replaced,
-        })))
+        };
+        Ok(StartOutcome::Started(Box::new(started)))
     }
 
     /// `progress` (0-100) and `update_date`. `false` when no row was hit: the Encoding was
@@ -261,11 +220,58 @@ impl Store {
     }
 }
 
+/// §2.1 step 2: the message's media and profile, or why the task must drop its row.
+async fn lookup<C: GenericClient>(
+    c: &C,
+    req: &StartRequest<'_>,
+) -> Result<std::result::Result<(Media, EncodeProfile), DropReason>> {
+    let media_sql = format!("{MEDIA_SELECT} WHERE m.friendly_token = $1");
+    let media = c.query_opt(&media_sql, &[&req.friendly_token]).await?;
+    let Some(media) = media.map(|r| media_from_row(&r)) else {
+        return Ok(Err(DropReason::MediaMissing));
+    };
+    let profile_sql = format!("{PROFILE_SELECT} WHERE id = $1");
+    let profile = c.query_opt(&profile_sql, &[&req.profile_id]).await?;
+    match profile.map(|r| profile_from_row(&r)) {
+        Some(profile) => Ok(Ok((media, profile))),
+        None => Ok(Err(DropReason::ProfileMissing)),
+    }
+}
+
+/// Locks every row of (media, profile) plus the task's own, in id order, and returns the ids
+/// of the *other* rows Python counts as duplicates: same (media, profile), and for a chunk task
+/// the same `chunk_file_path`. `None` when the task's own row vanished while we waited.
+async fn lock_same_rows<C: GenericClient>(
+    c: &C,
+    req: &StartRequest<'_>,
+    media_id: i32,
+    profile_id: i32,
+) -> Result<Option<Vec<i32>>> {
+    let lock = "SELECT id, chunk_file_path FROM files_encoding \
+         WHERE (media_id = $1 AND profile_id = $2) OR id = $3 ORDER BY id FOR UPDATE";
+    let rows = c
+        .query(lock, &[&media_id, &profile_id, &req.encoding_id])
+        .await?;
+    if !rows.iter().any(|r| r.get::<_, i32>(0) == req.encoding_id) {
+        return Ok(None);
+    }
+    let same = rows
+        .iter()
+        .filter(|r| match req.chunk_file_path {
+            Some(path) => r.get::<_, &str>(1) == path,
+            None => true,
+        })
+        .map(|r| r.get::<_, i32>(0))
+        .filter(|id| *id != req.encoding_id)
+        .collect();
+    Ok(Some(same))
+}
+
 /// `DELETE … RETURNING` every column, so files of the removed rows can be cleaned up.
 pub(crate) async fn delete_where<C: GenericClient>(
     c: &C,
     predicate: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    params: &[&(dyn ToSql + Sync)],
 ) -> Result<Vec<Encoding>> {
     let sql = format!("DELETE FROM files_encoding WHERE {predicate} RETURNING {ENCODING_COLS}");
     let rows = c.query(&sql, params).await?;

@@ -674,3 +674,56 @@ async fn beat_queries_and_whisper_rows() {
         .await
         .unwrap());
 }
+
+/// A job dropped mid-way (panic, early return) or abandoned (ffmpeg failed) never strands the
+/// lock: the next finaliser gets the set, with nothing changed meanwhile.
+#[tokio::test]
+async fn abandoned_or_dropped_concat_job_frees_the_set() {
+    let env = Env::new().await;
+    let sources = env.make_sources();
+    env.encode(8, FT2, 23, Some(&sources[0]), 100).await;
+    let (_, _, key) = env.encode(9, FT2, 23, Some(&sources[1]), 100).await;
+    let key = key.expect("complete");
+    let again = || async {
+        let job = env.signals.begin_concat(&key);
+        tokio::time::timeout(std::time::Duration::from_secs(10), job)
+            .await
+            .expect("lock must be free")
+            .unwrap()
+            .expect("set still complete")
+    };
+    // Probe from a separate session: a pooled session re-entering its own lock proves nothing.
+    let probe = env.db.client().await;
+    let free = |tries: usize| {
+        let probe = &probe;
+        async move {
+            for _ in 0..tries {
+                let sql = "SELECT pg_try_advisory_lock(2, 23)";
+                if probe.query_one(sql, &[]).await.unwrap().get::<_, bool>(0) {
+                    probe
+                        .execute("SELECT pg_advisory_unlock(2, 23)", &[])
+                        .await
+                        .unwrap();
+                    return true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            false
+        }
+    };
+    let job = again().await;
+    assert!(!free(1).await, "held while the job lives");
+    drop(job);
+    assert!(free(50).await, "dropping the job closed its session");
+    again().await.abandon().await.unwrap();
+    assert!(free(1).await, "abandon unlocks");
+    let job = again().await;
+    assert_eq!(job.parts.len(), 2);
+    let chunks =
+        "SELECT COUNT(*) FROM files_encoding WHERE media_id = 2 AND profile_id = 23 AND chunk";
+    assert_eq!(
+        env.count(chunks).await,
+        2,
+        "nothing finalised by the abandoned jobs"
+    );
+}

@@ -54,10 +54,18 @@ impl TestDb {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let db = TestDb {
             host: std::env::var("PGHOST").unwrap_or_else(|_| "127.0.0.1".into()),
-            port: std::env::var("PGPORT").ok().and_then(|p| p.parse().ok()).unwrap_or(5432),
+            port: std::env::var("PGPORT")
+                .ok()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(5432),
             user: std::env::var("PGUSER").unwrap_or_else(|_| "postgres".into()),
             password: std::env::var("PGPASSWORD").unwrap_or_default(),
-            dbname: format!("mcw_test_{}_{}_{:08x}", std::process::id(), n, rand::random::<u32>()),
+            dbname: format!(
+                "mcw_test_{}_{}_{:08x}",
+                std::process::id(),
+                n,
+                rand::random::<u32>()
+            ),
         };
         let template = db.template(data).await;
         let create = format!("CREATE DATABASE {} TEMPLATE {template}", db.dbname);
@@ -81,8 +89,13 @@ impl TestDb {
         if admin.query_opt(exists, &[&name]).await.unwrap().is_some() {
             return name;
         }
-        let tmp = format!("{name}_{}_{:08x}", std::process::id(), rand::random::<u32>());
-        self.psql("postgres", &["-c", &format!("CREATE DATABASE {tmp}")]).await;
+        let tmp = format!(
+            "{name}_{}_{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        self.psql("postgres", &["-c", &format!("CREATE DATABASE {tmp}")])
+            .await;
         let mut args = vec!["-1".to_owned()];
         for f in &files {
             args.push("-f".into());
@@ -151,11 +164,17 @@ impl TestDb {
 
     async fn connect(&self, dbname: &str) -> tokio_postgres::Client {
         let mut cfg = tokio_postgres::Config::new();
-        cfg.host(&self.host).port(self.port).user(&self.user).dbname(dbname);
+        cfg.host(&self.host)
+            .port(self.port)
+            .user(&self.user)
+            .dbname(dbname);
         if !self.password.is_empty() {
             cfg.password(&self.password);
         }
-        let (client, conn) = cfg.connect(tokio_postgres::NoTls).await.expect("connect to test db");
+        let (client, conn) = cfg
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("connect to test db");
         tokio::spawn(conn);
         client
     }
@@ -186,7 +205,10 @@ impl Drop for TestDb {
         // Best effort: FORCE ends the pool's connections still open.
         let _ = Command::new("psql")
             .args(self.base_args("postgres"))
-            .args(["-c", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.dbname)])
+            .args([
+                "-c",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.dbname),
+            ])
             .output();
     }
 }

@@ -69,17 +69,19 @@ impl Signals {
     /// it and returns the job, or `None` when the set is no longer complete (already
     /// concatenated by another worker, or failed).
     pub async fn begin_concat(&self, key: &ChunkKey) -> Result<Option<ConcatJob>> {
-        let lock = self.store().lock_chunk_set(key).await?;
-        let rows = lock.rows().await?;
-        let media = match (chunk_set_complete(&key.chunks_info, &rows), rows.first()) {
-            (Some(true), Some(first)) => self.store().media_by_id(first.media_id).await?,
-            _ => None,
-        };
+        // Read media/profile *before* locking: a lock holder then never waits for a second
+        // pooled connection, so lock holders cannot exhaust the pool and deadlock.
+        let media = self.store().media_by_id(key.media_id).await?;
         let profile = self.store().profile(key.profile_id).await?;
         let (Some(media), Some(profile)) = (media, profile) else {
-            lock.release().await?;
             return Ok(None);
         };
+        let lock = self.store().lock_chunk_set(key).await?;
+        let rows = lock.rows().await?;
+        if chunk_set_complete(&key.chunks_info, &rows) != Some(true) {
+            lock.release().await?;
+            return Ok(None);
+        }
         let mut parts = Vec::with_capacity(rows.len());
         for r in &rows {
             // Paths from the DB are confined before ffmpeg reads them.
@@ -139,7 +141,10 @@ impl Signals {
             }
         };
         let key = lock.key.clone();
-        lock.release().await?;
+        // The work is committed; a failed unlock only costs the connection (Drop closes it).
+        if let Err(e) = lock.release().await {
+            tracing::warn!(error = %e, "chunk-set unlock failed; connection discarded");
+        }
         self.cleanup_after_replace(&key, &done).await?;
         let follow_ups = self
             .post_encode_actions(media.id, Some(&done.encoding), EncodeAction::Add)

@@ -143,15 +143,19 @@ impl ChunkLock {
 
     /// Releases the lock and returns the connection to the pool.
     pub async fn release(mut self) -> Result<()> {
-        if let Some(c) = self.conn.take() {
-            let key = &self.key;
-            c.execute(
-                "SELECT pg_advisory_unlock($1, $2)",
-                &[&key.media_id, &key.profile_id],
-            )
-            .await?;
+        let Some(c) = self.conn.take() else {
+            return Ok(());
+        };
+        let key = &self.key;
+        let unlock = "SELECT pg_advisory_unlock($1, $2)";
+        match c.execute(unlock, &[&key.media_id, &key.profile_id]).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                // Unknown lock state: never hand this session back to the pool.
+                drop(Object::take(c));
+                Err(e.into())
+            }
         }
-        Ok(())
     }
 }
 

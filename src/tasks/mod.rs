@@ -37,7 +37,10 @@ pub enum Outcome {
     /// Task returned normally with this value (MediaCMS tasks return `true`/`false`).
     Success(Value),
     /// Celery `self.retry(countdown=…)`: republish same id with `retries + 1` and an ETA.
-    Retry { countdown: Duration, error: TaskError },
+    Retry {
+        countdown: Duration,
+        error: TaskError,
+    },
     /// Task raised; result FAILURE.
     Failure(TaskError),
     /// Revoked (terminate) or expired; result REVOKED with this reason.
@@ -53,6 +56,11 @@ pub struct JobContext {
     pub cancel: CancellationToken,
     /// This worker's Celery hostname (`-n`), e.g. `long@host`.
     pub hostname: String,
+    /// When the soft time limit passes (`timelimit` header's soft value, else the configured
+    /// default). At that instant the pool cancels `cancel`; a handler that wants MediaCMS's
+    /// `SoftTimeLimitExceeded` handling (mark the Encoding failed) checks this to tell a timeout
+    /// from a revoke or shutdown.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 #[async_trait]

@@ -361,6 +361,12 @@ async fn force_replaces_other_rows_and_dedup_drops_own() {
 #[tokio::test]
 async fn deleted_row_cancels_progress_and_success() {
     let env = Env::new().await;
+    let r = env.started(4, FT1, 13, None).await;
+    let deleted = env.signals.encoding_revoked("task-4").await.unwrap();
+    assert_eq!(
+        deleted.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![r.encoding.id]
+    );
     let s = env.started(3, FT1, 3, None).await;
     let store = env.signals.store();
     assert!(store.update_progress(3, 10).await.unwrap());
@@ -375,6 +381,9 @@ async fn deleted_row_cancels_progress_and_success() {
         "0 rows = cancelled"
     );
     let out = env.output("o", 10);
+    // Revoking a task id deletes its row like Django's task_revoked handler.
+    let revoked = env.signals.encoding_revoked("task-3").await.unwrap();
+    assert!(revoked.is_empty(), "row already gone");
     let done = env
         .signals
         .encoding_succeeded(&s.media, &s.profile, &s.encoding, &out, "", 1)

@@ -1,11 +1,20 @@
 //! MediaCMS's database and media volume: all SQL ([`store`]), the Django signal side effects
 //! replayed explicitly ([`signals`]), row types ([`model`]) and file layout ([`layout`]).
 //!
-//! Call order for one `encode_media` task (see `signals` for the chunk path):
-//! [`signals::Signals::begin_encoding`] → [`store::Store::set_commands`] →
-//! [`store::Store::update_progress`] (false = row deleted = cancel) →
-//! [`layout::place_file`] + [`store::Store::mark_success`] or [`store::Store::mark_failed`] →
-//! [`signals::Signals::encoding_saved`] → publish the returned [`signals::FollowUp`]s.
+//! Call order for one `encode_media` task:
+//! 1. [`signals::Signals::begin_encoding`] — `Missing`/`Dropped` → return false;
+//!    `Started` → encode from its fresh `media`/`profile`/`encoding`.
+//! 2. [`store::Store::set_commands`], then [`store::Store::update_progress`] while ffmpeg runs
+//!    (`false` = the row was deleted: kill ffmpeg, return false).
+//! 3. Success: [`signals::Signals::encoding_succeeded`] (places the file, writes the row, runs
+//!    post_save once) → publish its follow-ups; if `saved.concat` is `Some(key)`:
+//!    [`signals::Signals::begin_concat`] → ffmpeg concat → [`signals::Signals::finish_concat`]
+//!    (or `ConcatJob::abandon`) → publish its follow-ups.
+//! 4. Failure with a retry to come: [`store::Store::mark_failed`] +
+//!    [`signals::Signals::encoding_saved`]; final failure (no retry left, non-retryable error,
+//!    gif failure): [`signals::Signals::on_failure`].
+//!
+//! Errors carry a [`Disposition`].
 
 pub mod layout;
 pub mod model;

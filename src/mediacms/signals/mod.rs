@@ -315,6 +315,16 @@ impl Signals {
         }
     }
 
+    /// `task_revoked` (§2.8): delete the Encodings carrying this task id, with post_delete.
+    /// The caller kills the task's ffmpeg.
+    pub async fn encoding_revoked(&self, task_id: &str) -> Result<Vec<Encoding>> {
+        let deleted = self.store.delete_encodings_by_task(task_id).await?;
+        for row in &deleted {
+            self.encoding_deleted(row).await?;
+        }
+        Ok(deleted)
+    }
+
     /// Best-effort removal of a DB- or message-supplied path; refusals are logged.
     pub(crate) fn remove_quietly(&self, path: &str) {
         if let Err(e) = layout::remove_media_file(&self.media_root, Path::new(path)) {

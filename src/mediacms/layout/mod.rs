@@ -1,7 +1,7 @@
 //! Paths under MEDIA_ROOT: MediaCMS's relative names (contract §4.2), Django's file naming
 //! (§4.1), confinement of every DB/message path, atomic placement and guarded removal.
 //!
-//! Naming functions are pure; [`fs`] does the file I/O.
+//! Naming functions are pure; `fs` does the file I/O.
 
 mod fs;
 

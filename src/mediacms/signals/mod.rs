@@ -1,7 +1,7 @@
 //! Every side effect Django's Encoding/Media signals perform in the Python worker, as explicit
 //! named functions over the store (contract §2.6-§2.8): `encoding_saved` (post_save),
 //! `encoding_deleted` (post_delete), `post_encode_actions`, `on_failure`, and the chunk path
-//! (in [`chunks`]). Signals never talk to the broker: they return [`FollowUp`]s for the task
+//! (in `chunks`). Signals never talk to the broker: they return [`FollowUp`]s for the task
 //! handler to publish.
 //!
 //! Once per save: the Python worker saves a successful Encoding twice (file save, then

@@ -2,9 +2,9 @@
 //! (deadpool-postgres + tokio-postgres). Reads return fresh rows; writes are targeted UPDATEs
 //! (never a column written back from a stale read); multi-row changes run in one transaction.
 //!
-//! Submodules group statements by table family: [`encoding`] (the Encoding state machine and
-//! the §2.1 deletions), [`media`] (post_encode_actions, hls/sprites, whisper rows), [`chunks`]
-//! (chunk-set locking and finalisation), [`beat`] (popular media, listings thumbnails).
+//! Submodules group statements by table family: `encoding` (the Encoding state machine and
+//! the §2.1 deletions), `media` (post_encode_actions, hls/sprites, whisper rows), `chunks`
+//! (chunk-set locking and finalisation), `beat` (popular media, listings thumbnails).
 
 mod beat;
 mod chunks;

@@ -41,9 +41,15 @@ pub struct TaskResult {
     pub date_done: DateTime<Utc>,
 }
 
-/// Celery's serialized exception: `{"exc_type", "exc_message": [message], "exc_module"}`.
+/// Celery's serialized exception: `{"exc_type", "exc_message": [message], "exc_module"}`; an
+/// empty message is an exception raised without arguments (`exc_message: []`).
 pub fn exception_value(exc_type: &str, exc_module: &str, message: &str) -> Value {
-    json!({"exc_type": exc_type, "exc_message": [message], "exc_module": exc_module})
+    let args: Vec<&str> = if message.is_empty() {
+        vec![]
+    } else {
+        vec![message]
+    };
+    json!({"exc_type": exc_type, "exc_message": args, "exc_module": exc_module})
 }
 
 impl TaskResult {

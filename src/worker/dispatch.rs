@@ -1,14 +1,12 @@
 //! Pure dispatch decisions: what to do with a fresh delivery ([`classify`]) and how an
 //! [`Outcome`] becomes a result document, an optional republish and an ack or requeue ([`settle`]).
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::broker::Delivery;
 use crate::celery::message::{OutgoingTask, TaskMessage};
-use crate::celery::result::{TaskResult, TaskState};
+use crate::celery::result::TaskResult;
 use crate::tasks::{Outcome, TaskError};
 
 /// What to do with a delivery right after it is fetched (or again just before it runs).
@@ -97,37 +95,14 @@ impl Settlement {
     }
 }
 
-/// Celery's exception value `{exc_type, exc_message: [..], exc_module}`; an empty message means
-/// an exception raised without arguments (`exc_message: []`).
-pub fn exception_value(e: &TaskError) -> Value {
-    let args: Vec<&str> = if e.message.is_empty() {
-        vec![]
-    } else {
-        vec![e.message.as_str()]
-    };
-    json!({"exc_type": e.exc_type, "exc_message": args, "exc_module": e.exc_module})
-}
-
-fn result_doc(task_id: &str, state: TaskState, result: Value, now: DateTime<Utc>) -> TaskResult {
-    TaskResult {
-        task_id: task_id.to_owned(),
-        state,
-        result,
-        traceback: None,
-        date_done: now,
-    }
-}
-
 /// REVOKED with `TaskRevokedError(reason)` (reason: revoked | terminated | expired | …).
 pub fn revoked_result(task_id: &str, reason: &str, now: DateTime<Utc>) -> TaskResult {
-    let e = TaskError::new("TaskRevokedError", "celery.exceptions", reason);
-    result_doc(task_id, TaskState::Revoked, exception_value(&e), now)
+    TaskResult::revoked(task_id, reason, now)
 }
 
 /// FAILURE `NotRegistered(name)`, what Celery stores for an unknown task name (§4.6).
 pub fn not_registered_result(task_id: &str, name: &str, now: DateTime<Utc>) -> TaskResult {
-    let e = TaskError::new("NotRegistered", "celery.exceptions", name);
-    result_doc(task_id, TaskState::Failure, exception_value(&e), now)
+    TaskResult::failure(task_id, "NotRegistered", "celery.exceptions", name, now)
 }
 
 /// What billiard raises at the soft limit (no arguments, module `billiard.exceptions`).
@@ -166,37 +141,27 @@ pub fn settle(
     let id = task.id.as_str();
     match outcome {
         Outcome::Success(_) if ignores_result(task) => Settlement::ack(None),
-        Outcome::Success(v) => Settlement::ack(Some(result_doc(id, TaskState::Success, v, now))),
-        Outcome::Failure(e) => Settlement::ack(Some(result_doc(
+        Outcome::Success(v) => Settlement::ack(Some(TaskResult::success(id, v, now))),
+        Outcome::Failure(e) => Settlement::ack(Some(TaskResult::failure(
             id,
-            TaskState::Failure,
-            exception_value(&e),
+            &e.exc_type,
+            &e.exc_module,
+            &e.message,
             now,
         ))),
         Outcome::Retry { countdown, error } => Settlement {
-            publish: Some(retry_of(task, countdown, now)),
-            result: Some(result_doc(
+            publish: Some(OutgoingTask::retry_of(task, countdown, now)),
+            result: Some(TaskResult::retry(
                 id,
-                TaskState::Retry,
-                exception_value(&error),
+                &error.exc_type,
+                &error.exc_module,
+                &error.message,
                 now,
             )),
             action: Action::Ack,
         },
         Outcome::Revoked(reason) => Settlement::ack(Some(revoked_result(id, &reason, now))),
         Outcome::Aborted => Settlement::requeue(),
-    }
-}
-
-/// Celery's `self.retry(countdown=…)`: same id, `retries + 1`, ETA now + countdown, same queue and
-/// priority, `parent_id` = own id. (Local until the codec's `OutgoingTask::retry_of` lands.)
-pub fn retry_of(task: &TaskMessage, countdown: Duration, now: DateTime<Utc>) -> OutgoingTask {
-    let eta = chrono::Duration::from_std(countdown).ok().map(|c| now + c);
-    OutgoingTask {
-        retries: task.retries + 1,
-        eta: eta.or(Some(now)),
-        parent_id: Some(task.id.clone()),
-        ..forward_of(task, &task.routing_key)
     }
 }
 

@@ -3,6 +3,9 @@
 use super::*;
 use crate::broker::memory::test_task;
 use crate::celery::message::DecodeError;
+use crate::celery::result::TaskState;
+use serde_json::json;
+use std::time::Duration;
 
 fn now() -> DateTime<Utc> {
     "2026-11-27T02:47:12Z".parse().unwrap()

@@ -1,0 +1,417 @@
+//! Hardware capability probe (ARCHITECTURE decision 10): open each device in-process with libav,
+//! then really decode/scale/encode a few frames with the FFMPEG_COMMAND binary that will run the
+//! jobs (it may be a different build than the linked libav). Every feature records that it works
+//! or the exact reason it does not.
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ffmpeg_next::ffi;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::libav;
+use super::run::{run, RunError, RunSpec};
+use crate::config::HwAccel;
+
+pub use super::backend::{
+    choose_backend, choose_healthy, is_hw_failure, Backend, Choice, HealthBook,
+};
+
+/// Longest a single test command may take (a wedged driver must not stall start-up).
+const TEST_TIMEOUT: Duration = Duration::from_secs(20);
+const TEST_SOURCE: &str = "testsrc2=size=320x240:rate=25";
+
+/// A hardware vendor API, probed per device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    Nvidia,
+    Vaapi,
+    Qsv,
+}
+
+impl Family {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Nvidia => "nvidia",
+            Self::Vaapi => "vaapi",
+            Self::Qsv => "qsv",
+        }
+    }
+}
+
+/// One feature (`device`, `nvdec`, `scale_cuda`, `h264_nvenc`, …) and whether it works.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FeatureReport {
+    pub name: String,
+    pub works: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Everything probed on one device of one family.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BackendReport {
+    pub family: Family,
+    /// CUDA index (`0`), render node path, or `default`.
+    pub device: String,
+    pub features: Vec<FeatureReport>,
+}
+
+impl BackendReport {
+    /// `Ok` when `feature` was probed and works, else the recorded reason.
+    pub fn check(&self, feature: &str) -> Result<(), String> {
+        match self.features.iter().find(|f| f.name == feature) {
+            Some(f) if f.works => Ok(()),
+            Some(f) => Err(f.reason.clone().unwrap_or_else(|| "does not work".into())),
+            None => Err(format!("{feature} not probed")),
+        }
+    }
+}
+
+/// The probe result, cached by the caller and re-probed on demand.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Capabilities {
+    pub ffmpeg: String,
+    /// First line of `ffmpeg -version`, or why it could not run.
+    pub ffmpeg_version: String,
+    #[serde(serialize_with = "hwaccel_name")]
+    pub hwaccel: HwAccel,
+    pub backends: Vec<BackendReport>,
+    pub probe_ms: u64,
+}
+
+fn hwaccel_name<S: serde::Serializer>(h: &HwAccel, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{h:?}").to_ascii_lowercase())
+}
+
+fn works(name: &str) -> FeatureReport {
+    FeatureReport {
+        name: name.into(),
+        works: true,
+        reason: None,
+    }
+}
+
+fn broken(name: &str, reason: impl Into<String>) -> FeatureReport {
+    FeatureReport {
+        name: name.into(),
+        works: false,
+        reason: Some(reason.into()),
+    }
+}
+
+fn outcome(name: &str, result: Result<(), String>) -> FeatureReport {
+    match result {
+        Ok(()) => works(name),
+        Err(reason) => broken(name, reason),
+    }
+}
+
+impl Capabilities {
+    /// Probes every family (or none with `hwaccel = software`). `device` is a CUDA index or a
+    /// render node path; it narrows the probe to that device.
+    pub async fn probe(ffmpeg: &str, hwaccel: HwAccel, device: Option<&str>) -> Capabilities {
+        let started = Instant::now();
+        let ffmpeg_version = ffmpeg_version(ffmpeg).await;
+        let backends = if hwaccel == HwAccel::Software {
+            [Family::Nvidia, Family::Vaapi, Family::Qsv]
+                .into_iter()
+                .map(|family| BackendReport {
+                    family,
+                    device: "-".into(),
+                    features: vec![broken("device", "not probed: hwaccel=software")],
+                })
+                .collect()
+        } else {
+            let scratch = Scratch::new();
+            let mut sample = Sample::new(ffmpeg, scratch.path());
+            let cuda = device.filter(|d| !d.starts_with('/'));
+            let node = device.filter(|d| d.starts_with('/'));
+            let mut reports = vec![probe_nvidia(ffmpeg, cuda, &mut sample).await];
+            for node in render_nodes(node) {
+                reports.push(probe_vaapi(ffmpeg, &node, &mut sample).await);
+            }
+            reports.push(probe_qsv(ffmpeg, node).await);
+            reports
+        };
+        Capabilities {
+            ffmpeg: ffmpeg.into(),
+            ffmpeg_version,
+            hwaccel,
+            backends,
+            probe_ms: started.elapsed().as_millis() as u64,
+        }
+    }
+}
+
+async fn ffmpeg_version(ffmpeg: &str) -> String {
+    let spec = RunSpec {
+        add_progress: false,
+        ..RunSpec::ffmpeg(ffmpeg, vec!["ffmpeg".into(), "-version".into()])
+    };
+    match run(spec, &CancellationToken::new(), |_| {}).await {
+        Ok(out) => out.stdout.lines().next().unwrap_or("").to_owned(),
+        Err(e) => format!("unusable: {}", reason_of(&e)),
+    }
+}
+
+/// Opens a libav hardware device of `kind` in-process; the error names libav's own reason.
+pub fn open_device(kind: &str, device: Option<&str>) -> Result<(), String> {
+    let (result, log) = libav::capture_log(|| {
+        let name = CString::new(kind).map_err(|e| e.to_string())?;
+        let dev = device.map(CString::new).transpose().map_err(|e| e.to_string())?;
+        // SAFETY: valid C strings; the created context is released right away.
+        unsafe {
+            let t = ffi::av_hwdevice_find_type_by_name(name.as_ptr());
+            if t == ffi::AVHWDeviceType::AV_HWDEVICE_TYPE_NONE {
+                return Err(format!("libav was built without {kind} support"));
+            }
+            let mut ctx: *mut ffi::AVBufferRef = std::ptr::null_mut();
+            let dev_ptr = dev.as_ref().map_or(std::ptr::null(), |d| d.as_ptr());
+            let rc = ffi::av_hwdevice_ctx_create(&mut ctx, t, dev_ptr, std::ptr::null_mut(), 0);
+            if rc < 0 {
+                return Err(format!("cannot open {kind} device: {}", libav::error_text(rc)));
+            }
+            ffi::av_buffer_unref(&mut ctx);
+            Ok(())
+        }
+    });
+    result.map_err(|e| match log.is_empty() {
+        true => e,
+        false => format!("{e} (libav: {})", log.join("; ")),
+    })
+}
+
+async fn open_device_blocking(kind: &'static str, device: Option<String>) -> Result<(), String> {
+    tokio::task::spawn_blocking(move || open_device(kind, device.as_deref()))
+        .await
+        .unwrap_or_else(|e| Err(format!("device probe crashed: {e}")))
+}
+
+async fn probe_nvidia(ffmpeg: &str, index: Option<&str>, sample: &mut Sample<'_>) -> BackendReport {
+    let idx = index.unwrap_or("0").to_owned();
+    let mut features = vec![outcome("device", open_device_blocking("cuda", index.map(String::from)).await)];
+    let names = ["nvdec", "scale_cuda", "h264_nvenc", "hevc_nvenc"];
+    if let Some(reason) = features[0].reason.clone() {
+        features.extend(names.map(|n| broken(n, format!("skipped: {reason}"))));
+        return report(Family::Nvidia, idx, features);
+    }
+    let decode = |vf: &str| {
+        let vf = vf.to_owned();
+        let idx = idx.clone();
+        move |input: &str| {
+            args(&["-hwaccel", "cuda", "-hwaccel_device", &idx, "-hwaccel_output_format", "cuda"])
+                .into_iter()
+                .chain(args(&["-i", input, "-vf", &vf, "-f", "null", "-"]))
+                .collect::<Vec<_>>()
+        }
+    };
+    features.push(sample.test(ffmpeg, "nvdec", decode("hwdownload,format=nv12")).await);
+    features.push(sample.test(ffmpeg, "scale_cuda", decode("scale_cuda=128:72,hwdownload,format=nv12")).await);
+    for enc in ["h264_nvenc", "hevc_nvenc"] {
+        let argv = encode_args(&[], &[], &["-c:v", enc, "-gpu", &idx]);
+        features.push(outcome(enc, run_test(ffmpeg, argv).await));
+    }
+    report(Family::Nvidia, idx, features)
+}
+
+async fn probe_vaapi(ffmpeg: &str, node: &str, sample: &mut Sample<'_>) -> BackendReport {
+    let mut features = vec![outcome("device", open_device_blocking("vaapi", Some(node.into())).await)];
+    let names = ["vaapi_decode", "h264_vaapi", "hevc_vaapi"];
+    if let Some(reason) = features[0].reason.clone() {
+        features.extend(names.map(|n| broken(n, format!("skipped: {reason}"))));
+        return report(Family::Vaapi, node.into(), features);
+    }
+    let node_owned = node.to_owned();
+    let decode = move |input: &str| {
+        args(&["-hwaccel", "vaapi", "-hwaccel_device", &node_owned, "-hwaccel_output_format", "vaapi"])
+            .into_iter()
+            .chain(args(&["-i", input, "-vf", "scale_vaapi=w=128:h=72,hwdownload,format=nv12"]))
+            .chain(args(&["-f", "null", "-"]))
+            .collect::<Vec<_>>()
+    };
+    features.push(sample.test(ffmpeg, "vaapi_decode", decode).await);
+    let init = format!("vaapi=va:{node}");
+    for enc in ["h264_vaapi", "hevc_vaapi"] {
+        let pre = ["-init_hw_device", &init, "-filter_hw_device", "va"];
+        let argv = encode_args(&pre, &["-vf", "format=nv12,hwupload"], &["-c:v", enc]);
+        features.push(outcome(enc, run_test(ffmpeg, argv).await));
+    }
+    report(Family::Vaapi, node.into(), features)
+}
+
+async fn probe_qsv(ffmpeg: &str, node: Option<&str>) -> BackendReport {
+    let device = node.unwrap_or("default").to_owned();
+    // libav's QSV device string is the child device (a render node) or empty for its default.
+    let mut features = vec![outcome("device", open_device_blocking("qsv", node.map(String::from)).await)];
+    if let Some(reason) = features[0].reason.clone() {
+        features.extend(["h264_qsv", "hevc_qsv"].map(|n| broken(n, format!("skipped: {reason}"))));
+        return report(Family::Qsv, device, features);
+    }
+    let init = match node {
+        Some(n) => format!("qsv=qs:hw_any,child_device={n}"),
+        None => "qsv=qs:hw_any".into(),
+    };
+    for enc in ["h264_qsv", "hevc_qsv"] {
+        let pre = ["-init_hw_device", &init, "-filter_hw_device", "qs"];
+        let vf = ["-vf", "format=nv12,hwupload=extra_hw_frames=64"];
+        let argv = encode_args(&pre, &vf, &["-c:v", enc]);
+        features.push(outcome(enc, run_test(ffmpeg, argv).await));
+    }
+    report(Family::Qsv, device, features)
+}
+
+fn report(family: Family, device: String, features: Vec<FeatureReport>) -> BackendReport {
+    BackendReport {
+        family,
+        device,
+        features,
+    }
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// `ffmpeg -v error <pre> -f lavfi -i testsrc2 -frames:v 5 <filters> <codec> -f null -`.
+fn encode_args(pre: &[&str], filters: &[&str], codec: &[&str]) -> Vec<String> {
+    let mut argv = args(&["ffmpeg", "-v", "error"]);
+    argv.extend(args(pre));
+    argv.extend(args(&["-f", "lavfi", "-i", TEST_SOURCE, "-frames:v", "5"]));
+    argv.extend(args(filters));
+    argv.extend(args(codec));
+    argv.extend(args(&["-f", "null", "-"]));
+    argv
+}
+
+/// Runs one test command with a deadline; `Err` is the reason it failed.
+async fn run_test(ffmpeg: &str, argv: Vec<String>) -> Result<(), String> {
+    let spec = RunSpec {
+        add_progress: false,
+        ..RunSpec::ffmpeg(ffmpeg, argv)
+    };
+    let cancel = CancellationToken::new();
+    let deadline = async {
+        tokio::time::sleep(TEST_TIMEOUT).await;
+        cancel.cancel();
+        std::future::pending::<()>().await
+    };
+    let result = tokio::select! {
+        r = run(spec, &cancel, |_| {}) => r,
+        () = deadline => unreachable!("the deadline future never completes"),
+    };
+    result.map(|_| ()).map_err(|e| reason_of(&e))
+}
+
+/// A short, readable reason: the last error lines ffmpeg printed, with the exit status.
+fn reason_of(err: &RunError) -> String {
+    match err {
+        RunError::Spawn { source, .. } => format!("cannot run ffmpeg: {source}"),
+        RunError::Cancelled { .. } => format!("timed out after {} s", TEST_TIMEOUT.as_secs()),
+        RunError::Failed {
+            status,
+            stderr_tail,
+            ..
+        } => {
+            let lines: Vec<&str> = stderr_tail.lines().filter(|l| !l.trim().is_empty()).collect();
+            let last = lines[lines.len().saturating_sub(3)..].join(" | ");
+            format!("{} ({status})", super::run::tail_chars(&last, 400))
+        }
+    }
+}
+
+/// Render nodes to probe: the configured one, or every `/dev/dri/renderD*`.
+fn render_nodes(configured: Option<&str>) -> Vec<String> {
+    if let Some(node) = configured {
+        return vec![node.to_owned()];
+    }
+    let mut nodes: Vec<String> = std::fs::read_dir("/dev/dri")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("renderD")))
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    nodes.sort();
+    if nodes.is_empty() {
+        // Keep a row so the report says why VAAPI is out.
+        nodes.push("/dev/dri/renderD128".into());
+    }
+    nodes
+}
+
+/// A small H.264 clip made on first use: hardware decoders need a real bitstream to decode.
+struct Sample<'a> {
+    ffmpeg: &'a str,
+    dir: &'a Path,
+    made: Option<Result<PathBuf, String>>,
+}
+
+impl<'a> Sample<'a> {
+    fn new(ffmpeg: &'a str, dir: &'a Path) -> Self {
+        Self {
+            ffmpeg,
+            dir,
+            made: None,
+        }
+    }
+
+    async fn path(&mut self) -> Result<PathBuf, String> {
+        if self.made.is_none() {
+            let out = self.dir.join("sample.mp4");
+            let mut argv = args(&["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", TEST_SOURCE]);
+            argv.extend(args(&["-frames:v", "10", "-c:v", "libx264", "-pix_fmt", "yuv420p"]));
+            argv.push(out.to_string_lossy().into_owned());
+            let made = run_test(self.ffmpeg, argv).await.map(|()| out);
+            self.made = Some(made.map_err(|e| format!("cannot make the H.264 test clip: {e}")));
+        }
+        self.made.clone().expect("set above")
+    }
+
+    /// Runs a decode test built by `argv_for(input)` against the sample.
+    async fn test(
+        &mut self,
+        ffmpeg: &str,
+        name: &str,
+        argv_for: impl FnOnce(&str) -> Vec<String>,
+    ) -> FeatureReport {
+        let input = match self.path().await {
+            Ok(p) => p,
+            Err(reason) => return broken(name, reason),
+        };
+        let mut argv = args(&["ffmpeg", "-v", "error"]);
+        argv.extend(argv_for(&input.to_string_lossy()));
+        outcome(name, run_test(ffmpeg, argv).await)
+    }
+}
+
+/// A private scratch directory, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = std::env::temp_dir().join(format!("mediacms-worker-caps-{}-{nanos}", std::process::id()));
+        // If this fails the sample cannot be written and the decode tests say so.
+        let _ = std::fs::create_dir_all(&dir);
+        Self(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub use super::report::report_text;

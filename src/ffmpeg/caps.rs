@@ -63,7 +63,12 @@ pub struct BackendReport {
 impl BackendReport {
     /// `Ok` when `feature` was probed and works, else the recorded reason.
     pub fn check(&self, feature: &str) -> Result<(), String> {
-        match self.features.iter().find(|f| f.name == feature) {
+        let find = |name: &str| self.features.iter().find(|f| f.name == name);
+        if let Some(device) = find("device").filter(|d| !d.works && feature != "device") {
+            let why = device.reason.as_deref().unwrap_or("does not open");
+            return Err(format!("device: {why}"));
+        }
+        match find(feature) {
             Some(f) if f.works => Ok(()),
             Some(f) => Err(f.reason.clone().unwrap_or_else(|| "does not work".into())),
             None => Err(format!("{feature} not probed")),

@@ -61,7 +61,12 @@ pub struct RawConfig {
     #[arg(long, env = "FFMPEG_COMMAND")]
     pub ffmpeg_command: Option<String>,
     /// Queues to consume, comma-separated (Celery's `-Q`).
-    #[arg(short = 'Q', long = "queues", env = "WORKER_QUEUES", value_delimiter = ',')]
+    #[arg(
+        short = 'Q',
+        long = "queues",
+        env = "WORKER_QUEUES",
+        value_delimiter = ','
+    )]
     #[serde(rename = "queues")]
     pub queues: Option<Vec<String>>,
     /// Job slots (Celery's `-c`).
@@ -228,13 +233,39 @@ impl RawConfig {
             ($($f:ident),*) => { RawConfig { $($f: self.$f.or(lower.$f)),* } };
         }
         pick!(
-            broker_url, redis_location, result_backend, postgres_host, postgres_port,
-            postgres_name, postgres_user, postgres_password, media_root, temp_directory,
-            ffmpeg_command, queues, concurrency, hostname, loglevel, log_format,
-            prefetch_multiplier, optimization, lease_secs, drain_secs, http_addr,
-            forward_unknown_to, hwaccel, hw_device, hw_concurrency, ffmpeg_threads, ffmpeg_nice,
-            ffmpeg_default_preset, minimum_resolutions_to_encode, sprite_num_secs,
-            celery_soft_time_limit, whisper_model, allow_root
+            broker_url,
+            redis_location,
+            result_backend,
+            postgres_host,
+            postgres_port,
+            postgres_name,
+            postgres_user,
+            postgres_password,
+            media_root,
+            temp_directory,
+            ffmpeg_command,
+            queues,
+            concurrency,
+            hostname,
+            loglevel,
+            log_format,
+            prefetch_multiplier,
+            optimization,
+            lease_secs,
+            drain_secs,
+            http_addr,
+            forward_unknown_to,
+            hwaccel,
+            hw_device,
+            hw_concurrency,
+            ffmpeg_threads,
+            ffmpeg_nice,
+            ffmpeg_default_preset,
+            minimum_resolutions_to_encode,
+            sprite_num_secs,
+            celery_soft_time_limit,
+            whisper_model,
+            allow_root
         )
     }
 
@@ -267,8 +298,11 @@ impl RawConfig {
             }
         }
         let media_root = absolute("media_root", self.media_root, defaults::MEDIA_ROOT)?;
-        let temp_directory =
-            absolute("temp_directory", self.temp_directory, defaults::TEMP_DIRECTORY)?;
+        let temp_directory = absolute(
+            "temp_directory",
+            self.temp_directory,
+            defaults::TEMP_DIRECTORY,
+        )?;
         let lease_secs = self.lease_secs.unwrap_or(defaults::LEASE_SECS);
         if !(10..=3600).contains(&lease_secs) {
             return Err(bad("lease_secs", "must be between 10 and 3600 seconds"));
@@ -277,8 +311,10 @@ impl RawConfig {
         if !(0..=19).contains(&ffmpeg_nice) {
             return Err(bad("ffmpeg_nice", "must be between 0 and 19"));
         }
-        let sprite_num_secs =
-            positive("sprite_num_secs", self.sprite_num_secs.unwrap_or(10) as usize)? as u32;
+        let sprite_num_secs = positive(
+            "sprite_num_secs",
+            self.sprite_num_secs.unwrap_or(10) as usize,
+        )? as u32;
         let http_addr = match self.http_addr {
             Some(a) => a,
             None => defaults::HTTP_ADDR.parse().expect("default address parses"),

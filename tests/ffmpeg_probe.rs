@@ -18,7 +18,12 @@ const REFERENCE_720P: &str = r#"{"filename": "/home/mediacms.io/mediacms/media_f
 /// ffprobe keys the in-process probe leaves out (they need an opened decoder; documented in
 /// `stream_info.rs`).
 const SKIPPED_STREAM_KEYS: [&str; 7] = [
-    "coded_width", "coded_height", "closed_captions", "film_grain", "refs", "is_avc",
+    "coded_width",
+    "coded_height",
+    "closed_captions",
+    "film_grain",
+    "refs",
+    "is_avc",
     "nal_length_size",
 ];
 
@@ -35,14 +40,34 @@ fn reference_upload_matches_mediacms_media_info() {
     let dir = tempdir();
     let path = dir.path().join("reference_720p.mp4");
     // The exact command of messages/README.md; Debian's ffmpeg 5.1 reproduces the bytes.
-    media::ffmpeg(&[
-        "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30", "-f", "lavfi", "-i",
-        "sine=frequency=440", "-t", "8", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac",
-        &path.to_string_lossy(),
-    ].map(String::from));
+    media::ffmpeg(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1280x720:rate=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440",
+            "-t",
+            "8",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            &path.to_string_lossy(),
+        ]
+        .map(String::from),
+    );
     let mut expected: Value = serde_json::from_str(REFERENCE_720P).unwrap();
     let got = media_file_info(&path, true);
-    assert_eq!(got["md5sum"], expected["md5sum"], "regenerated file differs from the reference");
+    assert_eq!(
+        got["md5sum"], expected["md5sum"],
+        "regenerated file differs from the reference"
+    );
     expected["filename"] = Value::String(path.to_string_lossy().into_owned());
     assert_eq!(keys(&got), keys(&expected), "top-level keys and order");
     for (key, want) in expected.as_object().unwrap() {
@@ -54,8 +79,10 @@ fn reference_upload_matches_mediacms_media_info() {
     for section in ["video_info", "audio_info"] {
         let want = expected[section].as_object().unwrap();
         let have = got[section].as_object().unwrap();
-        let want_keys: Vec<&String> =
-            want.keys().filter(|k| !SKIPPED_STREAM_KEYS.contains(&k.as_str())).collect();
+        let want_keys: Vec<&String> = want
+            .keys()
+            .filter(|k| !SKIPPED_STREAM_KEYS.contains(&k.as_str()))
+            .collect();
         let have_keys: Vec<&String> = have.keys().collect();
         assert_eq!(have_keys, want_keys, "{section} keys and order");
         for (k, v) in have {
@@ -74,7 +101,10 @@ fn small_clip_has_expected_values_and_md5() {
     assert_eq!(info["video_duration"], 2.0);
     assert_eq!(info["video_frame_rate_n"], "25");
     assert_eq!(info["video_frame_rate_d"], "1");
-    assert_eq!((info["video_width"].clone(), info["video_height"].clone()), (320.into(), 240.into()));
+    assert_eq!(
+        (info["video_width"].clone(), info["video_height"].clone()),
+        (320.into(), 240.into())
+    );
     assert_eq!(info["video_codec"], "h264");
     assert_eq!(info["has_audio"], true);
     assert_eq!(info["interlaced"], false);
@@ -83,24 +113,42 @@ fn small_clip_has_expected_values_and_md5() {
     assert_eq!(info["audio_codec"], "aac");
     assert!(info["video_bitrate"].as_f64().unwrap() > 0.0);
     assert_eq!(info["is_video"], true);
-    let cli = std::process::Command::new("md5sum").arg(&path).output().unwrap();
+    let cli = std::process::Command::new("md5sum")
+        .arg(&path)
+        .output()
+        .unwrap();
     let cli = String::from_utf8(cli.stdout).unwrap();
     assert_eq!(info["md5sum"], cli.split_whitespace().next().unwrap());
     assert_eq!(md5_file(&path).unwrap(), info["md5sum"]);
-    assert_eq!(media_file_info(&path, false)["md5sum"], "", "md5 is optional for outputs");
+    assert_eq!(
+        media_file_info(&path, false)["md5sum"],
+        "",
+        "md5 is optional for outputs"
+    );
 }
 
 #[test]
 fn interlaced_and_silent_clips() {
     let dir = tempdir();
-    let spec = ClipSpec { interlaced: true, audio: false, ..ClipSpec::default() };
+    let spec = ClipSpec {
+        interlaced: true,
+        audio: false,
+        ..ClipSpec::default()
+    };
     let info = media_file_info(&media::clip(dir.path(), &spec), false);
     assert_eq!(info["interlaced"], true);
     assert_eq!(info["video_info"]["field_order"], "tt");
     assert_eq!(info["has_audio"], false);
-    assert!(info.get("audio_duration").is_none(), "audio_* keys only with audio");
+    assert!(
+        info.get("audio_duration").is_none(),
+        "audio_* keys only with audio"
+    );
     assert_eq!(info["audio_info"], serde_json::json!({}));
-    let mpeg2 = ClipSpec { interlaced: true, codec: "mpeg2", ..ClipSpec::default() };
+    let mpeg2 = ClipSpec {
+        interlaced: true,
+        codec: "mpeg2",
+        ..ClipSpec::default()
+    };
     let summary = probe_summary(&media::clip(dir.path(), &mpeg2)).unwrap();
     assert!(summary.interlaced);
     assert!(summary.has_audio);
@@ -109,13 +157,22 @@ fn interlaced_and_silent_clips() {
 #[test]
 fn webm_duration_from_tags_and_bitrate_from_packets() {
     let dir = tempdir();
-    let spec = ClipSpec { codec: "vp9", ..ClipSpec::default() };
+    let spec = ClipSpec {
+        codec: "vp9",
+        ..ClipSpec::default()
+    };
     let info = media_file_info(&media::clip(dir.path(), &spec), false);
     assert_eq!(info["video_codec"], "vp9");
-    assert!(info["video_info"].get("duration").is_none(), "webm streams carry no duration");
+    assert!(
+        info["video_info"].get("duration").is_none(),
+        "webm streams carry no duration"
+    );
     let d = info["video_duration"].as_f64().unwrap();
     assert!((d - 2.0).abs() < 0.1, "duration from the DURATION tag: {d}");
-    assert!(info["video_bitrate"].as_f64().unwrap() > 0.0, "bitrate from packet sizes");
+    assert!(
+        info["video_bitrate"].as_f64().unwrap() > 0.0,
+        "bitrate from packet sizes"
+    );
     assert_eq!(info["audio_codec"], "opus");
 }
 
@@ -154,32 +211,75 @@ fn bad_inputs_fail_like_mediacms() {
 fn validate_output_accepts_video_and_audio_only() {
     let dir = tempdir();
     let d = dir.path();
-    assert_eq!(validate_output(&media::clip(d, &ClipSpec::default())).unwrap(), OutputKind::Video);
-    assert_eq!(validate_output(&media::audio_only(d)).unwrap(), OutputKind::Audio);
-    assert!(matches!(validate_output(&media::zero_byte(d)), Err(ProbeError::Empty { .. })));
-    assert!(matches!(validate_output(&media::truncated_mp4(d)), Err(ProbeError::Unreadable { .. })));
-    assert!(matches!(validate_output(&media::still_image(d)), Err(ProbeError::NotMedia { .. })));
-    assert!(matches!(validate_output(Path::new("/nonexistent.mp4")), Err(ProbeError::Missing { .. })));
+    assert_eq!(
+        validate_output(&media::clip(d, &ClipSpec::default())).unwrap(),
+        OutputKind::Video
+    );
+    assert_eq!(
+        validate_output(&media::audio_only(d)).unwrap(),
+        OutputKind::Audio
+    );
+    assert!(matches!(
+        validate_output(&media::zero_byte(d)),
+        Err(ProbeError::Empty { .. })
+    ));
+    assert!(matches!(
+        validate_output(&media::truncated_mp4(d)),
+        Err(ProbeError::Unreadable { .. })
+    ));
+    assert!(matches!(
+        validate_output(&media::still_image(d)),
+        Err(ProbeError::NotMedia { .. })
+    ));
+    assert!(matches!(
+        validate_output(Path::new("/nonexistent.mp4")),
+        Err(ProbeError::Missing { .. })
+    ));
 }
 
 #[test]
 fn summary_reports_shape_rate_and_rotation() {
     let dir = tempdir();
     let d = dir.path();
-    let spec = ClipSpec { width: 256, height: 144, fps: 30, ..ClipSpec::default() };
+    let spec = ClipSpec {
+        width: 256,
+        height: 144,
+        fps: 30,
+        ..ClipSpec::default()
+    };
     let clip = media::clip(d, &spec);
     let s = probe_summary(&clip).unwrap();
-    assert_eq!((s.width, s.height, s.has_video, s.has_audio), (256, 144, true, true));
+    assert_eq!(
+        (s.width, s.height, s.has_video, s.has_audio),
+        (256, 144, true, true)
+    );
     assert_eq!(s.fps, Some(30.0));
     assert!((s.duration - 2.0).abs() < 0.1, "{}", s.duration);
     assert_eq!((s.interlaced, s.rotation), (false, 0));
     let rotated = d.join("rotated.mp4");
-    media::ffmpeg(&["-i", &clip.to_string_lossy(), "-c", "copy", "-metadata:s:v:0", "rotate=90",
-        &rotated.to_string_lossy()].map(String::from));
+    media::ffmpeg(
+        &[
+            "-i",
+            &clip.to_string_lossy(),
+            "-c",
+            "copy",
+            "-metadata:s:v:0",
+            "rotate=90",
+            &rotated.to_string_lossy(),
+        ]
+        .map(String::from),
+    );
     let r = probe_summary(&rotated).unwrap();
     // Same angle convention as the ffmpeg CLI's autorotate; coded size stays unrotated.
-    assert!(r.rotation == 90 || r.rotation == 270, "rotation {}", r.rotation);
+    assert!(
+        r.rotation == 90 || r.rotation == 270,
+        "rotation {}",
+        r.rotation
+    );
     assert_eq!((r.width, r.height), (256, 144));
     let audio = probe_summary(&media::audio_only(d)).unwrap();
-    assert_eq!((audio.has_video, audio.has_audio, audio.width), (false, true, 0));
+    assert_eq!(
+        (audio.has_video, audio.has_audio, audio.width),
+        (false, true, 0)
+    );
 }

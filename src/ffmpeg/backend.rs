@@ -83,7 +83,10 @@ fn encode_ready(caps: &Capabilities, family: Family, codec: &str) -> Result<Stri
 fn decode_offload_ready(caps: &Capabilities) -> Result<String, String> {
     let mut why = Vec::new();
     for report in caps.backends.iter().filter(|b| b.family == Family::Nvidia) {
-        match report.check("nvdec").and_then(|()| report.check("scale_cuda")) {
+        match report
+            .check("nvdec")
+            .and_then(|()| report.check("scale_cuda"))
+        {
             Ok(()) => return Ok(report.device.clone()),
             Err(reason) => why.push(format!("nvdec+scale_cuda on {}: {reason}", report.device)),
         }
@@ -158,7 +161,11 @@ fn choose(
             Err(reason) => why.push(format!("{}: {reason}", backend.as_str())),
         }
     }
-    pick(Backend::Software, None, format!("software fallback: {}", why.join("; ")))
+    pick(
+        Backend::Software,
+        None,
+        format!("software fallback: {}", why.join("; ")),
+    )
 }
 
 fn pick(backend: Backend, device: Option<String>, reason: String) -> Choice {
@@ -193,7 +200,8 @@ impl HealthBook {
     /// Records a hardware failure of `backend` at `now`; later jobs avoid it for the cooldown.
     pub fn mark_failed(&mut self, backend: Backend, now: Instant, reason: impl Into<String>) {
         if backend != Backend::Software {
-            self.failed.insert(backend, (now + self.cooldown, reason.into()));
+            self.failed
+                .insert(backend, (now + self.cooldown, reason.into()));
         }
     }
 
@@ -255,10 +263,16 @@ mod tests {
 
     #[test]
     fn hw_failure_heuristics() {
-        assert!(is_hw_failure("[h264_nvenc @ 0x55] OpenEncodeSessionEx failed: unsupported device (2)"));
-        assert!(is_hw_failure("[AVHWDeviceContext @ 0x1] cu->cuInit(0) failed -> CUDA_ERROR_NO_DEVICE"));
+        assert!(is_hw_failure(
+            "[h264_nvenc @ 0x55] OpenEncodeSessionEx failed: unsupported device (2)"
+        ));
+        assert!(is_hw_failure(
+            "[AVHWDeviceContext @ 0x1] cu->cuInit(0) failed -> CUDA_ERROR_NO_DEVICE"
+        ));
         assert!(is_hw_failure("Device creation failed: -542398533."));
-        assert!(!is_hw_failure("in.mp4: Invalid data found when processing input"));
+        assert!(!is_hw_failure(
+            "in.mp4: Invalid data found when processing input"
+        ));
         assert!(!is_hw_failure("Output file is empty, nothing was encoded"));
     }
 

@@ -66,7 +66,7 @@ impl BackendReport {
         let find = |name: &str| self.features.iter().find(|f| f.name == name);
         if let Some(device) = find("device").filter(|d| !d.works && feature != "device") {
             let why = device.reason.as_deref().unwrap_or("does not open");
-            return Err(format!("device: {why}"));
+            return Err(format!("device {} did not open: {why}", self.device));
         }
         match find(feature) {
             Some(f) if f.works => Ok(()),
@@ -167,7 +167,10 @@ async fn ffmpeg_version(ffmpeg: &str) -> String {
 pub fn open_device(kind: &str, device: Option<&str>) -> Result<(), String> {
     let (result, log) = libav::capture_log(|| {
         let name = CString::new(kind).map_err(|e| e.to_string())?;
-        let dev = device.map(CString::new).transpose().map_err(|e| e.to_string())?;
+        let dev = device
+            .map(CString::new)
+            .transpose()
+            .map_err(|e| e.to_string())?;
         // SAFETY: valid C strings; the created context is released right away.
         unsafe {
             let t = ffi::av_hwdevice_find_type_by_name(name.as_ptr());
@@ -178,7 +181,10 @@ pub fn open_device(kind: &str, device: Option<&str>) -> Result<(), String> {
             let dev_ptr = dev.as_ref().map_or(std::ptr::null(), |d| d.as_ptr());
             let rc = ffi::av_hwdevice_ctx_create(&mut ctx, t, dev_ptr, std::ptr::null_mut(), 0);
             if rc < 0 {
-                return Err(format!("cannot open {kind} device: {}", libav::error_text(rc)));
+                return Err(format!(
+                    "cannot open {kind} device: {}",
+                    libav::error_text(rc)
+                ));
             }
             ffi::av_buffer_unref(&mut ctx);
             Ok(())
@@ -198,24 +204,46 @@ async fn open_device_blocking(kind: &'static str, device: Option<String>) -> Res
 
 async fn probe_nvidia(ffmpeg: &str, index: Option<&str>, sample: &mut Sample<'_>) -> BackendReport {
     let idx = index.unwrap_or("0").to_owned();
-    let mut features = vec![outcome("device", open_device_blocking("cuda", index.map(String::from)).await)];
+    let mut features = vec![outcome(
+        "device",
+        open_device_blocking("cuda", index.map(String::from)).await,
+    )];
     let names = ["nvdec", "scale_cuda", "h264_nvenc", "hevc_nvenc"];
-    if let Some(reason) = features[0].reason.clone() {
-        features.extend(names.map(|n| broken(n, format!("skipped: {reason}"))));
+    if !features[0].works {
+        features.extend(names.map(|n| broken(n, "skipped: the device did not open")));
         return report(Family::Nvidia, idx, features);
     }
     let decode = |vf: &str| {
         let vf = vf.to_owned();
         let idx = idx.clone();
         move |input: &str| {
-            args(&["-hwaccel", "cuda", "-hwaccel_device", &idx, "-hwaccel_output_format", "cuda"])
-                .into_iter()
-                .chain(args(&["-i", input, "-vf", &vf, "-f", "null", "-"]))
-                .collect::<Vec<_>>()
+            args(&[
+                "-hwaccel",
+                "cuda",
+                "-hwaccel_device",
+                &idx,
+                "-hwaccel_output_format",
+                "cuda",
+            ])
+            .into_iter()
+            .chain(args(&["-i", input, "-vf", &vf, "-f", "null", "-"]))
+            .collect::<Vec<_>>()
         }
     };
-    features.push(sample.test(ffmpeg, "nvdec", decode("hwdownload,format=nv12")).await);
-    features.push(sample.test(ffmpeg, "scale_cuda", decode("scale_cuda=128:72,hwdownload,format=nv12")).await);
+    features.push(
+        sample
+            .test(ffmpeg, "nvdec", decode("hwdownload,format=nv12"))
+            .await,
+    );
+    features.push(
+        sample
+            .test(
+                ffmpeg,
+                "scale_cuda",
+                decode("scale_cuda=128:72,hwdownload,format=nv12"),
+            )
+            .await,
+    );
     for enc in ["h264_nvenc", "hevc_nvenc"] {
         let argv = encode_args(&[], &[], &["-c:v", enc, "-gpu", &idx]);
         features.push(outcome(enc, run_test(ffmpeg, argv).await));
@@ -224,19 +252,34 @@ async fn probe_nvidia(ffmpeg: &str, index: Option<&str>, sample: &mut Sample<'_>
 }
 
 async fn probe_vaapi(ffmpeg: &str, node: &str, sample: &mut Sample<'_>) -> BackendReport {
-    let mut features = vec![outcome("device", open_device_blocking("vaapi", Some(node.into())).await)];
+    let mut features = vec![outcome(
+        "device",
+        open_device_blocking("vaapi", Some(node.into())).await,
+    )];
     let names = ["vaapi_decode", "h264_vaapi", "hevc_vaapi"];
-    if let Some(reason) = features[0].reason.clone() {
-        features.extend(names.map(|n| broken(n, format!("skipped: {reason}"))));
+    if !features[0].works {
+        features.extend(names.map(|n| broken(n, "skipped: the device did not open")));
         return report(Family::Vaapi, node.into(), features);
     }
     let node_owned = node.to_owned();
     let decode = move |input: &str| {
-        args(&["-hwaccel", "vaapi", "-hwaccel_device", &node_owned, "-hwaccel_output_format", "vaapi"])
-            .into_iter()
-            .chain(args(&["-i", input, "-vf", "scale_vaapi=w=128:h=72,hwdownload,format=nv12"]))
-            .chain(args(&["-f", "null", "-"]))
-            .collect::<Vec<_>>()
+        args(&[
+            "-hwaccel",
+            "vaapi",
+            "-hwaccel_device",
+            &node_owned,
+            "-hwaccel_output_format",
+            "vaapi",
+        ])
+        .into_iter()
+        .chain(args(&[
+            "-i",
+            input,
+            "-vf",
+            "scale_vaapi=w=128:h=72,hwdownload,format=nv12",
+        ]))
+        .chain(args(&["-f", "null", "-"]))
+        .collect::<Vec<_>>()
     };
     features.push(sample.test(ffmpeg, "vaapi_decode", decode).await);
     let init = format!("vaapi=va:{node}");
@@ -251,9 +294,14 @@ async fn probe_vaapi(ffmpeg: &str, node: &str, sample: &mut Sample<'_>) -> Backe
 async fn probe_qsv(ffmpeg: &str, node: Option<&str>) -> BackendReport {
     let device = node.unwrap_or("default").to_owned();
     // libav's QSV device string is the child device (a render node) or empty for its default.
-    let mut features = vec![outcome("device", open_device_blocking("qsv", node.map(String::from)).await)];
-    if let Some(reason) = features[0].reason.clone() {
-        features.extend(["h264_qsv", "hevc_qsv"].map(|n| broken(n, format!("skipped: {reason}"))));
+    let mut features = vec![outcome(
+        "device",
+        open_device_blocking("qsv", node.map(String::from)).await,
+    )];
+    if !features[0].works {
+        features.extend(
+            ["h264_qsv", "hevc_qsv"].map(|n| broken(n, "skipped: the device did not open")),
+        );
         return report(Family::Qsv, device, features);
     }
     let init = match node {
@@ -321,7 +369,10 @@ fn reason_of(err: &RunError) -> String {
             stderr_tail,
             ..
         } => {
-            let lines: Vec<&str> = stderr_tail.lines().filter(|l| !l.trim().is_empty()).collect();
+            let lines: Vec<&str> = stderr_tail
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .collect();
             let last = lines[lines.len().saturating_sub(3)..].join(" | ");
             format!("{} ({status})", super::run::tail_chars(&last, 400))
         }
@@ -338,7 +389,10 @@ fn render_nodes(configured: Option<&str>) -> Vec<String> {
         .flatten()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("renderD")))
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("renderD"))
+        })
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
     nodes.sort();
@@ -368,8 +422,24 @@ impl<'a> Sample<'a> {
     async fn path(&mut self) -> Result<PathBuf, String> {
         if self.made.is_none() {
             let out = self.dir.join("sample.mp4");
-            let mut argv = args(&["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", TEST_SOURCE]);
-            argv.extend(args(&["-frames:v", "10", "-c:v", "libx264", "-pix_fmt", "yuv420p"]));
+            let mut argv = args(&[
+                "ffmpeg",
+                "-v",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                TEST_SOURCE,
+            ]);
+            argv.extend(args(&[
+                "-frames:v",
+                "10",
+                "-c:v",
+                "libx264",
+                "-pix_fmt",
+                "yuv420p",
+            ]));
             argv.push(out.to_string_lossy().into_owned());
             let made = run_test(self.ffmpeg, argv).await.map(|()| out);
             self.made = Some(made.map_err(|e| format!("cannot make the H.264 test clip: {e}")));
@@ -402,7 +472,10 @@ impl Scratch {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-        let dir = std::env::temp_dir().join(format!("mediacms-worker-caps-{}-{nanos}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "mediacms-worker-caps-{}-{nanos}",
+            std::process::id()
+        ));
         // If this fails the sample cannot be written and the decode tests say so.
         let _ = std::fs::create_dir_all(&dir);
         Self(dir)

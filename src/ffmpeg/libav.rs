@@ -40,6 +40,14 @@ pub fn error_text(code: i32) -> String {
     ffmpeg_next::Error::from(code).to_string()
 }
 
+/// Drops libav's `[AVHWDeviceContext @ 0x55d1…] ` prefix: the address changes every run.
+fn strip_context(line: &str) -> &str {
+    match (line.starts_with('['), line.find("] ")) {
+        (true, Some(end)) if line[..end].contains(" @ 0x") => &line[end + 2..],
+        _ => line,
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 unsafe fn install_callback() {
     ffi::av_log_set_callback(Some(log_callback));
@@ -68,10 +76,8 @@ unsafe extern "C" fn log_callback(
     let mut buf = [0 as libc::c_char; 1024];
     let mut prefix: libc::c_int = 1;
     ffi::av_log_format_line2(avcl, level, fmt, vl, buf.as_mut_ptr(), 1024, &mut prefix);
-    let line = std::ffi::CStr::from_ptr(buf.as_ptr())
-        .to_string_lossy()
-        .trim()
-        .to_owned();
+    let text = std::ffi::CStr::from_ptr(buf.as_ptr()).to_string_lossy();
+    let line = strip_context(text.trim()).to_owned();
     if line.is_empty() {
         return;
     }
@@ -81,5 +87,15 @@ unsafe extern "C" fn log_callback(
     });
     if !captured {
         tracing::warn!(target: "libav", "{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn context_prefix_is_stripped() {
+        let line = "[AVHWDeviceContext @ 0x7fc620000d40] Cannot load libcuda.so.1";
+        assert_eq!(super::strip_context(line), "Cannot load libcuda.so.1");
+        assert_eq!(super::strip_context("[plain] text"), "[plain] text");
     }
 }

@@ -5,6 +5,6 @@ pub mod caps;
 pub mod libav;
 pub mod probe;
 pub mod progress;
-pub mod run;
 mod report;
+pub mod run;
 mod stream_info;

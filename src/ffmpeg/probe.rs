@@ -113,7 +113,11 @@ fn find_streams(input: &Input) -> Found {
 
 fn build_info(input: &mut Input, path: &Path, size: u64, md5sum: String) -> Option<Value> {
     let found = find_streams(input);
-    let audio_info = found.audio.as_ref().map(|(_, d)| d.clone()).unwrap_or_default();
+    let audio_info = found
+        .audio
+        .as_ref()
+        .map(|(_, d)| d.clone())
+        .unwrap_or_default();
     let Some((_, video)) = found.video else {
         return Some(json!({
             "is_video": false,
@@ -126,7 +130,10 @@ fn build_info(input: &mut Input, path: &Path, size: u64, md5sum: String) -> Opti
     }
     let video_duration = stream_duration(&video, input)?;
     let video_bitrate = bitrate(&video, input, Type::Video, video_duration);
-    let rate = video.get("r_frame_rate").and_then(Value::as_str).unwrap_or("");
+    let rate = video
+        .get("r_frame_rate")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let (rate_n, rate_d) = rate.split_once('/').unwrap_or((rate, ""));
     let field = video.get("field_order").and_then(Value::as_str);
     let mut m = Map::new();
@@ -148,7 +155,10 @@ fn build_info(input: &mut Input, path: &Path, size: u64, md5sum: String) -> Opti
     // MediaCMS copies color_space here (its bug, kept: the Django side may read it).
     put("color_transfer", get("color_space"));
     put("color_primaries", get("color_primaries"));
-    put("interlaced", json!(matches!(field, Some("tt" | "tb" | "bt" | "bb"))));
+    put(
+        "interlaced",
+        json!(matches!(field, Some("tt" | "tb" | "bt" | "bb"))),
+    );
     put("display_aspect_ratio", get("display_aspect_ratio"));
     put("sample_aspect_ratio", get("sample_aspect_ratio"));
     if let Some((_, audio)) = &found.audio {
@@ -156,7 +166,10 @@ fn build_info(input: &mut Input, path: &Path, size: u64, md5sum: String) -> Opti
         put("audio_duration", json!(duration));
         put("audio_sample_rate", audio["sample_rate"].clone());
         put("audio_codec", audio["codec_name"].clone());
-        put("audio_bitrate", json!(bitrate(audio, input, Type::Audio, duration)));
+        put(
+            "audio_bitrate",
+            json!(bitrate(audio, input, Type::Audio, duration)),
+        );
         put("audio_channels", audio["channels"].clone());
     }
     put("video_info", Value::Object(video));
@@ -171,7 +184,10 @@ fn stream_duration(info: &Map<String, Value>, input: &Input) -> Option<f64> {
     if let Some(d) = info.get("duration").and_then(Value::as_str) {
         return d.parse().ok();
     }
-    let tag = info.get("tags").and_then(|t| t.get("DURATION")).and_then(Value::as_str);
+    let tag = info
+        .get("tags")
+        .and_then(|t| t.get("DURATION"))
+        .and_then(Value::as_str);
     if let Some(d) = tag.and_then(parse_tag_duration) {
         return Some(d);
     }
@@ -259,7 +275,8 @@ pub fn validate_output(path: &Path) -> Result<OutputKind, ProbeError> {
 pub fn probe_summary(path: &Path) -> Result<ProbeSummary, ProbeError> {
     let input = open(path)?;
     let has_audio = input.streams().best(Type::Audio).is_some();
-    let format_secs = (input.duration() != ffi::AV_NOPTS_VALUE).then(|| input.duration() as f64 / 1e6);
+    let format_secs =
+        (input.duration() != ffi::AV_NOPTS_VALUE).then(|| input.duration() as f64 / 1e6);
     let mut summary = ProbeSummary {
         duration: format_secs.unwrap_or(0.0),
         has_video: false,
@@ -280,12 +297,19 @@ pub fn probe_summary(path: &Path) -> Result<ProbeSummary, ProbeError> {
         summary.has_video = true;
         summary.width = par.width.max(0) as u32;
         summary.height = par.height.max(0) as u32;
-        let rate = if st.avg_frame_rate.num > 0 { st.avg_frame_rate } else { st.r_frame_rate };
-        summary.fps = (rate.num > 0 && rate.den > 0).then(|| f64::from(rate.num) / f64::from(rate.den));
-        summary.interlaced = matches!(field_order_name(par.field_order), Some(o) if o != "progressive");
+        let rate = if st.avg_frame_rate.num > 0 {
+            st.avg_frame_rate
+        } else {
+            st.r_frame_rate
+        };
+        summary.fps =
+            (rate.num > 0 && rate.den > 0).then(|| f64::from(rate.num) / f64::from(rate.den));
+        summary.interlaced =
+            matches!(field_order_name(par.field_order), Some(o) if o != "progressive");
         summary.rotation = rotation(st);
         if format_secs.is_none() && st.duration != ffi::AV_NOPTS_VALUE {
-            summary.duration = st.duration as f64 * f64::from(st.time_base.num) / f64::from(st.time_base.den);
+            summary.duration =
+                st.duration as f64 * f64::from(st.time_base.num) / f64::from(st.time_base.den);
         }
     }
     Ok(summary)
@@ -294,7 +318,11 @@ pub fn probe_summary(path: &Path) -> Result<ProbeSummary, ProbeError> {
 /// Clockwise rotation from the display matrix, normalised like the ffmpeg CLI does.
 unsafe fn rotation(st: &ffi::AVStream) -> i32 {
     let mut size = 0;
-    let data = ffi::av_stream_get_side_data(st, ffi::AVPacketSideDataType::AV_PKT_DATA_DISPLAYMATRIX, &mut size);
+    let data = ffi::av_stream_get_side_data(
+        st,
+        ffi::AVPacketSideDataType::AV_PKT_DATA_DISPLAYMATRIX,
+        &mut size,
+    );
     if data.is_null() || size < 36 {
         return 0;
     }

@@ -173,7 +173,9 @@ out_time=00:00:01.080078\ndup_frames=0\ndrop_frames=0\nspeed=0.859x\nprogress=en
 
     #[test]
     fn falls_back_to_out_time_clock_and_never_goes_backwards() {
-        let got = parse_all("out_time=00:01:02.500000\nprogress=continue\nout_time_us=N/A\nprogress=continue\n");
+        let got = parse_all(
+            "out_time=00:01:02.500000\nprogress=continue\nout_time_us=N/A\nprogress=continue\n",
+        );
         assert_eq!(got[0].out_time, Duration::from_millis(62_500));
         assert_eq!(got[1].out_time, Duration::from_millis(62_500));
     }
@@ -187,7 +189,10 @@ out_time=00:00:01.080078\ndup_frames=0\ndrop_frames=0\nspeed=0.859x\nprogress=en
 
     #[test]
     fn clock_parsing() {
-        assert_eq!(parse_clock("01:00:00.000000"), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            parse_clock("01:00:00.000000"),
+            Some(Duration::from_secs(3600))
+        );
         assert_eq!(parse_clock("N/A"), None);
         assert_eq!(parse_clock("-00:00:00.064000"), None);
     }

@@ -36,7 +36,12 @@ fn write_report(out: &mut String, caps: &Capabilities) -> std::fmt::Result {
     for codec in CODECS {
         let choice = choose_backend(caps, caps.hwaccel, codec);
         let device = choice.device.map(|d| format!(" [{d}]")).unwrap_or_default();
-        writeln!(out, "  {codec:<5} -> {}{device}: {}", choice.backend.as_str(), choice.reason)?;
+        writeln!(
+            out,
+            "  {codec:<5} -> {}{device}: {}",
+            choice.backend.as_str(),
+            choice.reason
+        )?;
     }
     Ok(())
 }
@@ -94,32 +99,51 @@ mod tests {
 
     #[test]
     fn forced_nvenc_falls_back_to_nvdec_and_forced_vaapi_to_software() {
-        assert_eq!(choose_backend(&h100(), HwAccel::Nvenc, "h264").backend, Backend::Nvdec);
+        assert_eq!(
+            choose_backend(&h100(), HwAccel::Nvenc, "h264").backend,
+            Backend::Nvdec
+        );
         let c = choose_backend(&h100(), HwAccel::Vaapi, "h264");
         assert_eq!(c.backend, Backend::Software);
         assert!(c.reason.contains("device"), "{}", c.reason);
-        assert_eq!(choose_backend(&h100(), HwAccel::Software, "h264").backend, Backend::Software);
+        assert_eq!(
+            choose_backend(&h100(), HwAccel::Software, "h264").backend,
+            Backend::Software
+        );
     }
 
     #[test]
     fn nvenc_preferred_when_it_works_and_health_book_steers_away() {
         let mut caps = h100();
         caps.backends[0].features[3] = feature("h264_nvenc", true);
-        assert_eq!(choose_backend(&caps, HwAccel::Auto, "h264").backend, Backend::Nvenc);
+        assert_eq!(
+            choose_backend(&caps, HwAccel::Auto, "h264").backend,
+            Backend::Nvenc
+        );
         // hevc_nvenc still broken: h265 gets the decode offload.
-        assert_eq!(choose_backend(&caps, HwAccel::Auto, "h265").backend, Backend::Nvdec);
+        assert_eq!(
+            choose_backend(&caps, HwAccel::Auto, "h265").backend,
+            Backend::Nvdec
+        );
         let mut book = crate::ffmpeg::backend::HealthBook::default();
         let now = std::time::Instant::now();
         book.mark_failed(Backend::Nvenc, now, "CUDA_ERROR_LAUNCH_FAILED");
         let c = crate::ffmpeg::backend::choose_healthy(&caps, HwAccel::Auto, "h264", &book, now);
         assert_eq!(c.backend, Backend::Nvdec);
-        assert!(c.reason.contains("CUDA_ERROR_LAUNCH_FAILED"), "{}", c.reason);
+        assert!(
+            c.reason.contains("CUDA_ERROR_LAUNCH_FAILED"),
+            "{}",
+            c.reason
+        );
     }
 
     #[test]
     fn report_names_every_feature_and_reason() {
         let text = report_text(&h100());
-        assert!(text.contains("h264_nvenc    NO: h264_nvenc broken"), "{text}");
+        assert!(
+            text.contains("h264_nvenc    NO: h264_nvenc broken"),
+            "{text}"
+        );
         assert!(text.contains("scale_cuda    works"), "{text}");
         assert!(text.contains("h264  -> nvdec [0]"), "{text}");
     }

@@ -285,10 +285,7 @@ impl Child {
                 cancelled = true;
                 kill_group(pid);
                 // The group is dead, so the pipes close and `wait` reaps: finish the same future.
-                match tokio::time::timeout(REAP_GRACE, &mut work).await {
-                    Ok(done) => done,
-                    Err(_) => (String::new(), String::new(), None),
-                }
+                tokio::time::timeout(REAP_GRACE, &mut work).await.unwrap_or_default()
             }
         };
         let stderr_tail = tail_chars(&stderr, STDERR_TAIL_CHARS);
@@ -383,26 +380,52 @@ mod tests {
 
     #[test]
     fn inserts_flags_after_program_and_keeps_dash_y() {
-        let spec = RunSpec::ffmpeg("/usr/bin/ffmpeg", s(&["ffmpeg", "-y", "-i", "in.mp4", "out.mp4"]));
+        let spec = RunSpec::ffmpeg(
+            "/usr/bin/ffmpeg",
+            s(&["ffmpeg", "-y", "-i", "in.mp4", "out.mp4"]),
+        );
         assert_eq!(
             spec.effective_argv(),
             s(&[
-                "/usr/bin/ffmpeg", "-hide_banner", "-nostdin", "-progress", "pipe:1", "-nostats",
-                "-y", "-i", "in.mp4", "out.mp4"
+                "/usr/bin/ffmpeg",
+                "-hide_banner",
+                "-nostdin",
+                "-progress",
+                "pipe:1",
+                "-nostats",
+                "-y",
+                "-i",
+                "in.mp4",
+                "out.mp4"
             ])
         );
     }
 
     #[test]
     fn skips_flags_already_present_and_progress_when_not_wanted() {
-        let mut spec = RunSpec::ffmpeg("ffmpeg", s(&["ffmpeg", "-nostdin", "-progress", "x", "-i", "a"]));
+        let mut spec = RunSpec::ffmpeg(
+            "ffmpeg",
+            s(&["ffmpeg", "-nostdin", "-progress", "x", "-i", "a"]),
+        );
         assert_eq!(
             spec.effective_argv(),
-            s(&["ffmpeg", "-hide_banner", "-nostats", "-nostdin", "-progress", "x", "-i", "a"])
+            s(&[
+                "ffmpeg",
+                "-hide_banner",
+                "-nostats",
+                "-nostdin",
+                "-progress",
+                "x",
+                "-i",
+                "a"
+            ])
         );
         spec.add_progress = false;
         spec.argv = s(&["ffmpeg", "-i", "a"]);
-        assert_eq!(spec.effective_argv(), s(&["ffmpeg", "-hide_banner", "-nostdin", "-i", "a"]));
+        assert_eq!(
+            spec.effective_argv(),
+            s(&["ffmpeg", "-hide_banner", "-nostdin", "-i", "a"])
+        );
     }
 
     #[test]

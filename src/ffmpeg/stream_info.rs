@@ -68,7 +68,10 @@ unsafe fn codec_fields(m: &mut Map<String, Value>, par: &ffi::AVCodecParameters)
         None => (None, None),
     };
     m.insert("codec_name".into(), json!(name.unwrap_or("unknown".into())));
-    m.insert("codec_long_name".into(), json!(long.unwrap_or("unknown".into())));
+    m.insert(
+        "codec_long_name".into(),
+        json!(long.unwrap_or("unknown".into())),
+    );
     if let Some(profile) = cstr(ffi::avcodec_profile_name(par.codec_id, par.profile)) {
         m.insert("profile".into(), json!(profile));
     } else if par.profile != ffi::FF_PROFILE_UNKNOWN {
@@ -79,7 +82,10 @@ unsafe fn codec_fields(m: &mut Map<String, Value>, par: &ffi::AVCodecParameters)
     let mut buf = [0 as libc::c_char; 32];
     let tag = cstr(ffi::av_fourcc_make_string(buf.as_mut_ptr(), par.codec_tag));
     m.insert("codec_tag_string".into(), json!(tag.unwrap_or_default()));
-    m.insert("codec_tag".into(), json!(format!("0x{:04x}", par.codec_tag)));
+    m.insert(
+        "codec_tag".into(),
+        json!(format!("0x{:04x}", par.codec_tag)),
+    );
 }
 
 unsafe fn video_fields(
@@ -130,15 +136,35 @@ unsafe fn color_fields(m: &mut Map<String, Value>, par: &ffi::AVCodecParameters)
         }
     };
     let r = par.color_range;
-    put("color_range", r == AVColorRange::AVCOL_RANGE_UNSPECIFIED, av_color_range_name(r));
+    put(
+        "color_range",
+        r == AVColorRange::AVCOL_RANGE_UNSPECIFIED,
+        av_color_range_name(r),
+    );
     let s = par.color_space;
-    put("color_space", s == AVColorSpace::AVCOL_SPC_UNSPECIFIED, av_color_space_name(s));
+    put(
+        "color_space",
+        s == AVColorSpace::AVCOL_SPC_UNSPECIFIED,
+        av_color_space_name(s),
+    );
     let t = par.color_trc;
-    put("color_transfer", t == AVColorTransferCharacteristic::AVCOL_TRC_UNSPECIFIED, av_color_transfer_name(t));
+    put(
+        "color_transfer",
+        t == AVColorTransferCharacteristic::AVCOL_TRC_UNSPECIFIED,
+        av_color_transfer_name(t),
+    );
     let p = par.color_primaries;
-    put("color_primaries", p == AVColorPrimaries::AVCOL_PRI_UNSPECIFIED, av_color_primaries_name(p));
+    put(
+        "color_primaries",
+        p == AVColorPrimaries::AVCOL_PRI_UNSPECIFIED,
+        av_color_primaries_name(p),
+    );
     let c = par.chroma_location;
-    put("chroma_location", c == AVChromaLocation::AVCHROMA_LOC_UNSPECIFIED, av_chroma_location_name(c));
+    put(
+        "chroma_location",
+        c == AVChromaLocation::AVCHROMA_LOC_UNSPECIFIED,
+        av_chroma_location_name(c),
+    );
 }
 
 /// ffprobe's `field_order` names; `None` where it prints `unknown` (omitted in JSON).
@@ -157,11 +183,17 @@ pub(super) fn field_order_name(order: ffi::AVFieldOrder) -> Option<&'static str>
 unsafe fn audio_fields(m: &mut Map<String, Value>, par: &ffi::AVCodecParameters) {
     let fmt_name = if (0..ffi::AVSampleFormat::AV_SAMPLE_FMT_NB as i32).contains(&par.format) {
         // SAFETY: range-checked; AVSampleFormat is a C enum over 0..NB.
-        cstr(ffi::av_get_sample_fmt_name(std::mem::transmute::<i32, ffi::AVSampleFormat>(par.format)))
+        cstr(ffi::av_get_sample_fmt_name(std::mem::transmute::<
+            i32,
+            ffi::AVSampleFormat,
+        >(par.format)))
     } else {
         None
     };
-    m.insert("sample_fmt".into(), json!(fmt_name.unwrap_or("unknown".into())));
+    m.insert(
+        "sample_fmt".into(),
+        json!(fmt_name.unwrap_or("unknown".into())),
+    );
     m.insert("sample_rate".into(), json!(par.sample_rate.to_string()));
     m.insert("channels".into(), json!(par.ch_layout.nb_channels));
     if par.ch_layout.order != ffi::AVChannelOrder::AV_CHANNEL_ORDER_UNSPEC {
@@ -172,7 +204,10 @@ unsafe fn audio_fields(m: &mut Map<String, Value>, par: &ffi::AVCodecParameters)
             }
         }
     }
-    m.insert("bits_per_sample".into(), json!(ffi::av_get_bits_per_sample(par.codec_id)));
+    m.insert(
+        "bits_per_sample".into(),
+        json!(ffi::av_get_bits_per_sample(par.codec_id)),
+    );
 }
 
 fn time_string(ts: i64, tb: ffi::AVRational) -> Option<String> {
@@ -209,7 +244,10 @@ unsafe fn timing_fields(
         m.insert("bit_rate".into(), json!(par.bit_rate.to_string()));
     }
     if par.bits_per_raw_sample > 0 {
-        m.insert("bits_per_raw_sample".into(), json!(par.bits_per_raw_sample.to_string()));
+        m.insert(
+            "bits_per_raw_sample".into(),
+            json!(par.bits_per_raw_sample.to_string()),
+        );
     }
     if st.nb_frames != 0 {
         m.insert("nb_frames".into(), json!(st.nb_frames.to_string()));
@@ -219,7 +257,12 @@ unsafe fn timing_fields(
     }
     let disposition: Map<String, Value> = DISPOSITIONS
         .iter()
-        .map(|(name, flag)| ((*name).to_owned(), json!(i32::from(st.disposition & flag != 0))))
+        .map(|(name, flag)| {
+            (
+                (*name).to_owned(),
+                json!(i32::from(st.disposition & flag != 0)),
+            )
+        })
         .collect();
     m.insert("disposition".into(), Value::Object(disposition));
     let tags = dict_map(st.metadata);

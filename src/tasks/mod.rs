@@ -37,7 +37,10 @@ pub enum Outcome {
     /// Task returned normally with this value (MediaCMS tasks return `true`/`false`).
     Success(Value),
     /// Celery `self.retry(countdown=…)`: republish same id with `retries + 1` and an ETA.
-    Retry { countdown: Duration, error: TaskError },
+    Retry {
+        countdown: Duration,
+        error: TaskError,
+    },
     /// Task raised; result FAILURE.
     Failure(TaskError),
     /// Revoked (terminate) or expired; result REVOKED with this reason.

@@ -51,18 +51,46 @@ fn s(list: &[&str]) -> Vec<String> {
 fn codec_args(spec: &ClipSpec) -> (Vec<String>, &'static str) {
     match spec.codec {
         "h264" => {
-            let mut a = s(&["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]);
+            let mut a = s(&[
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-pix_fmt",
+                "yuv420p",
+            ]);
             if spec.interlaced {
-                a.extend(s(&["-flags", "+ildct+ilme", "-x264-params", "interlaced=1"]));
+                a.extend(s(&[
+                    "-flags",
+                    "+ildct+ilme",
+                    "-x264-params",
+                    "interlaced=1",
+                ]));
             }
             (a, "mp4")
         }
         "h265" => (
-            s(&["-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "log-level=error"]),
+            s(&[
+                "-c:v",
+                "libx265",
+                "-preset",
+                "ultrafast",
+                "-x265-params",
+                "log-level=error",
+            ]),
             "mp4",
         ),
         "vp9" => (
-            s(&["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "200k"]),
+            s(&[
+                "-c:v",
+                "libvpx-vp9",
+                "-deadline",
+                "realtime",
+                "-cpu-used",
+                "8",
+                "-b:v",
+                "200k",
+            ]),
             "webm",
         ),
         "mpeg2" => {
@@ -91,10 +119,18 @@ pub fn clip(dir: &Path, spec: &ClipSpec) -> PathBuf {
         if spec.interlaced { "_i" } else { "" },
     );
     let out = dir.join(name);
-    let video = format!("testsrc2=size={}x{}:rate={}", spec.width, spec.height, spec.fps);
+    let video = format!(
+        "testsrc2=size={}x{}:rate={}",
+        spec.width, spec.height, spec.fps
+    );
     let mut args = s(&["-f", "lavfi", "-i", &video]);
     if spec.audio {
-        args.extend(s(&["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"]));
+        args.extend(s(&[
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=44100",
+        ]));
     }
     args.extend(s(&["-t", &spec.seconds.to_string()]));
     if spec.interlaced {
@@ -133,7 +169,9 @@ pub fn truncated_mp4(dir: &Path) -> PathBuf {
 /// Random-looking bytes with an mp4 name: "Invalid data found when processing input".
 pub fn garbage(dir: &Path) -> PathBuf {
     let out = dir.join("garbage.mp4");
-    let bytes: Vec<u8> = (0..64 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let bytes: Vec<u8> = (0..64 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     std::fs::write(&out, bytes).unwrap();
     out
 }

@@ -4,24 +4,20 @@
 //! or the exact reason it does not.
 
 use std::ffi::CString;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ffmpeg_next::ffi;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use super::hwtest::{args, encode_args, reason_of, run_test, Sample, Scratch};
 use super::libav;
-use super::run::{run, RunError, RunSpec};
+use super::run::{run, RunSpec};
 use crate::config::HwAccel;
 
 pub use super::backend::{
     choose_backend, choose_healthy, is_hw_failure, Backend, Choice, HealthBook,
 };
-
-/// Longest a single test command may take (a wedged driver must not stall start-up).
-const TEST_TIMEOUT: Duration = Duration::from_secs(20);
-const TEST_SOURCE: &str = "testsrc2=size=320x240:rate=25";
 
 /// A hardware vendor API, probed per device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -100,7 +96,7 @@ fn works(name: &str) -> FeatureReport {
     }
 }
 
-fn broken(name: &str, reason: impl Into<String>) -> FeatureReport {
+pub(super) fn broken(name: &str, reason: impl Into<String>) -> FeatureReport {
     FeatureReport {
         name: name.into(),
         works: false,
@@ -108,7 +104,7 @@ fn broken(name: &str, reason: impl Into<String>) -> FeatureReport {
     }
 }
 
-fn outcome(name: &str, result: Result<(), String>) -> FeatureReport {
+pub(super) fn outcome(name: &str, result: Result<(), String>) -> FeatureReport {
     match result {
         Ok(()) => works(name),
         Err(reason) => broken(name, reason),
@@ -325,60 +321,6 @@ fn report(family: Family, device: String, features: Vec<FeatureReport>) -> Backe
     }
 }
 
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| (*s).to_owned()).collect()
-}
-
-/// `ffmpeg -v error <pre> -f lavfi -i testsrc2 -frames:v 5 <filters> <codec> -f null -`.
-fn encode_args(pre: &[&str], filters: &[&str], codec: &[&str]) -> Vec<String> {
-    let mut argv = args(&["ffmpeg", "-v", "error"]);
-    argv.extend(args(pre));
-    argv.extend(args(&["-f", "lavfi", "-i", TEST_SOURCE, "-frames:v", "5"]));
-    argv.extend(args(filters));
-    argv.extend(args(codec));
-    argv.extend(args(&["-f", "null", "-"]));
-    argv
-}
-
-/// Runs one test command with a deadline; `Err` is the reason it failed.
-async fn run_test(ffmpeg: &str, argv: Vec<String>) -> Result<(), String> {
-    let spec = RunSpec {
-        add_progress: false,
-        ..RunSpec::ffmpeg(ffmpeg, argv)
-    };
-    let cancel = CancellationToken::new();
-    let deadline = async {
-        tokio::time::sleep(TEST_TIMEOUT).await;
-        cancel.cancel();
-        std::future::pending::<()>().await
-    };
-    let result = tokio::select! {
-        r = run(spec, &cancel, |_| {}) => r,
-        () = deadline => unreachable!("the deadline future never completes"),
-    };
-    result.map(|_| ()).map_err(|e| reason_of(&e))
-}
-
-/// A short, readable reason: the last error lines ffmpeg printed, with the exit status.
-fn reason_of(err: &RunError) -> String {
-    match err {
-        RunError::Spawn { source, .. } => format!("cannot run ffmpeg: {source}"),
-        RunError::Cancelled { .. } => format!("timed out after {} s", TEST_TIMEOUT.as_secs()),
-        RunError::Failed {
-            status,
-            stderr_tail,
-            ..
-        } => {
-            let lines: Vec<&str> = stderr_tail
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .collect();
-            let last = lines[lines.len().saturating_sub(3)..].join(" | ");
-            format!("{} ({status})", super::run::tail_chars(&last, 400))
-        }
-    }
-}
-
 /// Render nodes to probe: the configured one, or every `/dev/dri/renderD*`.
 fn render_nodes(configured: Option<&str>) -> Vec<String> {
     if let Some(node) = configured {
@@ -401,95 +343,6 @@ fn render_nodes(configured: Option<&str>) -> Vec<String> {
         nodes.push("/dev/dri/renderD128".into());
     }
     nodes
-}
-
-/// A small H.264 clip made on first use: hardware decoders need a real bitstream to decode.
-struct Sample<'a> {
-    ffmpeg: &'a str,
-    dir: &'a Path,
-    made: Option<Result<PathBuf, String>>,
-}
-
-impl<'a> Sample<'a> {
-    fn new(ffmpeg: &'a str, dir: &'a Path) -> Self {
-        Self {
-            ffmpeg,
-            dir,
-            made: None,
-        }
-    }
-
-    async fn path(&mut self) -> Result<PathBuf, String> {
-        if self.made.is_none() {
-            let out = self.dir.join("sample.mp4");
-            let mut argv = args(&[
-                "ffmpeg",
-                "-v",
-                "error",
-                "-y",
-                "-f",
-                "lavfi",
-                "-i",
-                TEST_SOURCE,
-            ]);
-            argv.extend(args(&[
-                "-frames:v",
-                "10",
-                "-c:v",
-                "libx264",
-                "-pix_fmt",
-                "yuv420p",
-            ]));
-            argv.push(out.to_string_lossy().into_owned());
-            let made = run_test(self.ffmpeg, argv).await.map(|()| out);
-            self.made = Some(made.map_err(|e| format!("cannot make the H.264 test clip: {e}")));
-        }
-        self.made.clone().expect("set above")
-    }
-
-    /// Runs a decode test built by `argv_for(input)` against the sample.
-    async fn test(
-        &mut self,
-        ffmpeg: &str,
-        name: &str,
-        argv_for: impl FnOnce(&str) -> Vec<String>,
-    ) -> FeatureReport {
-        let input = match self.path().await {
-            Ok(p) => p,
-            Err(reason) => return broken(name, reason),
-        };
-        let mut argv = args(&["ffmpeg", "-v", "error"]);
-        argv.extend(argv_for(&input.to_string_lossy()));
-        outcome(name, run_test(ffmpeg, argv).await)
-    }
-}
-
-/// A private scratch directory, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let dir = std::env::temp_dir().join(format!(
-            "mediacms-worker-caps-{}-{nanos}",
-            std::process::id()
-        ));
-        // If this fails the sample cannot be written and the decode tests say so.
-        let _ = std::fs::create_dir_all(&dir);
-        Self(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 pub use super::report::report_text;

@@ -2,6 +2,8 @@
 
 pub mod backend;
 pub mod caps;
+mod drain;
+mod hwtest;
 pub mod libav;
 pub mod probe;
 pub mod progress;

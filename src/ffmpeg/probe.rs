@@ -162,21 +162,33 @@ fn build_info(input: &mut Input, path: &Path, size: u64, md5sum: String) -> Opti
     put("display_aspect_ratio", get("display_aspect_ratio"));
     put("sample_aspect_ratio", get("sample_aspect_ratio"));
     if let Some((_, audio)) = &found.audio {
-        let duration = stream_duration(audio, input)?;
-        put("audio_duration", json!(duration));
-        put("audio_sample_rate", audio["sample_rate"].clone());
-        put("audio_codec", audio["codec_name"].clone());
-        put(
-            "audio_bitrate",
-            json!(bitrate(audio, input, Type::Audio, duration)),
-        );
-        put("audio_channels", audio["channels"].clone());
+        audio_keys(&mut m, audio, input)?;
     }
+    let mut put = |k: &str, v: Value| m.insert(k.to_owned(), v);
     put("video_info", Value::Object(video));
     put("audio_info", Value::Object(audio_info));
     put("is_video", json!(true));
     put("md5sum", json!(md5sum));
     Some(Value::Object(m))
+}
+
+/// The `audio_*` keys MediaCMS adds when the file has audio.
+fn audio_keys(
+    m: &mut Map<String, Value>,
+    audio: &Map<String, Value>,
+    input: &mut Input,
+) -> Option<()> {
+    let duration = stream_duration(audio, input)?;
+    let mut put = |k: &str, v: Value| m.insert(k.to_owned(), v);
+    put("audio_duration", json!(duration));
+    put("audio_sample_rate", audio["sample_rate"].clone());
+    put("audio_codec", audio["codec_name"].clone());
+    put(
+        "audio_bitrate",
+        json!(bitrate(audio, input, Type::Audio, duration)),
+    );
+    put("audio_channels", audio["channels"].clone());
+    Some(())
 }
 
 /// Stream `duration`, else the Matroska `DURATION` tag, else the container's duration.

@@ -4,24 +4,22 @@
 //! stderr, a bounded stderr tail, and is killed (SIGKILL to the group) and reaped when the
 //! cancellation token fires. Every failure carries the argv, exit status and stderr tail.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use super::progress::{Progress, ProgressParser};
+pub use super::drain::tail_chars;
+use super::drain::{drain_stdout, drain_tail};
+use super::progress::Progress;
 
 /// Characters of stderr kept for `Encoding.logs` and errors (MediaCMS keeps ≤ ~510).
 pub const STDERR_TAIL_CHARS: usize = 512;
 /// Bytes of stderr kept for diagnostics (logs, the CLI).
 pub const STDERR_LOG_BYTES: usize = 64 * 1024;
-/// Bytes of stdout kept for non-progress runs (e.g. whisper's transcript echo).
-const STDOUT_KEEP_BYTES: usize = 256 * 1024;
 /// How long to wait for a killed child's pipes to close before giving up on them.
 const REAP_GRACE: Duration = Duration::from_secs(3);
 
@@ -243,29 +241,9 @@ impl Child {
         mut on_progress: impl FnMut(Progress),
     ) -> Result<RunOutput, RunError> {
         let started = Instant::now();
-        if self.argv.first().is_none_or(|p| p.is_empty()) {
-            let source = std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty argv");
-            return Err(RunError::Spawn {
-                argv: self.argv,
-                source,
-            });
-        }
-        if cancel.is_cancelled() {
-            // Nothing to kill: do not start a child that would be killed at once.
-            return Err(RunError::Cancelled {
-                argv: self.argv,
-                status: None,
-                stderr_tail: String::new(),
-            });
-        }
-        let mut child = match self.command().spawn() {
+        let mut child = match self.start(cancel) {
             Ok(child) => child,
-            Err(source) => {
-                return Err(RunError::Spawn {
-                    argv: self.argv,
-                    source,
-                })
-            }
+            Err(e) => return Err(e),
         };
         let pid = child.id();
         let stdout = child.stdout.take().expect("stdout is piped");
@@ -288,21 +266,66 @@ impl Child {
                 tokio::time::timeout(REAP_GRACE, &mut work).await.unwrap_or_default()
             }
         };
-        let stderr_tail = tail_chars(&stderr, STDERR_TAIL_CHARS);
-        let argv = self.argv;
-        match status {
-            _ if cancelled => Err(RunError::Cancelled {
+        let output = Finished {
+            stdout,
+            stderr,
+            status,
+            cancelled,
+            elapsed: started.elapsed(),
+        };
+        output.into_result(self.argv)
+    }
+
+    /// Checks the argv and the token, then spawns.
+    fn start(&self, cancel: &CancellationToken) -> Result<tokio::process::Child, RunError> {
+        let argv = || self.argv.clone();
+        if self.argv.first().is_none_or(|p| p.is_empty()) {
+            let source = std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty argv");
+            return Err(RunError::Spawn {
+                argv: argv(),
+                source,
+            });
+        }
+        if cancel.is_cancelled() {
+            // Nothing to kill: do not start a child that would be killed at once.
+            return Err(RunError::Cancelled {
+                argv: argv(),
+                status: None,
+                stderr_tail: String::new(),
+            });
+        }
+        self.command().spawn().map_err(|source| RunError::Spawn {
+            argv: argv(),
+            source,
+        })
+    }
+}
+
+/// What a child left behind, before it is judged.
+struct Finished {
+    stdout: String,
+    stderr: String,
+    status: Option<ExitStatus>,
+    cancelled: bool,
+    elapsed: Duration,
+}
+
+impl Finished {
+    fn into_result(self, argv: Vec<String>) -> Result<RunOutput, RunError> {
+        let stderr_tail = tail_chars(&self.stderr, STDERR_TAIL_CHARS);
+        match self.status {
+            _ if self.cancelled => Err(RunError::Cancelled {
                 argv,
-                status,
+                status: self.status,
                 stderr_tail,
             }),
             Some(status) if status.success() => Ok(RunOutput {
                 argv,
                 status,
                 stderr_tail,
-                stderr_log: stderr,
-                stdout,
-                elapsed: started.elapsed(),
+                stderr_log: self.stderr,
+                stdout: self.stdout,
+                elapsed: self.elapsed,
             }),
             Some(status) => Err(RunError::Failed {
                 argv,
@@ -325,49 +348,6 @@ fn kill_group(pid: Option<u32>) {
             libc::kill(-pid, libc::SIGKILL);
         }
     }
-}
-
-/// Reads stdout to the end: progress blocks go to the callback, otherwise a bounded copy is kept.
-async fn drain_stdout(
-    stdout: impl AsyncRead + Unpin,
-    parse_progress: bool,
-    on_progress: &mut impl FnMut(Progress),
-) -> String {
-    if !parse_progress {
-        return drain_tail(stdout, STDOUT_KEEP_BYTES).await;
-    }
-    let mut parser = ProgressParser::new();
-    let mut lines = BufReader::new(stdout).lines();
-    // A read error means the pipe is gone; the exit status tells the rest of the story.
-    while let Ok(Some(line)) = lines.next_line().await {
-        if let Some(p) = parser.push_line(&line) {
-            on_progress(p);
-        }
-    }
-    String::new()
-}
-
-/// Reads a stream to the end, keeping only its last `keep` bytes, decoded lossily.
-async fn drain_tail(mut stream: impl AsyncRead + Unpin, keep: usize) -> String {
-    let mut ring: VecDeque<u8> = VecDeque::with_capacity(keep.min(8192));
-    let mut buf = [0u8; 8192];
-    loop {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                ring.extend(&buf[..n]);
-                let excess = ring.len().saturating_sub(keep);
-                ring.drain(..excess);
-            }
-        }
-    }
-    String::from_utf8_lossy(ring.make_contiguous()).into_owned()
-}
-
-/// The last `n` characters of `text`.
-pub fn tail_chars(text: &str, n: usize) -> String {
-    let count = text.chars().count();
-    text.chars().skip(count.saturating_sub(n)).collect()
 }
 
 #[cfg(test)]
@@ -435,11 +415,5 @@ mod tests {
             Argv(&argv).to_string(),
             r"ffmpeg -vf 'fps=1/10, scale=160:90' 'it'\''s'"
         );
-    }
-
-    #[test]
-    fn tail_keeps_last_chars_on_char_boundaries() {
-        assert_eq!(tail_chars("abcdé", 2), "dé");
-        assert_eq!(tail_chars("ab", 10), "ab");
     }
 }

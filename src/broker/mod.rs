@@ -9,6 +9,7 @@
 //! - What we publish must be byte-compatible with Celery 5.4 (a Python worker must run it).
 
 pub mod memory;
+pub mod pidbox;
 pub mod redis;
 
 use std::time::Duration;

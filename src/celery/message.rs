@@ -1,8 +1,14 @@
 //! Protocol-v2 task messages: decoded [`TaskMessage`] and the [`OutgoingTask`] we publish.
-//! (Skeleton contract; the codec helper fills in the functions and tests.)
+//! Decoding is shared by both transports ([`TaskMessage::from_v2`]); the transport framing lives
+//! in [`super::envelope`], Python renderings in [`super::python`].
+
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
+
+use super::time::parse_celery_time_field;
 
 /// Why a message could not be decoded. Each variant is a poison class with a deliberate
 /// disposition (dead-letter), never a panic.
@@ -66,4 +72,203 @@ pub struct OutgoingTask {
     pub parent_id: Option<String>,
     /// `origin` header: `gen<pid>@<host>` in Celery.
     pub origin: String,
+}
+
+pub use super::python::{py_json, py_repr, py_tuple_repr};
+
+impl TaskMessage {
+    /// Build a task from protocol-v2 `headers` and the serialized body `[args, kwargs, embed]`.
+    /// Shared by the Redis envelope and AMQP; `properties` is empty on AMQP.
+    pub fn from_v2(
+        headers: Map<String, Value>,
+        body: &[u8],
+        routing_key: &str,
+        priority: u8,
+        properties: Map<String, Value>,
+    ) -> Result<Self, DecodeError> {
+        let (args, kwargs, embed) = parse_body(body)?;
+        Ok(TaskMessage {
+            name: req_str(&headers, "task", "headers.task")?,
+            id: req_str(&headers, "id", "headers.id")?,
+            args,
+            kwargs,
+            embed,
+            eta: opt_time(&headers, "eta")?,
+            expires: opt_time(&headers, "expires")?,
+            retries: retries(&headers)?,
+            time_limit: time_limit(&headers)?,
+            root_id: opt_str(&headers, "root_id", "headers.root_id")?,
+            parent_id: opt_str(&headers, "parent_id", "headers.parent_id")?,
+            priority,
+            routing_key: routing_key.to_owned(),
+            headers,
+            properties,
+        })
+    }
+
+    /// Whether a broker marked this delivery as redelivered (restore or requeue).
+    pub fn redelivered(&self) -> bool {
+        let in_info = self
+            .properties
+            .get("delivery_info")
+            .and_then(|d| d.get("redelivered"));
+        [in_info, self.headers.get("redelivered")]
+            .into_iter()
+            .any(|v| v == Some(&Value::Bool(true)))
+    }
+}
+
+/// `[args, kwargs, embed]`.
+type Body = (Vec<Value>, Map<String, Value>, Value);
+
+/// Split the body into `[args, kwargs, embed]`; Celery's 2-element legacy body is rejected
+/// because a Python worker crashes on it (celery-wire §2.2) and we never want to pass it on.
+fn parse_body(body: &[u8]) -> Result<Body, DecodeError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| DecodeError::Body(format!("not JSON: {e}")))?;
+    let Value::Array(parts) = value else {
+        return Err(DecodeError::Body("not a JSON array".into()));
+    };
+    let [args, kwargs, embed]: [Value; 3] = parts
+        .try_into()
+        .map_err(|p: Vec<Value>| DecodeError::Body(format!("{} elements, want 3", p.len())))?;
+    let Value::Array(args) = args else {
+        return Err(DecodeError::Body("args is not a list".into()));
+    };
+    let Value::Object(kwargs) = kwargs else {
+        return Err(DecodeError::Body("kwargs is not an object".into()));
+    };
+    if !matches!(embed, Value::Object(_) | Value::Null) {
+        return Err(DecodeError::Body("embed is not an object or null".into()));
+    }
+    Ok((args, kwargs, embed))
+}
+
+fn req_str(
+    map: &Map<String, Value>,
+    key: &str,
+    field: &'static str,
+) -> Result<String, DecodeError> {
+    match map.get(key) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        _ => Err(DecodeError::Field(field)),
+    }
+}
+
+fn opt_str(
+    map: &Map<String, Value>,
+    key: &str,
+    field: &'static str,
+) -> Result<Option<String>, DecodeError> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(DecodeError::Field(field)),
+    }
+}
+
+fn opt_time(
+    headers: &Map<String, Value>,
+    key: &'static str,
+) -> Result<Option<DateTime<Utc>>, DecodeError> {
+    match headers.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => parse_celery_time_field(key, s).map(Some),
+        Some(other) => Err(DecodeError::Time {
+            field: key,
+            value: other.to_string().chars().take(64).collect(),
+        }),
+    }
+}
+
+fn retries(headers: &Map<String, Value>) -> Result<u32, DecodeError> {
+    match headers.get("retries") {
+        None | Some(Value::Null) => Ok(0),
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or(DecodeError::Field("headers.retries")),
+    }
+}
+
+fn time_limit(headers: &Map<String, Value>) -> Result<(Option<f64>, Option<f64>), DecodeError> {
+    let bad = DecodeError::Field("headers.timelimit");
+    let limit = |v: &Value| match v {
+        Value::Null => Ok(None),
+        Value::Number(n) => n.as_f64().map(Some).ok_or(bad.clone()),
+        _ => Err(bad.clone()),
+    };
+    match headers.get("timelimit") {
+        None | Some(Value::Null) => Ok((None, None)),
+        Some(Value::Array(pair)) if pair.len() == 2 => Ok((limit(&pair[0])?, limit(&pair[1])?)),
+        Some(_) => Err(bad.clone()),
+    }
+}
+
+impl OutgoingTask {
+    /// A fresh task as `apply_async(args=[…], kwargs={…})` would send it: new uuid4 id, root
+    /// id = id, priority 0, no ETA, no time limits (set `time_limit` for tasks that declare one).
+    pub fn new(name: &str, queue: &str, args: Vec<Value>, kwargs: Map<String, Value>) -> Self {
+        let id = uuid::Uuid::new_v4().to_string();
+        OutgoingTask {
+            name: name.to_owned(),
+            root_id: Some(id.clone()),
+            id,
+            queue: queue.to_owned(),
+            args,
+            kwargs,
+            priority: 0,
+            eta: None,
+            retries: 0,
+            time_limit: (None, None),
+            parent_id: None,
+            origin: origin(),
+        }
+    }
+
+    /// The message Celery's `self.retry(countdown=…)` publishes for `task`: same id, name,
+    /// args, kwargs, priority and time limits; `retries + 1`; ETA `now + countdown`; the
+    /// retried task as parent; same root (celery-wire §5, mediacms-contract §1.2). Like Celery,
+    /// the request's `origin` is kept (ours when the header is missing).
+    pub fn retry_of(task: &TaskMessage, countdown: Duration, now: DateTime<Utc>) -> Self {
+        let origin = match task.headers.get("origin") {
+            Some(Value::String(o)) => o.clone(),
+            _ => origin(),
+        };
+        let countdown = chrono::Duration::from_std(countdown).unwrap_or(chrono::Duration::MAX);
+        OutgoingTask {
+            name: task.name.clone(),
+            id: task.id.clone(),
+            queue: task.routing_key.clone(),
+            args: task.args.clone(),
+            kwargs: task.kwargs.clone(),
+            priority: task.priority,
+            eta: Some(now.checked_add_signed(countdown).unwrap_or(now)),
+            retries: task.retries.saturating_add(1),
+            time_limit: task.time_limit,
+            root_id: Some(task.root_id.clone().unwrap_or_else(|| task.id.clone())),
+            parent_id: Some(task.id.clone()),
+            origin,
+        }
+    }
+}
+
+/// Celery's anonymous producer node name, `gen<pid>@<hostname>`.
+pub fn origin() -> String {
+    static ORIGIN: OnceLock<String> = OnceLock::new();
+    ORIGIN
+        .get_or_init(|| format!("gen{}@{}", std::process::id(), hostname()))
+        .clone()
+}
+
+/// The kernel host name (Python's `socket.gethostname()`), read once.
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for `buf.len()` bytes; gethostname NUL-terminates on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
 }

@@ -3,6 +3,7 @@
 //! - [`envelope`]: kombu's Redis list entry (base64 body, properties, delivery_info, tag).
 //! - [`message`]: protocol-v2 headers and `[args, kwargs, embed]` body → [`message::TaskMessage`];
 //!   [`message::OutgoingTask`] → bytes Celery 5.4 would publish.
+//! - [`python`]: Python `json.dumps` bytes and Celery `saferepr` renderings.
 //! - [`time`]: ETA/expires parsing (any offset; naive = Europe/London).
 //! - [`args`]: typed argument binding for the seven `long_tasks` names.
 //! - [`result`]: result documents.
@@ -12,5 +13,8 @@ pub mod args;
 pub mod control;
 pub mod envelope;
 pub mod message;
+#[cfg(test)]
+mod props;
+pub mod python;
 pub mod result;
 pub mod time;

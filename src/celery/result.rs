@@ -1,7 +1,14 @@
 //! Celery result documents as the Redis backend stores them (`celery-task-meta-<id>`).
+//!
+//! Layout (celery-wire §5): `{"status", "result", "traceback", "children": [], "date_done",
+//! "task_id"}` in that order, Python `json.dumps` separators. Exceptions are
+//! `{"exc_type", "exc_message": [message], "exc_module"}`.
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde_json::{json, Value};
+
+use super::python::py_json;
+use super::time::format_celery_time;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskState {
@@ -9,6 +16,18 @@ pub enum TaskState {
     Failure,
     Retry,
     Revoked,
+}
+
+impl TaskState {
+    /// The `status` string Celery writes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Success => "SUCCESS",
+            TaskState::Failure => "FAILURE",
+            TaskState::Retry => "RETRY",
+            TaskState::Revoked => "REVOKED",
+        }
+    }
 }
 
 /// One result document: `{status, result, traceback, children, date_done, task_id}`.
@@ -20,4 +39,118 @@ pub struct TaskResult {
     pub result: Value,
     pub traceback: Option<String>,
     pub date_done: DateTime<Utc>,
+}
+
+/// Celery's serialized exception: `{"exc_type", "exc_message": [message], "exc_module"}`; an
+/// empty message is an exception raised without arguments (`exc_message: []`).
+pub fn exception_value(exc_type: &str, exc_module: &str, message: &str) -> Value {
+    let args: Vec<&str> = if message.is_empty() {
+        vec![]
+    } else {
+        vec![message]
+    };
+    json!({"exc_type": exc_type, "exc_message": args, "exc_module": exc_module})
+}
+
+impl TaskResult {
+    /// SUCCESS with the task's return value (MediaCMS tasks return `true`/`false`/`null`).
+    pub fn success(task_id: &str, value: Value, now: DateTime<Utc>) -> Self {
+        Self::new(task_id, TaskState::Success, value, now)
+    }
+
+    /// FAILURE for an exception such as `("ValueError", "builtins", "ffmpeg failed")`.
+    pub fn failure(
+        task_id: &str,
+        exc_type: &str,
+        exc_module: &str,
+        message: &str,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let exc = exception_value(exc_type, exc_module, message);
+        Self::new(task_id, TaskState::Failure, exc, now)
+    }
+
+    /// RETRY, written after the retry message is published; same exception shape as FAILURE.
+    /// `now` is kept on the value but not written (`date_done` is null for RETRY).
+    pub fn retry(
+        task_id: &str,
+        exc_type: &str,
+        exc_module: &str,
+        message: &str,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let exc = exception_value(exc_type, exc_module, message);
+        Self::new(task_id, TaskState::Retry, exc, now)
+    }
+
+    /// REVOKED with reason `"revoked"`, `"terminated"` or `"expired"` (`TaskRevokedError`).
+    pub fn revoked(task_id: &str, reason: &str, now: DateTime<Utc>) -> Self {
+        let exc = exception_value("TaskRevokedError", "celery.exceptions", reason);
+        Self::new(task_id, TaskState::Revoked, exc, now)
+    }
+
+    /// Attach a traceback text (Python writes one for FAILURE/RETRY).
+    pub fn with_traceback(mut self, traceback: impl Into<String>) -> Self {
+        self.traceback = Some(traceback.into());
+        self
+    }
+
+    fn new(task_id: &str, state: TaskState, result: Value, now: DateTime<Utc>) -> Self {
+        TaskResult {
+            task_id: task_id.to_owned(),
+            state,
+            result,
+            traceback: None,
+            date_done: now,
+        }
+    }
+}
+
+/// The JSON text stored with SETEX and PUBLISHed on `celery-task-meta-<id>`.
+/// Captured in `proto/golden`: Celery sets `date_done` only for ready states, so a RETRY
+/// document has `"date_done": null`, and it lists the republished retry (same id) as its one
+/// child, `[[[id, null], null]]` (an `AsyncResult` tuple).
+pub fn encode_result(r: &TaskResult) -> String {
+    let (date_done, children) = match r.state {
+        TaskState::Retry => (Value::Null, json!([[[r.task_id, null], null]])),
+        _ => (Value::String(format_celery_time(r.date_done)), json!([])),
+    };
+    let doc = json!({
+        "status": r.state.as_str(),
+        "result": r.result,
+        "traceback": r.traceback,
+        "children": children,
+        "date_done": date_done,
+        "task_id": r.task_id,
+    });
+    py_json(&doc)
+}
+
+/// The Redis key (and PUBLISH channel) of a task's result.
+pub fn result_key(task_id: &str) -> String {
+    format!("celery-task-meta-{task_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn unknown_task_failure_matches_capture() {
+        // celery-wire §4.6, captured from celery 5.7 (same layout as 5.4).
+        let now = Utc.timestamp_micros(1_795_747_632_343_541).unwrap();
+        let r = TaskResult::failure(
+            "820c781b",
+            "NotRegistered",
+            "celery.exceptions",
+            "no_such_task",
+            now,
+        );
+        assert_eq!(
+            encode_result(&r),
+            r#"{"status": "FAILURE", "result": {"exc_type": "NotRegistered", "exc_message": ["no_such_task"], "exc_module": "celery.exceptions"}, "traceback": null, "children": [], "date_done": "2026-11-27T02:47:12.343541+00:00", "task_id": "820c781b"}"#
+        );
+        assert_eq!(result_key("x"), "celery-task-meta-x");
+    }
 }

@@ -56,6 +56,11 @@ pub struct JobContext {
     pub cancel: CancellationToken,
     /// This worker's Celery hostname (`-n`), e.g. `long@host`.
     pub hostname: String,
+    /// When the soft time limit passes (`timelimit` header's soft value, else the configured
+    /// default). At that instant the pool cancels `cancel`; a handler that wants MediaCMS's
+    /// `SoftTimeLimitExceeded` handling (mark the Encoding failed) checks this to tell a timeout
+    /// from a revoke or shutdown.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 #[async_trait]

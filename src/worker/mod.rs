@@ -1,1 +1,239 @@
-//! Job slots, prefetch, ETA holding, lease renewal and dispatch (pending).
+//! The worker pool: prefetch gate, ETA holding, job slots, dispatch and lease renewal — the one
+//! place that acks deliveries and writes results (ARCHITECTURE decisions 3, 4, 11).
+//!
+//! Wiring (in `app`): `WorkerPool::new(broker, results, registry, options)`, keep
+//! [`WorkerPool::state`] for pidbox/metrics, then `pool.run(signals).await`. Cancelling
+//! `signals.intake` stops fetching and gives back not-started deliveries while running jobs finish;
+//! cancelling `signals.abort` also cancels every running job, whose delivery is requeued.
+
+pub mod dispatch;
+mod job;
+mod lease;
+pub mod state;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use dispatch::{CancelReason, Disposition};
+pub use state::{Phase, PoolState};
+
+use crate::broker::{Broker, Delivery, ResultStore};
+use crate::celery::control::WorkerSnapshot;
+use crate::tasks::Registry;
+
+/// How the pool consumes.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    pub queues: Vec<String>,
+    /// Job slots (Celery's `-c`).
+    pub concurrency: usize,
+    /// Held deliveries per slot (ETA-held ones excepted); at least one per slot.
+    pub prefetch_multiplier: usize,
+    /// Celery hostname (`-n`).
+    pub hostname: String,
+    /// Period of `renew_leases` for all held deliveries.
+    pub lease_renew_every: Duration,
+    /// Period of `restore_expired` (about half the lease).
+    pub restore_every: Duration,
+    /// How long one `fetch` waits (kombu's BRPOP timeout is 1 s).
+    pub fetch_timeout: Duration,
+    /// Re-publish unknown task names to this queue instead of failing them.
+    pub forward_unknown_to: Option<String>,
+    /// Soft limit for tasks whose `timelimit` header has none.
+    pub soft_time_limit: Option<Duration>,
+}
+
+impl PoolOptions {
+    /// Defaults for a 2-minute lease: renew every 30 s, restore every 60 s, fetch timeout 1 s.
+    pub fn new(queues: Vec<String>, concurrency: usize, hostname: &str) -> Self {
+        Self {
+            queues,
+            concurrency: concurrency.max(1),
+            prefetch_multiplier: 1,
+            hostname: hostname.to_owned(),
+            lease_renew_every: Duration::from_secs(30),
+            restore_every: Duration::from_secs(60),
+            fetch_timeout: Duration::from_secs(1),
+            forward_unknown_to: None,
+            soft_time_limit: None,
+        }
+    }
+
+    /// `slots × multiplier`, never below `slots` (Celery's prefetch count).
+    pub fn prefetch_limit(&self) -> usize {
+        let slots = self.concurrency.max(1);
+        (slots * self.prefetch_multiplier).max(slots)
+    }
+}
+
+/// The two shutdown stages, driven by `crate::shutdown` (or a test).
+#[derive(Debug, Clone, Default)]
+pub struct ShutdownSignals {
+    /// First SIGTERM: stop fetching, give back waiting deliveries, let running jobs finish.
+    pub intake: CancellationToken,
+    /// Deadline or second signal: cancel every running job and requeue it, without a result.
+    pub abort: CancellationToken,
+}
+
+impl ShutdownSignals {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Resolves once either stage has fired.
+    pub(crate) async fn stopping(&self) {
+        tokio::select! {
+            _ = self.intake.cancelled() => {}
+            _ = self.abort.cancelled() => {}
+        }
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.intake.is_cancelled() || self.abort.is_cancelled()
+    }
+}
+
+impl From<&crate::shutdown::Shutdown> for ShutdownSignals {
+    fn from(s: &crate::shutdown::Shutdown) -> Self {
+        Self {
+            intake: s.intake.clone(),
+            abort: s.abort.clone(),
+        }
+    }
+}
+
+/// What every job task shares.
+pub(crate) struct Core {
+    broker: Arc<dyn Broker>,
+    results: Arc<dyn ResultStore>,
+    registry: Registry,
+    opts: PoolOptions,
+    state: PoolState,
+    slots: Arc<Semaphore>,
+}
+
+pub struct WorkerPool {
+    core: Arc<Core>,
+}
+
+impl WorkerPool {
+    pub fn new(
+        broker: Arc<dyn Broker>,
+        results: Arc<dyn ResultStore>,
+        registry: Registry,
+        opts: PoolOptions,
+    ) -> Self {
+        let base = WorkerSnapshot {
+            hostname: opts.hostname.clone(),
+            pid: std::process::id(),
+            registered: registry.names(),
+            queues: opts.queues.clone(),
+            concurrency: opts.concurrency.max(1),
+            prefetch_count: opts.prefetch_limit(),
+            ..WorkerSnapshot::default()
+        };
+        let slots = Arc::new(Semaphore::new(opts.concurrency.max(1)));
+        let state = PoolState::new(base);
+        WorkerPool {
+            core: Arc::new(Core {
+                broker,
+                results,
+                registry,
+                opts,
+                state,
+                slots,
+            }),
+        }
+    }
+
+    /// The shared bookkeeping handle (pidbox, metrics, tests).
+    pub fn state(&self) -> PoolState {
+        self.core.state.clone()
+    }
+
+    /// Consume until `signals.intake` fires, then wait for every held delivery to be settled
+    /// (finished, given back, or aborted and requeued). Broker errors are logged and retried.
+    pub async fn run(self, signals: ShutdownSignals) {
+        let core = self.core;
+        let lease_stop = CancellationToken::new();
+        let lease = tokio::spawn(lease::lease_loop(
+            core.broker.clone(),
+            core.state.clone(),
+            core.opts.lease_renew_every,
+            core.opts.restore_every,
+            lease_stop.clone(),
+        ));
+        let jobs = TaskTracker::new();
+        core.clone().intake(&signals, &jobs).await;
+        jobs.close();
+        jobs.wait().await;
+        lease_stop.cancel();
+        let _ = lease.await;
+        tracing::info!(hostname = %core.opts.hostname, "worker pool stopped");
+    }
+}
+
+impl Core {
+    /// Fetch while the prefetch gate allows, until intake stops.
+    async fn intake(self: Arc<Self>, signals: &ShutdownSignals, jobs: &TaskTracker) {
+        loop {
+            let changed = self.state.changed();
+            if signals.is_stopping() {
+                return;
+            }
+            if !self.state.may_fetch() {
+                tokio::select! {
+                    _ = changed => {}
+                    _ = signals.stopping() => {}
+                }
+                continue;
+            }
+            match self
+                .broker
+                .fetch(&self.opts.queues, self.opts.fetch_timeout)
+                .await
+            {
+                Ok(Some(d)) => self.accept(d, signals, jobs).await,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "fetch failed; retrying in 1 s");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = signals.stopping() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decide about a fresh delivery: settle it now, or hold it and spawn its job.
+    async fn accept(self: &Arc<Self>, d: Delivery, signals: &ShutdownSignals, jobs: &TaskTracker) {
+        if signals.is_stopping() {
+            // Fetched while intake was stopping: not ours to start any more.
+            if let Err(e) = self.broker.requeue(&d).await {
+                tracing::error!(tag = %d.tag, error = %e, "requeue failed");
+            }
+            return;
+        }
+        let (name, id) = match &d.message {
+            Ok(t) => (t.name.as_str(), t.id.as_str()),
+            Err(_) => ("", ""),
+        };
+        let handler = self.registry.get(name);
+        let revoked = self.state.is_revoked(id);
+        let disposition = dispatch::classify(&d, handler.is_some(), revoked, Utc::now());
+        let phase = match (&disposition, handler) {
+            (Disposition::Hold(_), Some(h)) => (Phase::Scheduled, h),
+            (Disposition::Run, Some(h)) => (Phase::Reserved, h),
+            _ => return self.settle_now(&d, disposition).await,
+        };
+        let Ok(task) = d.message.clone() else { return };
+        self.state.hold(&d.tag, &task, d.redelivered, phase.0);
+        jobs.spawn(self.clone().run_delivery(d, task, phase.1, signals.clone()));
+    }
+}

@@ -1,0 +1,216 @@
+//! One delivery's life after intake: hold until its ETA, wait for a job slot, run the handler
+//! under its cancel token and soft limit, then apply the [`Settlement`] — the pool's only acks
+//! and result writes.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chrono::{DateTime, Utc};
+use futures::FutureExt;
+use tokio_util::sync::CancellationToken;
+
+use super::dispatch::{self, Action, CancelReason, Disposition, Settlement};
+use super::state::Phase;
+use super::{Core, ShutdownSignals};
+use crate::broker::Delivery;
+use crate::celery::message::TaskMessage;
+use crate::tasks::{JobContext, Outcome, TaskHandler};
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Time from now until `at` (zero if past).
+fn until(at: DateTime<Utc>) -> Duration {
+    (at - Utc::now()).to_std().unwrap_or(Duration::ZERO)
+}
+
+impl Core {
+    /// Settle a delivery that never reaches a handler (unknown, expired, revoked, poison).
+    pub(crate) async fn settle_now(&self, d: &Delivery, disposition: Disposition) {
+        let now = Utc::now();
+        let Ok(task) = &d.message else {
+            if let Disposition::DeadLetter(reason) = disposition {
+                tracing::error!(tag = %d.tag, queue = %d.queue, %reason, "undecodable message: dead-lettered");
+                if let Err(e) = self.broker.dead_letter(d, &reason).await {
+                    tracing::error!(tag = %d.tag, error = %e, "dead-letter failed");
+                }
+            }
+            return;
+        };
+        let settlement = match disposition {
+            Disposition::Unknown(name) => return self.unknown(d, task, &name).await,
+            Disposition::Expired => revoked(task, "expired", now),
+            Disposition::Revoked => revoked(task, "revoked", now),
+            // Hold/Run always come with a handler and never reach here; leave it held, not lost.
+            other => return tracing::error!(id = %task.id, ?other, "settle_now: nothing to settle"),
+        };
+        tracing::info!(task = %task.name, id = %task.id, "Discarding revoked/expired task");
+        self.apply(d, task, settlement, false).await;
+    }
+
+    async fn unknown(&self, d: &Delivery, task: &TaskMessage, name: &str) {
+        if let Some(queue) = &self.opts.forward_unknown_to {
+            let forwarded = dispatch::forward_of(task, queue);
+            let settlement = Settlement {
+                publish: Some(forwarded),
+                result: None,
+                action: Action::Ack,
+            };
+            tracing::info!(task = %name, id = %task.id, %queue, "forwarding unregistered task");
+            return self.apply(d, task, settlement, false).await;
+        }
+        tracing::error!(
+            "Received unregistered task of type '{name}'. The message has been ignored and discarded."
+        );
+        let result = Some(dispatch::not_registered_result(&task.id, name, Utc::now()));
+        self.apply(
+            d,
+            task,
+            Settlement {
+                publish: None,
+                result,
+                action: Action::Ack,
+            },
+            false,
+        )
+        .await;
+    }
+
+    /// The whole life of a held delivery; `d` is already recorded in the state.
+    pub(crate) async fn run_delivery(
+        self: Arc<Self>,
+        d: Delivery,
+        task: TaskMessage,
+        handler: Arc<dyn TaskHandler>,
+        signals: ShutdownSignals,
+    ) {
+        if let Some(eta) = task.eta.filter(|eta| *eta > Utc::now()) {
+            tokio::select! {
+                _ = tokio::time::sleep(until(eta)) => self.state.set_phase(&d.tag, Phase::Reserved),
+                _ = signals.stopping() => return self.give_back(&d).await,
+            }
+        }
+        let permit = tokio::select! {
+            biased;
+            p = self.slots.clone().acquire_owned() => p.expect("job slots are never closed"),
+            _ = signals.stopping() => return self.give_back(&d).await,
+        };
+        let now = Utc::now();
+        match dispatch::classify(&d, true, self.state.is_revoked(&task.id), now) {
+            Disposition::Expired => {
+                return self
+                    .apply(&d, &task, revoked(&task, "expired", now), false)
+                    .await
+            }
+            Disposition::Revoked => {
+                return self
+                    .apply(&d, &task, revoked(&task, "revoked", now), false)
+                    .await
+            }
+            _ => {}
+        }
+        let (outcome, reason) = self.execute(&d, &task, handler, &signals.abort).await;
+        drop(permit);
+        let settlement = dispatch::settle(outcome, reason, &task, Utc::now());
+        self.apply(&d, &task, settlement, true).await;
+    }
+
+    /// Run the handler with a per-job token (child of abort) and the soft time limit.
+    async fn execute(
+        &self,
+        d: &Delivery,
+        task: &TaskMessage,
+        handler: Arc<dyn TaskHandler>,
+        abort: &CancellationToken,
+    ) -> (Outcome, Option<CancelReason>) {
+        let cancel = abort.child_token();
+        self.state.start(&d.tag, cancel.clone(), unix_now());
+        let soft = task
+            .time_limit
+            .1
+            .and_then(|s| Duration::try_from_secs_f64(s).ok());
+        let deadline = soft
+            .or(self.opts.soft_time_limit)
+            .map(|s| tokio::time::Instant::now() + s);
+        let ctx = JobContext {
+            cancel,
+            hostname: self.opts.hostname.clone(),
+            deadline,
+        };
+        tracing::info!(task = %task.name, id = %task.id, "Task {}[{}] received", task.name, task.id);
+        let started = std::time::Instant::now();
+        let run = AssertUnwindSafe(handler.run(task, ctx)).catch_unwind();
+        tokio::pin!(run);
+        let result = match deadline {
+            None => run.await,
+            Some(at) => tokio::select! {
+                r = &mut run => r,
+                _ = tokio::time::sleep_until(at) => {
+                    tracing::warn!(id = %task.id, "soft time limit exceeded; cancelling");
+                    self.state.cancel_job(&d.tag, CancelReason::SoftTimeLimit);
+                    run.await
+                }
+            },
+        };
+        let outcome = result.unwrap_or_else(|_| {
+            tracing::error!(id = %task.id, "task handler panicked");
+            Outcome::Failure(dispatch::worker_lost_error("task handler panicked"))
+        });
+        let reason = self
+            .state
+            .cancel_reason(&d.tag)
+            .or(abort.is_cancelled().then_some(CancelReason::Abort));
+        let secs = started.elapsed().as_secs_f64();
+        tracing::info!(task = %task.name, id = %task.id, ?reason, "Task {}[{}] finished in {secs:.3}s", task.name, task.id);
+        (outcome, reason)
+    }
+
+    /// Put a not-yet-started delivery back (shutdown while it waited for its ETA or a slot).
+    async fn give_back(&self, d: &Delivery) {
+        if let Err(e) = self.broker.requeue(d).await {
+            tracing::error!(tag = %d.tag, error = %e, "requeue failed");
+        }
+        self.state.release(&d.tag, None);
+    }
+
+    /// Apply a settlement in order: publish, result, then ack or requeue. A failed publish
+    /// requeues instead of acking, so a retry is never lost. `ran`: count it as processed.
+    pub(crate) async fn apply(&self, d: &Delivery, task: &TaskMessage, s: Settlement, ran: bool) {
+        let mut action = s.action;
+        if let Some(out) = &s.publish {
+            if let Err(e) = self.broker.publish(out).await {
+                tracing::error!(id = %task.id, error = %e, "publish failed; requeueing instead of acking");
+                action = Action::Requeue;
+            }
+        }
+        if action == Action::Ack {
+            if let Some(r) = &s.result {
+                if let Err(e) = self.results.store_result(r).await {
+                    tracing::error!(id = %task.id, error = %e, "storing the result failed");
+                }
+            }
+        }
+        let done = match action {
+            Action::Ack => self.broker.ack(d).await,
+            Action::Requeue => self.broker.requeue(d).await,
+        };
+        if let Err(e) = done {
+            tracing::error!(tag = %d.tag, ?action, error = %e, "finishing the delivery failed");
+        }
+        let processed = (ran && action == Action::Ack).then_some(task.name.as_str());
+        self.state.release(&d.tag, processed);
+    }
+}
+
+fn revoked(task: &TaskMessage, reason: &str, now: DateTime<Utc>) -> Settlement {
+    let result = Some(dispatch::revoked_result(&task.id, reason, now));
+    Settlement {
+        publish: None,
+        result,
+        action: Action::Ack,
+    }
+}

@@ -1,0 +1,257 @@
+//! [`PoolState`]: the pool's bookkeeping of held deliveries (scheduled, reserved, active), the
+//! revoked set and processed counters, behind a cheap shared handle for pidbox and metrics.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use serde_json::Value;
+use tokio::sync::futures::Notified;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::dispatch::CancelReason;
+use crate::broker::DeliveryTag;
+use crate::celery::control::{TaskInfo, WorkerSnapshot};
+use crate::celery::message::TaskMessage;
+
+/// Celery keeps at most this many revoked ids (its `LimitedSet` default); the oldest go first.
+const REVOKED_CAP: usize = 50_000;
+
+/// Where a held delivery is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for its ETA (does not count against prefetch: Celery's `increment_eventually`).
+    Scheduled,
+    /// Waiting for a job slot.
+    Reserved,
+    /// Running.
+    Active,
+}
+
+struct Job {
+    seq: u64,
+    info: TaskInfo,
+    phase: Phase,
+    cancel: Option<CancellationToken>,
+    reason: Option<CancelReason>,
+}
+
+#[derive(Default)]
+struct Revoked {
+    order: VecDeque<String>,
+    ids: HashSet<String>,
+}
+
+struct Inner {
+    snapshot_base: WorkerSnapshot,
+    prefetch_limit: usize,
+    started: Instant,
+    seq: u64,
+    jobs: HashMap<DeliveryTag, Job>,
+    revoked: Revoked,
+    total: BTreeMap<String, u64>,
+}
+
+/// Shared handle; clones see the same state.
+#[derive(Clone)]
+pub struct PoolState {
+    inner: Arc<Mutex<Inner>>,
+    changed: Arc<Notify>,
+}
+
+/// The control-plane view of a task message.
+pub fn task_info(task: &TaskMessage) -> TaskInfo {
+    let argsrepr = task
+        .headers
+        .get("argsrepr")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    TaskInfo {
+        id: task.id.clone(),
+        name: task.name.clone(),
+        argsrepr: argsrepr.unwrap_or_else(|| Value::from(task.args.clone()).to_string()),
+        kwargs: task.kwargs.clone(),
+        routing_key: task.routing_key.clone(),
+        priority: task.priority,
+        redelivered: false,
+        time_start: None,
+        eta: task.eta,
+        worker_pid: None,
+    }
+}
+
+impl PoolState {
+    /// `base` carries the static fields (hostname, pid, registered, queues, concurrency,
+    /// prefetch_count); the dynamic ones are filled in by [`PoolState::snapshot`].
+    pub fn new(base: WorkerSnapshot) -> Self {
+        let inner = Inner {
+            prefetch_limit: base.prefetch_count.max(1),
+            snapshot_base: base,
+            started: Instant::now(),
+            seq: 0,
+            jobs: HashMap::new(),
+            revoked: Revoked::default(),
+            total: BTreeMap::new(),
+        };
+        Self {
+            inner: Arc::new(Mutex::new(inner)),
+            changed: Arc::new(Notify::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Bookkeeping stays readable even if a holder panicked; every update is a single step.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn touch(&self) {
+        self.changed.notify_waiters();
+    }
+
+    /// Resolves on the next change; create it *before* checking [`PoolState::may_fetch`].
+    pub fn changed(&self) -> Notified<'_> {
+        self.changed.notified()
+    }
+
+    /// The prefetch gate: held deliveries, ETA-held ones excepted, below the limit.
+    pub fn may_fetch(&self) -> bool {
+        let st = self.lock();
+        let counted = st
+            .jobs
+            .values()
+            .filter(|j| j.phase != Phase::Scheduled)
+            .count();
+        counted < st.prefetch_limit
+    }
+
+    /// How many deliveries are held (unacked by us), ETA-held included.
+    pub fn held(&self) -> usize {
+        self.lock().jobs.len()
+    }
+
+    pub fn held_tags(&self) -> Vec<DeliveryTag> {
+        self.lock().jobs.keys().cloned().collect()
+    }
+
+    pub(crate) fn hold(&self, tag: &str, task: &TaskMessage, redelivered: bool, phase: Phase) {
+        let mut st = self.lock();
+        st.seq += 1;
+        let info = TaskInfo {
+            redelivered,
+            ..task_info(task)
+        };
+        let job = Job {
+            seq: st.seq,
+            info,
+            phase,
+            cancel: None,
+            reason: None,
+        };
+        st.jobs.insert(tag.to_owned(), job);
+        drop(st);
+        self.touch();
+    }
+
+    pub(crate) fn set_phase(&self, tag: &str, phase: Phase) {
+        if let Some(j) = self.lock().jobs.get_mut(tag) {
+            j.phase = phase;
+        }
+        self.touch();
+    }
+
+    /// Mark the job running with its cancel token (for revoke-terminate).
+    pub(crate) fn start(&self, tag: &str, cancel: CancellationToken, now_unix: f64) {
+        if let Some(j) = self.lock().jobs.get_mut(tag) {
+            j.phase = Phase::Active;
+            j.cancel = Some(cancel);
+            j.info.time_start = Some(now_unix);
+            j.info.worker_pid = Some(std::process::id());
+        }
+        self.touch();
+    }
+
+    /// Record why the pool cancels this job, then cancel its token. The first reason wins.
+    pub(crate) fn cancel_job(&self, tag: &str, reason: CancelReason) {
+        let token = {
+            let mut st = self.lock();
+            let Some(j) = st.jobs.get_mut(tag) else {
+                return;
+            };
+            j.reason.get_or_insert(reason);
+            j.cancel.clone()
+        };
+        if let Some(t) = token {
+            t.cancel();
+        }
+    }
+
+    pub(crate) fn cancel_reason(&self, tag: &str) -> Option<CancelReason> {
+        self.lock().jobs.get(tag).and_then(|j| j.reason)
+    }
+
+    /// Forget a delivery (acked, requeued or dead-lettered); `processed` counts a task that ran.
+    pub(crate) fn release(&self, tag: &str, processed: Option<&str>) {
+        let mut st = self.lock();
+        st.jobs.remove(tag);
+        if let Some(name) = processed {
+            *st.total.entry(name.to_owned()).or_default() += 1;
+        }
+        drop(st);
+        self.touch();
+    }
+
+    pub fn is_revoked(&self, task_id: &str) -> bool {
+        self.lock().revoked.ids.contains(task_id)
+    }
+
+    /// Add ids to the revoked set; with `terminate`, cancel the running jobs among them.
+    /// Returns how many running jobs were told to terminate.
+    pub fn revoke(&self, task_ids: &[String], terminate: bool) -> usize {
+        let tags: Vec<DeliveryTag> = {
+            let mut st = self.lock();
+            for id in task_ids {
+                if st.revoked.ids.insert(id.clone()) {
+                    st.revoked.order.push_back(id.clone());
+                }
+            }
+            while st.revoked.order.len() > REVOKED_CAP {
+                if let Some(old) = st.revoked.order.pop_front() {
+                    st.revoked.ids.remove(&old);
+                }
+            }
+            let running = st.jobs.iter().filter(|(_, j)| j.phase == Phase::Active);
+            running
+                .filter(|(_, j)| terminate && task_ids.contains(&j.info.id))
+                .map(|(t, _)| t.clone())
+                .collect()
+        };
+        for tag in &tags {
+            tracing::warn!(tag = %tag, "Terminating task on revoke");
+            self.cancel_job(tag, CancelReason::Terminated);
+        }
+        tags.len()
+    }
+
+    /// Everything the control plane reports, at one instant; lists ordered by arrival.
+    pub fn snapshot(&self) -> WorkerSnapshot {
+        let st = self.lock();
+        let mut jobs: Vec<&Job> = st.jobs.values().collect();
+        jobs.sort_by_key(|j| j.seq);
+        let pick = |p: Phase| {
+            jobs.iter()
+                .filter(|j| j.phase == p)
+                .map(|j| j.info.clone())
+                .collect()
+        };
+        WorkerSnapshot {
+            active: pick(Phase::Active),
+            reserved: pick(Phase::Reserved),
+            scheduled: pick(Phase::Scheduled),
+            revoked: st.revoked.order.iter().cloned().collect(),
+            total: st.total.clone(),
+            uptime_secs: st.started.elapsed().as_secs_f64(),
+            ..st.snapshot_base.clone()
+        }
+    }
+}

@@ -80,7 +80,8 @@ OUT=$WORK/out_720p.mp4
 step "decode offload: -hwaccel cuda -> scale_cuda -> hwdownload,format=nv12 -> libx264"
 t0=$(now)
 if ffmpeg -hide_banner -nostdin -v error -y -hwaccel cuda -hwaccel_output_format cuda -i "$SRC" \
-     -vf scale_cuda=1280:720,hwdownload,format=nv12 -c:v libx264 -preset medium -crf 23 \
+     -vf scale_cuda=1280:720:interp_algo=lanczos:format=nv12,hwdownload,format=nv12,format=yuv420p \
+     -c:v libx264 -preset medium -crf 23 \
      -pix_fmt yuv420p -c:a aac -b:a 128k "$OUT" 2>"$WORK/offload.err"; then
   offload="works ($(since "$t0"))"
   path="NVDEC + scale_cuda decode offload, libx264 software encode"

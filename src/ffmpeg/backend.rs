@@ -4,40 +4,57 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use super::caps::{Capabilities, Family};
 use crate::config::HwAccel;
+pub use crate::plan::Backend;
 
-/// How a job's video is decoded/scaled/encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Backend {
-    Software,
+/// Backend kinds in preference order; a kind plus a device makes a [`Backend`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
     Nvenc,
     Qsv,
     Vaapi,
-    /// NVDEC decode + `scale_cuda`, frames downloaded, software encode (GPUs without NVENC).
     Nvdec,
 }
 
-impl Backend {
-    pub fn as_str(self) -> &'static str {
+impl Kind {
+    fn name(self) -> &'static str {
         match self {
-            Self::Software => "software",
             Self::Nvenc => "nvenc",
             Self::Qsv => "qsv",
             Self::Vaapi => "vaapi",
             Self::Nvdec => "nvdec",
         }
     }
+
+    fn backend(self, device: &str) -> Backend {
+        match self {
+            Self::Nvenc => Backend::Nvenc,
+            Self::Qsv => Backend::Qsv,
+            Self::Vaapi => Backend::Vaapi {
+                device: device.to_owned(),
+            },
+            Self::Nvdec => Backend::NvdecDecodeOnly,
+        }
+    }
+}
+
+/// Short name of a backend for logs, metrics labels and reasons.
+pub fn backend_name(backend: &Backend) -> &'static str {
+    match backend {
+        Backend::Software => "software",
+        Backend::Nvenc => Kind::Nvenc.name(),
+        Backend::Qsv => Kind::Qsv.name(),
+        Backend::Vaapi { .. } => Kind::Vaapi.name(),
+        Backend::NvdecDecodeOnly => Kind::Nvdec.name(),
+    }
 }
 
 /// The decision and its reason (logged, and recorded in the Encoding log on fallbacks).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Choice {
     pub backend: Backend,
-    /// Device to pass to ffmpeg (CUDA index or render node), when the backend needs one.
+    /// The probed device it works on (CUDA index or render node), for logs.
     pub device: Option<String>,
     pub reason: String,
 }
@@ -52,25 +69,36 @@ fn codec_stem(codec: &str) -> Option<&'static str> {
     }
 }
 
-fn encoder_name(family: Family, codec: &str) -> Option<String> {
-    let suffix = match family {
-        Family::Nvidia => "nvenc",
-        Family::Vaapi => "vaapi",
-        Family::Qsv => "qsv",
-    };
-    codec_stem(codec).map(|stem| format!("{stem}_{suffix}"))
+/// Features a kind needs on one device for `codec`, and the family that provides them.
+fn requirements(kind: Kind, codec: &str) -> Result<(Family, Vec<String>), String> {
+    let stem = codec_stem(codec).ok_or_else(|| format!("no hardware encoder for codec {codec}"));
+    let cuda = ["nvdec".to_owned(), "scale_cuda".to_owned()];
+    Ok(match kind {
+        // The planner sends VP9 on an NVENC choice to the decode offload; require what it uses.
+        Kind::Nvenc if codec == "vp9" => return Err("NVENC has no VP9 encoder".into()),
+        Kind::Nvenc => (
+            Family::Nvidia,
+            [&cuda[..], &[format!("{}_nvenc", stem?)]].concat(),
+        ),
+        Kind::Nvdec => (Family::Nvidia, cuda.to_vec()),
+        Kind::Vaapi => (Family::Vaapi, vec![format!("{}_vaapi", stem?)]),
+        Kind::Qsv => (Family::Qsv, vec![format!("{}_qsv", stem?)]),
+    })
 }
 
-/// Encode on `family` for `codec`: `Ok(device)` or why not.
-fn encode_ready(caps: &Capabilities, family: Family, codec: &str) -> Result<String, String> {
-    let Some(encoder) = encoder_name(family, codec) else {
-        return Err(format!("no hardware encoder for codec {codec}"));
-    };
+/// The first device of the right family on which every required feature works, or why none.
+fn ready(caps: &Capabilities, kind: Kind, codec: &str) -> Result<String, String> {
+    let (family, features) = requirements(kind, codec)?;
     let mut why = Vec::new();
     for report in caps.backends.iter().filter(|b| b.family == family) {
-        match report.check(&encoder) {
-            Ok(()) => return Ok(report.device.clone()),
-            Err(reason) => why.push(format!("{encoder} on {}: {reason}", report.device)),
+        let failed = features
+            .iter()
+            .find_map(|f| report.check(f).err().map(|e| (f, e)));
+        match failed {
+            None => return Ok(report.device.clone()),
+            Some((feature, reason)) => {
+                why.push(format!("{feature} on {}: {reason}", report.device))
+            }
         }
     }
     if why.is_empty() {
@@ -79,36 +107,9 @@ fn encode_ready(caps: &Capabilities, family: Family, codec: &str) -> Result<Stri
     Err(why.join("; "))
 }
 
-/// NVDEC decode + CUDA scaling usable: `Ok(device)` or why not.
-fn decode_offload_ready(caps: &Capabilities) -> Result<String, String> {
-    let mut why = Vec::new();
-    for report in caps.backends.iter().filter(|b| b.family == Family::Nvidia) {
-        match report
-            .check("nvdec")
-            .and_then(|()| report.check("scale_cuda"))
-        {
-            Ok(()) => return Ok(report.device.clone()),
-            Err(reason) => why.push(format!("nvdec+scale_cuda on {}: {reason}", report.device)),
-        }
-    }
-    if why.is_empty() {
-        why.push("nvidia not probed".into());
-    }
-    Err(why.join("; "))
-}
-
-fn family_of(backend: Backend) -> Option<Family> {
-    match backend {
-        Backend::Nvenc | Backend::Nvdec => Some(Family::Nvidia),
-        Backend::Qsv => Some(Family::Qsv),
-        Backend::Vaapi => Some(Family::Vaapi),
-        Backend::Software => None,
-    }
-}
-
 /// Picks the backend for one job. `auto`: nvenc > qsv > vaapi > nvdec decode-only > software;
-/// a forced backend that does not work falls back (nvenc → nvdec → software, others →
-/// software) with the reason.
+/// a forced backend that does not work falls back (nvenc → nvdec decode-only → software,
+/// vaapi/qsv → software) with the reason.
 pub fn choose_backend(caps: &Capabilities, hwaccel: HwAccel, codec: &str) -> Choice {
     choose(caps, hwaccel, codec, |_| None)
 }
@@ -121,57 +122,52 @@ pub fn choose_healthy(
     health: &HealthBook,
     now: Instant,
 ) -> Choice {
-    choose(caps, hwaccel, codec, |b| health.unhealthy_reason(b, now))
+    choose(caps, hwaccel, codec, |k| {
+        health.reason_by_name(k.name(), now)
+    })
 }
 
 fn choose(
     caps: &Capabilities,
     hwaccel: HwAccel,
     codec: &str,
-    avoid: impl Fn(Backend) -> Option<String>,
+    avoid: impl Fn(Kind) -> Option<String>,
 ) -> Choice {
-    let order: &[Backend] = match hwaccel {
-        HwAccel::Software => {
-            return pick(Backend::Software, None, "hwaccel=software".into());
-        }
-        HwAccel::Auto => &[Backend::Nvenc, Backend::Qsv, Backend::Vaapi, Backend::Nvdec],
-        HwAccel::Nvenc => &[Backend::Nvenc, Backend::Nvdec],
-        HwAccel::Vaapi => &[Backend::Vaapi],
-        HwAccel::Qsv => &[Backend::Qsv],
+    let order: &[Kind] = match hwaccel {
+        HwAccel::Software => return software("hwaccel=software".into()),
+        HwAccel::Auto => &[Kind::Nvenc, Kind::Qsv, Kind::Vaapi, Kind::Nvdec],
+        HwAccel::Nvenc => &[Kind::Nvenc, Kind::Nvdec],
+        HwAccel::Vaapi => &[Kind::Vaapi],
+        HwAccel::Qsv => &[Kind::Qsv],
     };
     let mut why = Vec::new();
-    for &backend in order {
-        if let Some(reason) = avoid(backend) {
-            why.push(format!("{}: {reason}", backend.as_str()));
-            continue;
-        }
-        let ready = match (backend, family_of(backend)) {
-            (Backend::Nvdec, _) => decode_offload_ready(caps),
-            (_, Some(family)) => encode_ready(caps, family, codec),
-            (_, None) => Ok(String::new()),
+    for &kind in order {
+        let verdict = match avoid(kind) {
+            Some(reason) => Err(reason),
+            None => ready(caps, kind, codec),
         };
-        match ready {
-            Ok(device) if why.is_empty() => {
-                return pick(backend, Some(device), format!("{} works", backend.as_str()))
-            }
+        match verdict {
             Ok(device) => {
-                let reason = format!("{} works; not used: {}", backend.as_str(), why.join("; "));
-                return pick(backend, Some(device), reason);
+                let mut reason = format!("{} works on {device}", kind.name());
+                if !why.is_empty() {
+                    reason = format!("{reason}; not used: {}", why.join("; "));
+                }
+                return Choice {
+                    backend: kind.backend(&device),
+                    device: Some(device),
+                    reason,
+                };
             }
-            Err(reason) => why.push(format!("{}: {reason}", backend.as_str())),
+            Err(reason) => why.push(format!("{}: {reason}", kind.name())),
         }
     }
-    pick(
-        Backend::Software,
-        None,
-        format!("software fallback: {}", why.join("; ")),
-    )
+    software(format!("software fallback: {}", why.join("; ")))
 }
 
-fn pick(backend: Backend, device: Option<String>, reason: String) -> Choice {
+fn software(reason: String) -> Choice {
     Choice {
-        backend,
-        device: device.filter(|d| !d.is_empty()),
+        backend: Backend::Software,
+        device: None,
         reason,
     }
 }
@@ -180,7 +176,7 @@ fn pick(backend: Backend, device: Option<String>, reason: String) -> Choice {
 #[derive(Debug, Clone)]
 pub struct HealthBook {
     cooldown: Duration,
-    failed: HashMap<Backend, (Instant, String)>,
+    failed: HashMap<&'static str, (Instant, String)>,
 }
 
 impl Default for HealthBook {
@@ -198,25 +194,30 @@ impl HealthBook {
     }
 
     /// Records a hardware failure of `backend` at `now`; later jobs avoid it for the cooldown.
-    pub fn mark_failed(&mut self, backend: Backend, now: Instant, reason: impl Into<String>) {
-        if backend != Backend::Software {
+    pub fn mark_failed(&mut self, backend: &Backend, now: Instant, reason: impl Into<String>) {
+        if *backend != Backend::Software {
+            let until = now + self.cooldown;
             self.failed
-                .insert(backend, (now + self.cooldown, reason.into()));
+                .insert(backend_name(backend), (until, reason.into()));
         }
     }
 
     /// A success proves the backend works again.
-    pub fn mark_ok(&mut self, backend: Backend) {
-        self.failed.remove(&backend);
+    pub fn mark_ok(&mut self, backend: &Backend) {
+        self.failed.remove(backend_name(backend));
     }
 
-    pub fn is_healthy(&self, backend: Backend, now: Instant) -> bool {
-        self.unhealthy_reason(backend, now).is_none()
+    pub fn is_healthy(&self, backend: &Backend, now: Instant) -> bool {
+        self.reason_by_name(backend_name(backend), now).is_none()
     }
 
     /// Why `backend` is avoided at `now`, if it is.
-    pub fn unhealthy_reason(&self, backend: Backend, now: Instant) -> Option<String> {
-        let (until, reason) = self.failed.get(&backend)?;
+    pub fn unhealthy_reason(&self, backend: &Backend, now: Instant) -> Option<String> {
+        self.reason_by_name(backend_name(backend), now)
+    }
+
+    fn reason_by_name(&self, name: &str, now: Instant) -> Option<String> {
+        let (until, reason) = self.failed.get(name)?;
         (now < *until).then(|| {
             let left = until.saturating_duration_since(now).as_secs();
             format!("unhealthy for {left} s more after: {reason}")
@@ -280,13 +281,13 @@ mod tests {
     fn health_book_expires() {
         let mut book = HealthBook::new(Duration::from_secs(60));
         let t0 = Instant::now();
-        book.mark_failed(Backend::Nvenc, t0, "CUDA_ERROR_LAUNCH_FAILED");
-        assert!(!book.is_healthy(Backend::Nvenc, t0 + Duration::from_secs(59)));
-        assert!(book.is_healthy(Backend::Nvenc, t0 + Duration::from_secs(60)));
-        assert!(book.is_healthy(Backend::Vaapi, t0));
-        book.mark_failed(Backend::Software, t0, "never avoided");
-        assert!(book.is_healthy(Backend::Software, t0));
-        book.mark_ok(Backend::Nvenc);
-        assert!(book.is_healthy(Backend::Nvenc, t0));
+        book.mark_failed(&Backend::Nvenc, t0, "CUDA_ERROR_LAUNCH_FAILED");
+        assert!(!book.is_healthy(&Backend::Nvenc, t0 + Duration::from_secs(59)));
+        assert!(book.is_healthy(&Backend::Nvenc, t0 + Duration::from_secs(60)));
+        assert!(book.is_healthy(&Backend::Qsv, t0));
+        book.mark_failed(&Backend::Software, t0, "never avoided");
+        assert!(book.is_healthy(&Backend::Software, t0));
+        book.mark_ok(&Backend::Nvenc);
+        assert!(book.is_healthy(&Backend::Nvenc, t0));
     }
 }

@@ -16,7 +16,7 @@ use super::run::{run, RunSpec};
 use crate::config::HwAccel;
 
 pub use super::backend::{
-    choose_backend, choose_healthy, is_hw_failure, Backend, Choice, HealthBook,
+    backend_name, choose_backend, choose_healthy, is_hw_failure, Backend, Choice, HealthBook,
 };
 
 /// A hardware vendor API, probed per device.
@@ -135,7 +135,7 @@ impl Capabilities {
             for node in render_nodes(node) {
                 reports.push(probe_vaapi(ffmpeg, &node, &mut sample).await);
             }
-            reports.push(probe_qsv(ffmpeg, node).await);
+            reports.push(probe_qsv(ffmpeg).await);
             reports
         };
         Capabilities {
@@ -198,119 +198,109 @@ async fn open_device_blocking(kind: &'static str, device: Option<String>) -> Res
         .unwrap_or_else(|e| Err(format!("device probe crashed: {e}")))
 }
 
+const SKIPPED: &str = "skipped: the device did not open";
+
+/// NVIDIA: the filters and encoder options the planner's CUDA argv use (`plan::hw`).
 async fn probe_nvidia(ffmpeg: &str, index: Option<&str>, sample: &mut Sample<'_>) -> BackendReport {
     let idx = index.unwrap_or("0").to_owned();
-    let mut features = vec![outcome(
-        "device",
-        open_device_blocking("cuda", index.map(String::from)).await,
-    )];
-    let names = ["nvdec", "scale_cuda", "h264_nvenc", "hevc_nvenc"];
+    let opened = open_device_blocking("cuda", index.map(String::from)).await;
+    let mut features = vec![outcome("device", opened)];
+    let names = [
+        "nvdec",
+        "scale_cuda",
+        "yadif_cuda",
+        "h264_nvenc",
+        "hevc_nvenc",
+    ];
     if !features[0].works {
-        features.extend(names.map(|n| broken(n, "skipped: the device did not open")));
+        features.extend(names.map(|n| broken(n, SKIPPED)));
         return report(Family::Nvidia, idx, features);
     }
-    let decode = |vf: &str| {
-        let vf = vf.to_owned();
-        let idx = idx.clone();
-        move |input: &str| {
-            args(&[
-                "-hwaccel",
-                "cuda",
-                "-hwaccel_device",
-                &idx,
-                "-hwaccel_output_format",
-                "cuda",
-            ])
-            .into_iter()
-            .chain(args(&["-i", input, "-vf", &vf, "-f", "null", "-"]))
-            .collect::<Vec<_>>()
-        }
-    };
-    features.push(
-        sample
-            .test(ffmpeg, "nvdec", decode("hwdownload,format=nv12"))
-            .await,
-    );
-    features.push(
-        sample
-            .test(
-                ffmpeg,
-                "scale_cuda",
-                decode("scale_cuda=128:72,hwdownload,format=nv12"),
-            )
-            .await,
-    );
+    let scale = "scale_cuda=128:72:interp_algo=lanczos:format=nv12";
+    let filters = [
+        ("nvdec", "hwdownload,format=nv12".to_owned()),
+        ("scale_cuda", format!("{scale},hwdownload,format=nv12")),
+        (
+            "yadif_cuda",
+            format!("yadif_cuda,{scale},hwdownload,format=nv12"),
+        ),
+    ];
+    for (name, vf) in filters {
+        let pre = [
+            "-hwaccel",
+            "cuda",
+            "-hwaccel_device",
+            &idx,
+            "-hwaccel_output_format",
+            "cuda",
+        ];
+        let argv_for = |input: &str| decode_args(&pre, input, &vf);
+        features.push(sample.test(ffmpeg, name, argv_for).await);
+    }
     for enc in ["h264_nvenc", "hevc_nvenc"] {
-        let argv = encode_args(&[], &[], &["-c:v", enc, "-gpu", &idx]);
+        let codec = [
+            "-c:v", enc, "-gpu", &idx, "-preset", "p5", "-rc", "vbr", "-b:v", "500k",
+        ];
+        let argv = encode_args(&[], &[], &codec);
         features.push(outcome(enc, run_test(ffmpeg, argv).await));
     }
     report(Family::Nvidia, idx, features)
 }
 
+/// VAAPI on one render node: hardware decode + scale, and the planner's upload + scale + encode.
 async fn probe_vaapi(ffmpeg: &str, node: &str, sample: &mut Sample<'_>) -> BackendReport {
-    let mut features = vec![outcome(
-        "device",
-        open_device_blocking("vaapi", Some(node.into())).await,
-    )];
-    let names = ["vaapi_decode", "h264_vaapi", "hevc_vaapi"];
+    let opened = open_device_blocking("vaapi", Some(node.into())).await;
+    let mut features = vec![outcome("device", opened)];
+    let names = ["vaapi_decode", "h264_vaapi", "hevc_vaapi", "vp9_vaapi"];
     if !features[0].works {
-        features.extend(names.map(|n| broken(n, "skipped: the device did not open")));
+        features.extend(names.map(|n| broken(n, SKIPPED)));
         return report(Family::Vaapi, node.into(), features);
     }
-    let node_owned = node.to_owned();
-    let decode = move |input: &str| {
-        args(&[
-            "-hwaccel",
-            "vaapi",
-            "-hwaccel_device",
-            &node_owned,
-            "-hwaccel_output_format",
-            "vaapi",
-        ])
-        .into_iter()
-        .chain(args(&[
-            "-i",
-            input,
-            "-vf",
-            "scale_vaapi=w=128:h=72,hwdownload,format=nv12",
-        ]))
-        .chain(args(&["-f", "null", "-"]))
-        .collect::<Vec<_>>()
-    };
-    features.push(sample.test(ffmpeg, "vaapi_decode", decode).await);
-    let init = format!("vaapi=va:{node}");
-    for enc in ["h264_vaapi", "hevc_vaapi"] {
-        let pre = ["-init_hw_device", &init, "-filter_hw_device", "va"];
-        let argv = encode_args(&pre, &["-vf", "format=nv12,hwupload"], &["-c:v", enc]);
+    let pre = [
+        "-hwaccel",
+        "vaapi",
+        "-hwaccel_device",
+        node,
+        "-hwaccel_output_format",
+        "vaapi",
+    ];
+    let vf = "scale_vaapi=w=128:h=72,hwdownload,format=nv12";
+    let argv_for = |input: &str| decode_args(&pre, input, vf);
+    features.push(sample.test(ffmpeg, "vaapi_decode", argv_for).await);
+    for enc in &names[1..] {
+        let vf = ["-vf", "format=nv12,hwupload,scale_vaapi=w=160:h=120"];
+        let codec = ["-c:v", enc, "-rc_mode", "VBR", "-b:v", "500k"];
+        let argv = encode_args(&["-vaapi_device", node], &vf, &codec);
         features.push(outcome(enc, run_test(ffmpeg, argv).await));
     }
     report(Family::Vaapi, node.into(), features)
 }
 
-async fn probe_qsv(ffmpeg: &str, node: Option<&str>) -> BackendReport {
-    let device = node.unwrap_or("default").to_owned();
-    // libav's QSV device string is the child device (a render node) or empty for its default.
-    let mut features = vec![outcome(
-        "device",
-        open_device_blocking("qsv", node.map(String::from)).await,
-    )];
+/// Quick Sync on libav's default device, as the planner uses it (`-init_hw_device qsv=hw`).
+async fn probe_qsv(ffmpeg: &str) -> BackendReport {
+    let mut features = vec![outcome("device", open_device_blocking("qsv", None).await)];
+    let names = ["h264_qsv", "hevc_qsv", "vp9_qsv"];
     if !features[0].works {
-        features.extend(
-            ["h264_qsv", "hevc_qsv"].map(|n| broken(n, "skipped: the device did not open")),
-        );
-        return report(Family::Qsv, device, features);
+        features.extend(names.map(|n| broken(n, SKIPPED)));
+        return report(Family::Qsv, "default".into(), features);
     }
-    let init = match node {
-        Some(n) => format!("qsv=qs:hw_any,child_device={n}"),
-        None => "qsv=qs:hw_any".into(),
-    };
-    for enc in ["h264_qsv", "hevc_qsv"] {
-        let pre = ["-init_hw_device", &init, "-filter_hw_device", "qs"];
-        let vf = ["-vf", "format=nv12,hwupload=extra_hw_frames=64"];
-        let argv = encode_args(&pre, &vf, &["-c:v", enc]);
+    for enc in names {
+        let pre = ["-init_hw_device", "qsv=hw", "-filter_hw_device", "hw"];
+        let vf = [
+            "-vf",
+            "format=nv12,hwupload=extra_hw_frames=64,scale_qsv=w=160:h=120",
+        ];
+        let argv = encode_args(&pre, &vf, &["-c:v", enc, "-b:v", "500k"]);
         features.push(outcome(enc, run_test(ffmpeg, argv).await));
     }
-    report(Family::Qsv, device, features)
+    report(Family::Qsv, "default".into(), features)
+}
+
+/// `<pre> -i <input> -vf <vf> -f null -` (the caller adds `ffmpeg -v error`).
+fn decode_args(pre: &[&str], input: &str, vf: &str) -> Vec<String> {
+    let mut argv = args(pre);
+    argv.extend(args(&["-i", input, "-vf", vf, "-f", "null", "-"]));
+    argv
 }
 
 fn report(family: Family, device: String, features: Vec<FeatureReport>) -> BackendReport {

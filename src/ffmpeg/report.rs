@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::backend::choose_backend;
+use super::backend::{backend_name, choose_backend};
 use super::caps::Capabilities;
 
 /// Profile codecs MediaCMS ships (`files_encodeprofile.codec`).
@@ -35,13 +35,8 @@ fn write_report(out: &mut String, caps: &Capabilities) -> std::fmt::Result {
     writeln!(out, "\nbackend per codec (hwaccel={hw}):")?;
     for codec in CODECS {
         let choice = choose_backend(caps, caps.hwaccel, codec);
-        let device = choice.device.map(|d| format!(" [{d}]")).unwrap_or_default();
-        writeln!(
-            out,
-            "  {codec:<5} -> {}{device}: {}",
-            choice.backend.as_str(),
-            choice.reason
-        )?;
+        let name = backend_name(&choice.backend);
+        writeln!(out, "  {codec:<5} -> {name}: {}", choice.reason)?;
     }
     Ok(())
 }
@@ -92,7 +87,7 @@ mod tests {
     #[test]
     fn auto_on_h100_uses_decode_offload_with_reason() {
         let c = choose_backend(&h100(), HwAccel::Auto, "h264");
-        assert_eq!(c.backend, Backend::Nvdec);
+        assert_eq!(c.backend, Backend::NvdecDecodeOnly);
         assert_eq!(c.device.as_deref(), Some("0"));
         assert!(c.reason.contains("h264_nvenc broken"), "{}", c.reason);
     }
@@ -101,7 +96,7 @@ mod tests {
     fn forced_nvenc_falls_back_to_nvdec_and_forced_vaapi_to_software() {
         assert_eq!(
             choose_backend(&h100(), HwAccel::Nvenc, "h264").backend,
-            Backend::Nvdec
+            Backend::NvdecDecodeOnly
         );
         let c = choose_backend(&h100(), HwAccel::Vaapi, "h264");
         assert_eq!(c.backend, Backend::Software);
@@ -123,13 +118,13 @@ mod tests {
         // hevc_nvenc still broken: h265 gets the decode offload.
         assert_eq!(
             choose_backend(&caps, HwAccel::Auto, "h265").backend,
-            Backend::Nvdec
+            Backend::NvdecDecodeOnly
         );
         let mut book = crate::ffmpeg::backend::HealthBook::default();
         let now = std::time::Instant::now();
-        book.mark_failed(Backend::Nvenc, now, "CUDA_ERROR_LAUNCH_FAILED");
+        book.mark_failed(&Backend::Nvenc, now, "CUDA_ERROR_LAUNCH_FAILED");
         let c = crate::ffmpeg::backend::choose_healthy(&caps, HwAccel::Auto, "h264", &book, now);
-        assert_eq!(c.backend, Backend::Nvdec);
+        assert_eq!(c.backend, Backend::NvdecDecodeOnly);
         assert!(
             c.reason.contains("CUDA_ERROR_LAUNCH_FAILED"),
             "{}",
@@ -145,6 +140,6 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("scale_cuda    works"), "{text}");
-        assert!(text.contains("h264  -> nvdec [0]"), "{text}");
+        assert!(text.contains("h264  -> nvdec: nvdec works on 0"), "{text}");
     }
 }

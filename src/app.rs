@@ -16,7 +16,12 @@ use crate::mediacms::signals::Signals;
 use crate::mediacms::store::Store;
 use crate::plan::EncodeSettings;
 use crate::shutdown::Shutdown;
+use crate::tasks::beat::BeatTasks;
+use crate::tasks::create_hls::CreateHls;
 use crate::tasks::encode_media::EncodeMedia;
+use crate::tasks::remove_media_file::RemoveMediaFile;
+use crate::tasks::sprites::ProduceSprites;
+use crate::tasks::whisper::{WhisperOptions, WhisperTranscribe};
 use crate::tasks::env::{Accel, FfmpegOptions, TaskEnv};
 use crate::tasks::Registry;
 use crate::telemetry::{Health, HttpState, Metrics};
@@ -106,7 +111,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         metrics.clone(),
         caps,
     ));
-    let pool = WorkerPool::new(broker, results, registry(env), pool_options(&config))
+    let cache = redis::Client::open(config.redis_location.as_str()).context("REDIS_LOCATION")?;
+    let whisper = WhisperOptions::from_env(&config.whisper_model);
+    let registry = registry(env, cache, whisper);
+    let pool = WorkerPool::new(broker, results, registry, pool_options(&config))
         .with_metrics(metrics.clone());
     let state = pool.state();
     if let Some(client) = redis_control_client(&config)? {
@@ -206,10 +214,17 @@ pub fn encode_settings(config: &Config) -> EncodeSettings {
     }
 }
 
-/// Every long task name → its handler.
-pub fn registry(env: Arc<TaskEnv>) -> Registry {
+/// Every long task name → its handler. `cache` is the Django cache (REDIS_LOCATION).
+pub fn registry(env: Arc<TaskEnv>, cache: redis::Client, whisper: WhisperOptions) -> Registry {
     let mut r = Registry::default();
-    r.register("encode_media", Arc::new(EncodeMedia { env }));
+    r.register("encode_media", Arc::new(EncodeMedia { env: env.clone() }));
+    r.register("create_hls", Arc::new(CreateHls::new(env.clone())));
+    r.register("produce_sprite_from_video", Arc::new(ProduceSprites { env: env.clone() }));
+    let beat = Arc::new(BeatTasks { env: env.clone(), cache });
+    r.register("get_list_of_popular_media", beat.clone());
+    r.register("update_listings_thumbnails", beat);
+    r.register("whisper_transcribe", Arc::new(WhisperTranscribe { env: env.clone(), options: whisper }));
+    r.register("remove_media_file", Arc::new(RemoveMediaFile { env }));
     r
 }
 

@@ -19,10 +19,10 @@ use crate::shutdown::Shutdown;
 use crate::tasks::beat::BeatTasks;
 use crate::tasks::create_hls::CreateHls;
 use crate::tasks::encode_media::EncodeMedia;
+use crate::tasks::env::{Accel, FfmpegOptions, TaskEnv};
 use crate::tasks::remove_media_file::RemoveMediaFile;
 use crate::tasks::sprites::ProduceSprites;
 use crate::tasks::whisper::{WhisperOptions, WhisperTranscribe};
-use crate::tasks::env::{Accel, FfmpegOptions, TaskEnv};
 use crate::tasks::Registry;
 use crate::telemetry::{Health, HttpState, Metrics};
 use crate::worker::{PoolOptions, PoolState, WorkerPool};
@@ -219,11 +219,23 @@ pub fn registry(env: Arc<TaskEnv>, cache: redis::Client, whisper: WhisperOptions
     let mut r = Registry::default();
     r.register("encode_media", Arc::new(EncodeMedia { env: env.clone() }));
     r.register("create_hls", Arc::new(CreateHls::new(env.clone())));
-    r.register("produce_sprite_from_video", Arc::new(ProduceSprites { env: env.clone() }));
-    let beat = Arc::new(BeatTasks { env: env.clone(), cache });
+    r.register(
+        "produce_sprite_from_video",
+        Arc::new(ProduceSprites { env: env.clone() }),
+    );
+    let beat = Arc::new(BeatTasks {
+        env: env.clone(),
+        cache,
+    });
     r.register("get_list_of_popular_media", beat.clone());
     r.register("update_listings_thumbnails", beat);
-    r.register("whisper_transcribe", Arc::new(WhisperTranscribe { env: env.clone(), options: whisper }));
+    r.register(
+        "whisper_transcribe",
+        Arc::new(WhisperTranscribe {
+            env: env.clone(),
+            options: whisper,
+        }),
+    );
     r.register("remove_media_file", Arc::new(RemoveMediaFile { env }));
     r
 }

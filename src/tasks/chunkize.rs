@@ -127,7 +127,11 @@ impl ChunkizeMedia {
 
     /// The requested profiles that exist, in request order, without the rungs above the video's
     /// height (MINIMUM_RESOLUTIONS_TO_ENCODE rungs are always kept), as `Media.encode` filters.
-    async fn profiles(&self, media: &Media, ids: &[i64]) -> Result<Vec<EncodeProfile>, SignalError> {
+    async fn profiles(
+        &self,
+        media: &Media,
+        ids: &[i64],
+    ) -> Result<Vec<EncodeProfile>, SignalError> {
         let minimum = &self.env.settings.minimum_resolutions;
         let mut out = Vec::new();
         for id in ids {
@@ -184,7 +188,12 @@ impl ChunkizeMedia {
 
     /// MediaCMS's fallback: one plain Encoding and `encode_media.delay(ft, pid, eid, force=…)`
     /// (default priority) per profile.
-    async fn fallback(&self, job: &Job<'_>, media: &Media, profiles: &[EncodeProfile]) -> Result<(), SignalError> {
+    async fn fallback(
+        &self,
+        job: &Job<'_>,
+        media: &Media,
+        profiles: &[EncodeProfile],
+    ) -> Result<(), SignalError> {
         for p in profiles {
             let enc = self
                 .env
@@ -210,12 +219,21 @@ impl ChunkizeMedia {
         kwargs: Map<String, Value>,
         priority: u8,
     ) {
-        let args = vec![json!(job.friendly_token), json!(profile_id), json!(encoding_id)];
+        let args = vec![
+            json!(job.friendly_token),
+            json!(profile_id),
+            json!(encoding_id),
+        ];
         let mut task = OutgoingTask::new("encode_media", "long_tasks", args, kwargs);
         task.priority = priority;
         task.time_limit = (None, Some(ENCODE_SOFT_LIMIT));
         task.parent_id = Some(job.task.id.clone());
-        task.root_id = Some(job.task.root_id.clone().unwrap_or_else(|| job.task.id.clone()));
+        task.root_id = Some(
+            job.task
+                .root_id
+                .clone()
+                .unwrap_or_else(|| job.task.id.clone()),
+        );
         if let Err(e) = self.env.publisher.publish(&task).await {
             tracing::error!(encoding = encoding_id, error = %e, "publishing encode_media failed");
         }
@@ -274,7 +292,12 @@ mod tests {
     #[test]
     fn chunk_files_are_ordered_by_index_and_match_only_this_run() {
         let dir = tempfile::tempdir().unwrap();
-        for name in ["10_abc_x.mp4.mkv", "02_abc_x.mp4.mkv", "01_zzz_x.mp4.mkv", "xx_abc_x.mp4.mkv"] {
+        for name in [
+            "10_abc_x.mp4.mkv",
+            "02_abc_x.mp4.mkv",
+            "01_zzz_x.mp4.mkv",
+            "xx_abc_x.mp4.mkv",
+        ] {
             std::fs::write(dir.path().join(name), b"").unwrap();
         }
         let found = chunk_files(dir.path(), "_abc_x.mp4.mkv").unwrap();
@@ -288,6 +311,9 @@ mod tests {
     #[test]
     fn segment_argv_is_mediacms_shaped() {
         let a = segment_argv("/m/o.mp4", "/m/%02d_t_o.mp4.mkv");
-        assert_eq!(a.join(" "), "ffmpeg -y -i /m/o.mp4 -c copy -f segment -segment_time 240 /m/%02d_t_o.mp4.mkv");
+        assert_eq!(
+            a.join(" "),
+            "ffmpeg -y -i /m/o.mp4 -c copy -f segment -segment_time 240 /m/%02d_t_o.mp4.mkv"
+        );
     }
 }

@@ -156,7 +156,10 @@ impl CreateHls {
     fn release_media_lock(&self, friendly_token: &str, lock: Arc<tokio::sync::Mutex<()>>) {
         let mut map = self.packaging.lock().expect("create_hls packaging lock");
         drop(lock);
-        if map.get(friendly_token).is_some_and(|l| Arc::strong_count(l) == 1) {
+        if map
+            .get(friendly_token)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
             map.remove(friendly_token);
         }
     }
@@ -164,7 +167,10 @@ impl CreateHls {
     /// §5.1 with the tree swapped atomically. `Ok(false)`: the media does not exist.
     async fn package(&self, friendly_token: &str, ctx: &JobContext) -> Result<bool, Failed> {
         let store = self.env.signals.store();
-        let media = store.media_by_token(friendly_token).await.map_err(SignalError::from)?;
+        let media = store
+            .media_by_token(friendly_token)
+            .await
+            .map_err(SignalError::from)?;
         let Some(media) = media else {
             return Ok(false);
         };
@@ -196,7 +202,10 @@ impl CreateHls {
     /// The packageable MP4s with their probed sizes; a file that cannot be read is skipped.
     async fn inputs(&self, media: &Media) -> Result<Vec<Packaged>, Failed> {
         let store = self.env.signals.store();
-        let rows = store.hls_inputs(media.id).await.map_err(SignalError::from)?;
+        let rows = store
+            .hls_inputs(media.id)
+            .await
+            .map_err(SignalError::from)?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let path = layout::confine(self.env.media_root(), Path::new(&row.media_file))?;
@@ -228,18 +237,22 @@ impl CreateHls {
         ctx: &JobContext,
     ) -> Result<(), Failed> {
         let hls_root = final_dir.parent().unwrap_or(final_dir);
-        std::fs::create_dir_all(hls_root).map_err(|e| LayoutError::io("create_dir_all", hls_root, e))?;
+        std::fs::create_dir_all(hls_root)
+            .map_err(|e| LayoutError::io("create_dir_all", hls_root, e))?;
         let tmp = tempfile::Builder::new()
             .prefix(&format!(".{uid_hex}.new-"))
             .tempdir_in(hls_root)
             .map_err(|e| LayoutError::io("create temp dir", hls_root, e))?;
         let out_dir = tmp.path().to_string_lossy().into_owned();
         if out_dir.contains('%') {
-            return Err(Failed::Ffmpeg(format!("`%` in {out_dir:?} breaks the segment pattern")));
+            return Err(Failed::Ffmpeg(format!(
+                "`%` in {out_dir:?} breaks the segment pattern"
+            )));
         }
         let mut planned: Vec<HlsInput> = inputs.iter().map(Packaged::planned).collect();
         for dir in plan::hls_variant_dirs(&planned, &out_dir) {
-            std::fs::create_dir(&dir).map_err(|e| LayoutError::io("create_dir", Path::new(&dir), e))?;
+            std::fs::create_dir(&dir)
+                .map_err(|e| LayoutError::io("create_dir", Path::new(&dir), e))?;
         }
         for argv in plan::plan_hls(&planned, &out_dir) {
             match self.env.ffmpeg(argv, &ctx.cancel, |_| {}).await {
@@ -255,7 +268,10 @@ impl CreateHls {
             input.average_bandwidth = rates.average;
             input.video_codec = video_codec(&variant.join("segment-0.ts"));
         }
-        write_file(&tmp.path().join("master.m3u8"), &plan::master_playlist(&planned))?;
+        write_file(
+            &tmp.path().join("master.m3u8"),
+            &plan::master_playlist(&planned),
+        )?;
         write_file(&tmp.path().join(MANIFEST), fingerprint)?;
         set_mode(tmp.path(), 0o755)?;
         swap_into_place(tmp.path(), final_dir)
@@ -314,14 +330,17 @@ struct Rates {
 
 fn variant_rates(variant: &Path) -> Result<Rates, String> {
     let playlist = variant.join("stream.m3u8");
-    let text = std::fs::read_to_string(&playlist)
-        .map_err(|e| format!("{}: {e}", playlist.display()))?;
+    let text =
+        std::fs::read_to_string(&playlist).map_err(|e| format!("{}: {e}", playlist.display()))?;
     let mut peak = 0.0_f64;
     let (mut bytes, mut secs) = (0u64, 0.0_f64);
     let mut duration = None;
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("#EXTINF:") {
-            duration = rest.split(',').next().and_then(|d| d.trim().parse::<f64>().ok());
+            duration = rest
+                .split(',')
+                .next()
+                .and_then(|d| d.trim().parse::<f64>().ok());
         } else if !line.starts_with('#') && !line.trim().is_empty() {
             let size = std::fs::metadata(variant.join(line.trim()))
                 .map_err(|e| format!("segment {line}: {e}"))?
@@ -346,8 +365,8 @@ fn variant_rates(variant: &Path) -> Result<Rates, String> {
 fn video_codec(first_segment: &Path) -> String {
     use std::io::Read;
     let mut head = Vec::new();
-    let read = std::fs::File::open(first_segment)
-        .and_then(|f| f.take(64 * 1024).read_to_end(&mut head));
+    let read =
+        std::fs::File::open(first_segment).and_then(|f| f.take(64 * 1024).read_to_end(&mut head));
     read.ok()
         .and_then(|_| plan::avc1_codec_from_avcc(&head))
         .unwrap_or_else(|| H264_MAIN_L42_CODEC.into())
@@ -390,7 +409,10 @@ fn swap_into_place(new: &Path, dest: &Path) -> std::io::Result<()> {
         return Ok(());
     }
     let err = std::io::Error::last_os_error();
-    if !matches!(err.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)) {
+    if !matches!(
+        err.raw_os_error(),
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+    ) {
         return Err(err);
     }
     // No exchange on this filesystem: aside, into place, delete the old one.
@@ -421,9 +443,18 @@ mod tests {
         std::fs::create_dir(&new).unwrap();
         std::fs::write(new.join("master.m3u8"), "new").unwrap();
         swap_into_place(&new, &dest).unwrap();
-        assert_eq!(std::fs::read_to_string(dest.join("master.m3u8")).unwrap(), "new");
-        assert!(!dest.join("media-9").exists(), "no stale file survives the swap");
-        assert_eq!(std::fs::read_to_string(new.join("master.m3u8")).unwrap(), "old");
+        assert_eq!(
+            std::fs::read_to_string(dest.join("master.m3u8")).unwrap(),
+            "new"
+        );
+        assert!(
+            !dest.join("media-9").exists(),
+            "no stale file survives the swap"
+        );
+        assert_eq!(
+            std::fs::read_to_string(new.join("master.m3u8")).unwrap(),
+            "old"
+        );
     }
 
     #[test]

@@ -64,7 +64,11 @@ impl TaskHandler for ProduceSprites {
 }
 
 impl ProduceSprites {
-    async fn produce(&self, friendly_token: &str, ctx: &JobContext) -> Result<Outcome, SignalError> {
+    async fn produce(
+        &self,
+        friendly_token: &str,
+        ctx: &JobContext,
+    ) -> Result<Outcome, SignalError> {
         let store = self.env.signals.store();
         let Some(media) = store.media_by_token(friendly_token).await? else {
             return Ok(Outcome::Success(json!(false)));

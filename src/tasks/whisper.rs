@@ -86,7 +86,10 @@ impl WhisperTranscribe {
         let Some(media) = store.media_by_token(friendly_token).await? else {
             return Ok(Outcome::Success(json!(false)));
         };
-        let Some(request) = store.claim_transcription_request(media.id, translate).await? else {
+        let Some(request) = store
+            .claim_transcription_request(media.id, translate)
+            .await?
+        else {
             return Ok(Outcome::Success(json!(false)));
         };
         let Some(program) = find_program(&self.options.command) else {
@@ -96,7 +99,9 @@ impl WhisperTranscribe {
                 self.options.command
             );
             tracing::error!(media = %friendly_token, command = %self.options.command, "whisper CLI missing");
-            store.finish_transcription_request(request.id, "fail", &logs).await?;
+            store
+                .finish_transcription_request(request.id, "fail", &logs)
+                .await?;
             return Ok(Outcome::Success(json!(false)));
         };
         let began = Instant::now();
@@ -106,7 +111,13 @@ impl WhisperTranscribe {
             .map_err(|e| LayoutError::io("create job dir", &self.env.temp_root, e))?;
         let input = layout::confine(self.env.media_root(), Path::new(&media.media_file))?;
         let args = self.args(&input, dir.path(), translate);
-        let result = run::run_program(&program.to_string_lossy(), &args, input.parent(), &ctx.cancel).await;
+        let result = run::run_program(
+            &program.to_string_lossy(),
+            &args,
+            input.parent(),
+            &ctx.cancel,
+        )
+        .await;
         let secs = began.elapsed().as_secs_f64();
         let error = match result {
             Ok(_) => String::new(),
@@ -116,12 +127,16 @@ impl WhisperTranscribe {
         let vtt = dir.path().join(format!("{}.vtt", file_stem(&input)));
         if !vtt.is_file() {
             let logs = format!("Transcription failed after {secs:.2} seconds. Error: {error}");
-            store.finish_transcription_request(request.id, "fail", &logs).await?;
+            store
+                .finish_transcription_request(request.id, "fail", &logs)
+                .await?;
             return Ok(Outcome::Success(json!(false)));
         }
         self.save_subtitle(&media, translate, &vtt).await?;
         let logs = format!("Transcription took {secs:.2} seconds.");
-        store.finish_transcription_request(request.id, "success", &logs).await?;
+        store
+            .finish_transcription_request(request.id, "success", &logs)
+            .await?;
         self.publish_search_vector(friendly_token).await;
         Ok(Outcome::Success(json!(true)))
     }
@@ -154,16 +169,25 @@ impl WhisperTranscribe {
             .is_some_and(|d| tokio::time::Instant::now() >= d);
         if timed_out {
             let logs = "Transcription failed: soft time limit exceeded";
-            store.finish_transcription_request(request.id, "fail", logs).await?;
+            store
+                .finish_transcription_request(request.id, "fail", logs)
+                .await?;
             return Ok(Outcome::Success(json!(false)));
         }
         let logs = "Transcription interrupted; queued again";
-        store.finish_transcription_request(request.id, "pending", logs).await?;
+        store
+            .finish_transcription_request(request.id, "pending", logs)
+            .await?;
         Ok(Outcome::Aborted)
     }
 
     /// Language row, the `.vtt` under `original/subtitles/user/<U>/…`, then the subtitle row.
-    async fn save_subtitle(&self, media: &Media, translate: bool, vtt: &Path) -> Result<i32, SignalError> {
+    async fn save_subtitle(
+        &self,
+        media: &Media,
+        translate: bool,
+        vtt: &Path,
+    ) -> Result<i32, SignalError> {
         let store = self.env.signals.store();
         let (code, title) = if translate {
             ("whisper-translation", "English Translation")
@@ -171,9 +195,13 @@ impl WhisperTranscribe {
             ("whisper", "Transcription")
         };
         let language = store.language_id(code, title).await?;
-        let rel = layout::subtitle_relative_path(&media.username, &media.uid_hex(), &media.media_file)?;
+        let rel =
+            layout::subtitle_relative_path(&media.username, &media.uid_hex(), &media.media_file)?;
         let placed = layout::place_file(self.env.media_root(), &rel, vtt)?;
-        match store.insert_subtitle(media.id, media.user_id, language, &placed).await {
+        match store
+            .insert_subtitle(media.id, media.user_id, language, &placed)
+            .await
+        {
             Ok(id) => Ok(id),
             Err(e) => {
                 let _ = layout::remove_media_file(self.env.media_root(), Path::new(&placed));

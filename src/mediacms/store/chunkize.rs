@@ -55,7 +55,11 @@ impl Store {
     }
 
     /// A plain `pending` Encoding (the `Encoding(media, profile).save()` of the fallback).
-    pub async fn insert_pending_encoding(&self, media_id: i32, profile_id: i32) -> Result<Encoding> {
+    pub async fn insert_pending_encoding(
+        &self,
+        media_id: i32,
+        profile_id: i32,
+    ) -> Result<Encoding> {
         let c = self.conn().await?;
         let new = NewEncoding {
             media_id,

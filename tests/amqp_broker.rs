@@ -23,7 +23,11 @@ fn python() -> PathBuf {
     let py = std::env::var_os("MEDIACMS_WORKER_PY")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
-    assert!(py.exists(), "Python with celery 5.4 is required at {} (or set MEDIACMS_WORKER_PY)", py.display());
+    assert!(
+        py.exists(),
+        "Python with celery 5.4 is required at {} (or set MEDIACMS_WORKER_PY)",
+        py.display()
+    );
     py
 }
 
@@ -36,7 +40,11 @@ async fn fetch_n(b: &AmqpBroker, queue: &str, n: usize, within: Duration) -> Vec
     let deadline = tokio::time::Instant::now() + within;
     let mut got = Vec::new();
     while got.len() < n && tokio::time::Instant::now() < deadline {
-        if let Some(d) = b.fetch(&[queue.to_owned()], Duration::from_millis(500)).await.unwrap() {
+        if let Some(d) = b
+            .fetch(&[queue.to_owned()], Duration::from_millis(500))
+            .await
+            .unwrap()
+        {
             got.push(d);
         }
     }
@@ -44,7 +52,10 @@ async fn fetch_n(b: &AmqpBroker, queue: &str, n: usize, within: Duration) -> Vec
 }
 
 async fn fetch_one(b: &AmqpBroker, queue: &str) -> Delivery {
-    fetch_n(b, queue, 1, Duration::from_secs(10)).await.pop().expect("a delivery within 10 s")
+    fetch_n(b, queue, 1, Duration::from_secs(10))
+        .await
+        .pop()
+        .expect("a delivery within 10 s")
 }
 
 fn create_hls(queue: &str, token: &str) -> OutgoingTask {
@@ -55,36 +66,55 @@ fn create_hls(queue: &str, token: &str) -> OutgoingTask {
 async fn python_send_task_is_fetched_exactly_once_with_ids_args_and_eta() {
     let q = rabbit::unique("py");
     let broker = rabbit::broker(&q, 10).await;
-    assert!(broker.fetch(&[q.clone()], Duration::ZERO).await.unwrap().is_none());
+    assert!(broker
+        .fetch(std::slice::from_ref(&q), Duration::ZERO)
+        .await
+        .unwrap()
+        .is_none());
     let out = tokio::process::Command::new(python())
         .arg(py_dir().join("amqp_send.py"))
         .args([&rabbit::url(), &q])
         .output()
         .await
         .expect("run amqp_send.py");
-    assert!(out.status.success(), "amqp_send.py: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "amqp_send.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let sent: Value = serde_json::from_slice(&out.stdout).expect("amqp_send.py prints JSON");
 
     let got = fetch_n(&broker, &q, 3, Duration::from_secs(20)).await;
     assert_eq!(got.len(), 3, "all three Python tasks arrive");
-    let extra = broker.fetch(&[q.clone()], Duration::from_secs(1)).await.unwrap();
+    let extra = broker
+        .fetch(std::slice::from_ref(&q), Duration::from_secs(1))
+        .await
+        .unwrap();
     assert!(extra.is_none(), "each task is delivered exactly once");
-    let by_id: HashMap<String, &Delivery> =
-        got.iter().map(|d| (d.message.as_ref().unwrap().id.clone(), d)).collect();
+    let by_id: HashMap<String, &Delivery> = got
+        .iter()
+        .map(|d| (d.message.as_ref().unwrap().id.clone(), d))
+        .collect();
     let sent_at = sent["sent_at"].as_f64().unwrap();
     for t in sent["tasks"].as_array().unwrap() {
         let d = by_id[t["id"].as_str().unwrap()];
         let m = d.message.as_ref().unwrap();
         assert!(!d.redelivered);
         assert_eq!(d.queue, q);
-        assert_eq!((m.name.as_str(), m.routing_key.as_str()), ("encode_media", q.as_str()));
+        assert_eq!(
+            (m.name.as_str(), m.routing_key.as_str()),
+            ("encode_media", q.as_str())
+        );
         assert_eq!(Value::Array(m.args.clone()), t["args"]);
         assert_eq!(m.kwargs["force"], json!(true));
         assert_eq!(m.priority, t["priority"].as_u64().unwrap_or(0) as u8);
         match t["countdown"].as_f64() {
             Some(c) => {
                 let eta = m.eta.expect("countdown sends an eta").timestamp_millis() as f64 / 1e3;
-                assert!((sent_at + c - 1.0..sent_at + c + 10.0).contains(&eta), "eta {eta} vs sent {sent_at}+{c}");
+                assert!(
+                    (sent_at + c - 1.0..sent_at + c + 10.0).contains(&eta),
+                    "eta {eta} vs sent {sent_at}+{c}"
+                );
             }
             None => assert_eq!(m.eta, None),
         }
@@ -129,8 +159,16 @@ async fn python_worker_runs_the_create_hls_we_publish_including_an_eta_retry() {
 
     let side = tempfile::tempdir().unwrap();
     let mut worker = tokio::process::Command::new(python())
-        .args(["-m", "celery", "-A", "amqp_app", "worker", "-Q", &q, "-c", "1", "--pool", "solo"])
-        .args(["--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "warning"])
+        .args([
+            "-m", "celery", "-A", "amqp_app", "worker", "-Q", &q, "-c", "1", "--pool", "solo",
+        ])
+        .args([
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "warning",
+        ])
         .current_dir(py_dir())
         .env("AMQP_URL", rabbit::url())
         .env("SIDE_DIR", side.path())
@@ -142,11 +180,27 @@ async fn python_worker_runs_the_create_hls_we_publish_including_an_eta_retry() {
     worker.kill().await.unwrap();
 
     assert_eq!(a["args"], json!(["tokA"]));
-    assert_eq!((a["retries"].clone(), a["routing_key"].clone()), (json!(0), json!(q)));
-    assert_eq!((b["args"].clone(), b["retries"].clone(), b["priority"].clone()), (json!(["tokB"]), json!(1), json!(9)));
-    assert!(b["eta"].is_string(), "the Python worker saw the eta header: {b}");
+    assert_eq!(
+        (a["retries"].clone(), a["routing_key"].clone()),
+        (json!(0), json!(q))
+    );
+    assert_eq!(
+        (
+            b["args"].clone(),
+            b["retries"].clone(),
+            b["priority"].clone()
+        ),
+        (json!(["tokB"]), json!(1), json!(9))
+    );
+    assert!(
+        b["eta"].is_string(),
+        "the Python worker saw the eta header: {b}"
+    );
     let started = b["started"].as_f64().unwrap();
-    assert!(started >= eta.timestamp_millis() as f64 / 1e3 - 0.05, "the ETA task ran before its ETA");
+    assert!(
+        started >= eta.timestamp_millis() as f64 / 1e3 - 0.05,
+        "the ETA task ran before its ETA"
+    );
     broker.close().await;
     rabbit::delete(&[&q]).await;
 }
@@ -160,7 +214,10 @@ async fn a_delivery_our_dead_worker_held_is_redelivered_to_the_next() {
     let first = fetch_one(&a, &q).await;
     assert!(!first.redelivered);
     a.close().await; // the worker dies mid-task: no ack
-    assert!(matches!(a.ack(&first).await, Err(BrokerError::LeaseLost(_))));
+    assert!(matches!(
+        a.ack(&first).await,
+        Err(BrokerError::LeaseLost(_))
+    ));
 
     let b = rabbit::broker(&q, 1).await;
     let again = fetch_one(&b, &q).await;
@@ -183,7 +240,10 @@ async fn reconnects_after_rabbitmq_drops_the_connection_and_gets_the_task_back()
     // The pool keeps calling fetch through errors; the broker reconnects with backoff.
     let mut again = None;
     for _ in 0..60 {
-        if let Ok(Some(d)) = broker.fetch(&[q.clone()], Duration::from_millis(500)).await {
+        if let Ok(Some(d)) = broker
+            .fetch(std::slice::from_ref(&q), Duration::from_millis(500))
+            .await
+        {
             again = Some(d);
             break;
         }
@@ -191,7 +251,10 @@ async fn reconnects_after_rabbitmq_drops_the_connection_and_gets_the_task_back()
     let again = again.expect("the task comes back after reconnecting");
     assert_eq!(again.message.as_ref().unwrap().id, task.id);
     assert!(again.redelivered);
-    assert!(broker.ack(&held).await.is_err(), "the old connection's tag is void");
+    assert!(
+        broker.ack(&held).await.is_err(),
+        "the old connection's tag is void"
+    );
     broker.ack(&again).await.unwrap();
     broker.close().await;
     assert_eq!(rabbit::depth(&q).await, 0);
@@ -200,7 +263,10 @@ async fn reconnects_after_rabbitmq_drops_the_connection_and_gets_the_task_back()
 
 fn header<'a>(props: &'a BasicProperties, key: &str) -> &'a AMQPValue {
     let headers = props.headers().as_ref().expect("application_headers");
-    headers.inner().get(key).unwrap_or_else(|| panic!("header {key}"))
+    headers
+        .inner()
+        .get(key)
+        .unwrap_or_else(|| panic!("header {key}"))
 }
 
 #[tokio::test]
@@ -217,8 +283,14 @@ async fn what_we_publish_carries_celerys_properties_and_header_types() {
     assert_eq!(got.len(), 2);
     for (m, priority) in got.iter().zip([None, Some(9)]) {
         let (d, p) = (&m.delivery, &m.delivery.properties);
-        assert_eq!((d.exchange.as_str(), d.routing_key.as_str()), ("", q.as_str()));
-        assert_eq!(p.content_type().as_ref().unwrap().as_str(), "application/json");
+        assert_eq!(
+            (d.exchange.as_str(), d.routing_key.as_str()),
+            ("", q.as_str())
+        );
+        assert_eq!(
+            p.content_type().as_ref().unwrap().as_str(),
+            "application/json"
+        );
         assert_eq!(p.content_encoding().as_ref().unwrap().as_str(), "utf-8");
         assert_eq!(*p.delivery_mode(), Some(2));
         assert_eq!(*p.priority(), priority, "priority only when non-zero");
@@ -227,11 +299,20 @@ async fn what_we_publish_carries_celerys_properties_and_header_types() {
         assert!(matches!(header(p, "id"), AMQPValue::LongString(s) if s.to_string() == id));
         assert_eq!(header(p, "shadow"), &AMQPValue::Void, "None is void");
         assert_eq!(header(p, "retries"), &AMQPValue::LongInt(0));
-        let AMQPValue::FieldArray(limits) = header(p, "timelimit") else { panic!("timelimit is an array") };
-        assert_eq!(limits.as_slice(), [AMQPValue::LongInt(7200), AMQPValue::Void]);
+        let AMQPValue::FieldArray(limits) = header(p, "timelimit") else {
+            panic!("timelimit is an array")
+        };
+        assert_eq!(
+            limits.as_slice(),
+            [AMQPValue::LongInt(7200), AMQPValue::Void]
+        );
         assert!(matches!(header(p, "stamps"), AMQPValue::FieldTable(_)));
         assert_eq!(p.headers().as_ref().unwrap().inner().len(), 19);
-        let sent = OutgoingTask { id: id.clone(), priority: priority.unwrap_or(0), ..task.clone() };
+        let sent = OutgoingTask {
+            id: id.clone(),
+            priority: priority.unwrap_or(0),
+            ..task.clone()
+        };
         assert_eq!(d.data, encode_amqp_body(&sent), "raw JSON body");
     }
     broker.close().await;
@@ -242,12 +323,22 @@ async fn what_we_publish_carries_celerys_properties_and_header_types() {
 async fn an_undecodable_delivery_is_dead_lettered_with_its_raw_body() {
     let q = rabbit::unique("poison");
     let broker = rabbit::broker(&q, 1).await;
-    assert!(broker.fetch(&[q.clone()], Duration::ZERO).await.unwrap().is_none()); // declares
+    assert!(broker
+        .fetch(std::slice::from_ref(&q), Duration::ZERO)
+        .await
+        .unwrap()
+        .is_none()); // declares
     let admin = rabbit::admin().await;
     let props = BasicProperties::default().with_content_type("application/json".into());
     admin
         .ch
-        .basic_publish("".into(), q.as_str().into(), Default::default(), b"[1, 2", props)
+        .basic_publish(
+            "".into(),
+            q.as_str().into(),
+            Default::default(),
+            b"[1, 2",
+            props,
+        )
         .await
         .unwrap()
         .await
@@ -260,9 +351,16 @@ async fn an_undecodable_delivery_is_dead_lettered_with_its_raw_body() {
     let records = rabbit::drain(&dlq).await;
     assert_eq!(records.len(), 1);
     let record: Value = serde_json::from_slice(&records[0].delivery.data).unwrap();
-    assert_eq!((record["body"].clone(), record["reason"].clone()), (json!("[1, 2"), json!("not JSON")));
+    assert_eq!(
+        (record["body"].clone(), record["reason"].clone()),
+        (json!("[1, 2"), json!("not JSON"))
+    );
     assert_eq!(record["queue"], json!(q));
-    assert_eq!(rabbit::depth(&q).await, 0, "the poison message is acked, not requeued");
+    assert_eq!(
+        rabbit::depth(&q).await,
+        0,
+        "the poison message is acked, not requeued"
+    );
     rabbit::delete(&[&q, &dlq]).await;
 }
 

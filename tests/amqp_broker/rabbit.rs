@@ -32,9 +32,12 @@ pub async fn broker(queue: &str, prefetch: u16) -> AmqpBroker {
     let mut opts = AmqpOptions::new(prefetch);
     opts.connection_name = format!("{queue}-conn-{}", unique("c"));
     opts.dead_letter_queue = dead_letter_queue(queue);
-    AmqpBroker::connect(&url(), opts)
-        .await
-        .unwrap_or_else(|e| panic!("RabbitMQ at {} is required (start it with `rabbitmq-server -detached`): {e}", url()))
+    AmqpBroker::connect(&url(), opts).await.unwrap_or_else(|e| {
+        panic!(
+            "RabbitMQ at {} is required (start it with `rabbitmq-server -detached`): {e}",
+            url()
+        )
+    })
 }
 
 pub fn dead_letter_queue(queue: &str) -> String {
@@ -50,7 +53,12 @@ pub struct Admin {
 pub async fn admin() -> Admin {
     let conn = Connection::connect(&url(), ConnectionProperties::default())
         .await
-        .unwrap_or_else(|e| panic!("RabbitMQ at {} is required (start it with `rabbitmq-server -detached`): {e}", url()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "RabbitMQ at {} is required (start it with `rabbitmq-server -detached`): {e}",
+                url()
+            )
+        });
     let ch = conn.create_channel().await.expect("admin channel");
     Admin { ch, _conn: conn }
 }
@@ -59,7 +67,10 @@ pub async fn admin() -> Admin {
 pub async fn depth(queue: &str) -> u32 {
     let admin = admin().await;
     let ch = &admin.ch;
-    let opts = QueueDeclareOptions { passive: true, ..Default::default() };
+    let opts = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
     let q = ch
         .queue_declare(queue.into(), opts, FieldTable::default())
         .await
@@ -77,7 +88,11 @@ pub async fn drain(queue: &str) -> Vec<lapin::message::BasicGetMessage> {
         .await
         .expect("basic_get")
     {
-        m.delivery.acker.ack(BasicAckOptions::default()).await.expect("ack");
+        m.delivery
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .expect("ack");
         out.push(m);
     }
     out
@@ -88,8 +103,12 @@ pub async fn delete(names: &[&str]) {
     let admin = admin().await;
     let ch = &admin.ch;
     for name in names {
-        let _ = ch.queue_delete((*name).into(), QueueDeleteOptions::default()).await;
-        let _ = ch.exchange_delete((*name).into(), ExchangeDeleteOptions::default()).await;
+        let _ = ch
+            .queue_delete((*name).into(), QueueDeleteOptions::default())
+            .await;
+        let _ = ch
+            .exchange_delete((*name).into(), ExchangeDeleteOptions::default())
+            .await;
     }
 }
 

@@ -11,11 +11,30 @@ fn tag_of(generation: u64, delivery_tag: u64) -> DeliveryTag {
 
 impl AmqpBroker {
     /// Turn a lapin delivery into ours and hold it. A decode error still yields a Delivery.
-    async fn accept(&self, generation: u64, queue: String, d: lapin::message::Delivery) -> Delivery {
-        let headers = d.properties.headers().as_ref().map(table::table_to_json).unwrap_or_default();
-        let routing_key = if d.routing_key.as_str().is_empty() { queue.clone() } else { d.routing_key.to_string() };
+    async fn accept(
+        &self,
+        generation: u64,
+        queue: String,
+        d: lapin::message::Delivery,
+    ) -> Delivery {
+        let headers = d
+            .properties
+            .headers()
+            .as_ref()
+            .map(table::table_to_json)
+            .unwrap_or_default();
+        let routing_key = if d.routing_key.as_str().is_empty() {
+            queue.clone()
+        } else {
+            d.routing_key.to_string()
+        };
         let message = table::check_content_type(&d.properties).and_then(|()| {
-            decode_amqp(&d.data, headers.clone(), &routing_key, *d.properties.priority())
+            decode_amqp(
+                &d.data,
+                headers.clone(),
+                &routing_key,
+                *d.properties.priority(),
+            )
         });
         let envelope = Envelope {
             exchange: d.exchange.to_string(),
@@ -25,12 +44,23 @@ impl AmqpBroker {
         };
         let tag = tag_of(generation, d.delivery_tag);
         let eta = message.as_ref().ok().and_then(future_eta);
-        let held = Held { generation, acker: d.acker, envelope, eta_bump: eta.is_some() };
+        let held = Held {
+            generation,
+            acker: d.acker,
+            envelope,
+            eta_bump: eta.is_some(),
+        };
         lock(&self.inner.held).insert(tag.clone(), held);
         if let Some(wait) = eta {
             self.raise_qos_for_eta(generation, &tag, wait).await;
         }
-        Delivery { tag, queue, raw: d.data, message, redelivered: d.redelivered }
+        Delivery {
+            tag,
+            queue,
+            raw: d.data,
+            message,
+            redelivered: d.redelivered,
+        }
     }
 
     /// Celery's `qos.increment_eventually`: a delivery held for its ETA must not use up the
@@ -86,7 +116,12 @@ impl AmqpBroker {
         }
     }
 
-    async fn settle(&self, tag: &str, held: Held, requeue: Option<bool>) -> Result<(), BrokerError> {
+    async fn settle(
+        &self,
+        tag: &str,
+        held: Held,
+        requeue: Option<bool>,
+    ) -> Result<(), BrokerError> {
         let done = match requeue {
             None => held.acker.ack(BasicAckOptions::default()).await,
             Some(requeue) => held.acker.reject(BasicRejectOptions { requeue }).await,
@@ -103,12 +138,19 @@ impl AmqpBroker {
 /// How long until a decoded task's ETA, if it is in the future.
 fn future_eta(task: &TaskMessage) -> Option<Duration> {
     let eta = task.eta?;
-    (eta - chrono::Utc::now()).to_std().ok().filter(|d| !d.is_zero())
+    (eta - chrono::Utc::now())
+        .to_std()
+        .ok()
+        .filter(|d| !d.is_zero())
 }
 
 #[async_trait]
 impl Broker for AmqpBroker {
-    async fn fetch(&self, queues: &[String], timeout: Duration) -> Result<Option<Delivery>, BrokerError> {
+    async fn fetch(
+        &self,
+        queues: &[String],
+        timeout: Duration,
+    ) -> Result<Option<Delivery>, BrokerError> {
         let deadline = Instant::now() + timeout;
         let tx = self.inner.tx.clone();
         self.with_session(deadline, async |s: &mut Session| {
@@ -125,7 +167,11 @@ impl Broker for AmqpBroker {
             };
             let live = self.inner.live.load(Ordering::SeqCst);
             match next.expect("the broker keeps a sender") {
-                Incoming::Message { generation, queue, delivery } if generation == live => {
+                Incoming::Message {
+                    generation,
+                    queue,
+                    delivery,
+                } if generation == live => {
                     return Ok(Some(self.accept(generation, queue, *delivery).await));
                 }
                 // Left over from a dead connection: RabbitMQ has requeued it already.
@@ -165,8 +211,16 @@ impl Broker for AmqpBroker {
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), BrokerError> {
         let record = {
             let held = lock(&self.inner.held);
-            let h = held.get(&delivery.tag).ok_or_else(|| BrokerError::LeaseLost(delivery.tag.clone()))?;
-            table::dead_letter_record(&delivery.queue, &delivery.raw, &h.envelope, delivery.redelivered, reason)
+            let h = held
+                .get(&delivery.tag)
+                .ok_or_else(|| BrokerError::LeaseLost(delivery.tag.clone()))?;
+            table::dead_letter_record(
+                &delivery.queue,
+                &delivery.raw,
+                &h.envelope,
+                delivery.redelivered,
+                reason,
+            )
         };
         let dlq = self.inner.opts.dead_letter_queue.clone();
         let props = lapin::BasicProperties::default()

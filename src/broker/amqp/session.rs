@@ -116,10 +116,19 @@ impl Session {
             ..ExchangeDeclareOptions::default()
         };
         let ch = &self.publish;
-        ch.exchange_declare(queue.into(), ExchangeKind::Direct, durable, FieldTable::default())
-            .await?;
-        ch.queue_declare(queue.into(), QueueDeclareOptions::durable(), FieldTable::default())
-            .await?;
+        ch.exchange_declare(
+            queue.into(),
+            ExchangeKind::Direct,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+        ch.queue_declare(
+            queue.into(),
+            QueueDeclareOptions::durable(),
+            FieldTable::default(),
+        )
+        .await?;
         ch.queue_bind(
             queue.into(),
             queue.into(),
@@ -138,7 +147,11 @@ impl Session {
         if self.declared.insert(queue.to_owned()) {
             let declared = self
                 .publish
-                .queue_declare(queue.into(), QueueDeclareOptions::durable(), FieldTable::default())
+                .queue_declare(
+                    queue.into(),
+                    QueueDeclareOptions::durable(),
+                    FieldTable::default(),
+                )
                 .await;
             if let Err(e) = declared {
                 self.declared.remove(queue);

@@ -18,9 +18,9 @@ pub fn json_to_amqp(value: &Value) -> AMQPValue {
         Value::Bool(b) => AMQPValue::Boolean(*b),
         Value::Number(n) => number_to_amqp(n),
         Value::String(s) => AMQPValue::LongString(LongString::from(s.as_str())),
-        Value::Array(items) => {
-            AMQPValue::FieldArray(FieldArray::from(items.iter().map(json_to_amqp).collect::<Vec<_>>()))
-        }
+        Value::Array(items) => AMQPValue::FieldArray(FieldArray::from(
+            items.iter().map(json_to_amqp).collect::<Vec<_>>(),
+        )),
         Value::Object(map) => AMQPValue::FieldTable(json_to_table(map)),
     }
 }
@@ -158,7 +158,10 @@ pub fn dead_letter_record(
     use base64::Engine as _;
     let (body, encoding) = match std::str::from_utf8(raw) {
         Ok(text) => (text.to_owned(), "utf-8"),
-        Err(_) => (base64::engine::general_purpose::STANDARD.encode(raw), "base64"),
+        Err(_) => (
+            base64::engine::general_purpose::STANDARD.encode(raw),
+            "base64",
+        ),
     };
     let record = json!({
         "reason": reason,
@@ -190,12 +193,17 @@ mod tests {
     fn json_round_trips_through_a_field_table() {
         let v = json!({"n": null, "i": 7, "big": 5_000_000_000i64, "f": 1.5, "s": "x",
                        "a": [3600, null], "t": {"k": true}});
-        let Value::Object(map) = v.clone() else { unreachable!() };
+        let Value::Object(map) = v.clone() else {
+            unreachable!()
+        };
         let table = json_to_table(&map);
         let inner = table.inner();
         assert_eq!(inner.get("n"), Some(&AMQPValue::Void));
         assert_eq!(inner.get("i"), Some(&AMQPValue::LongInt(7)));
-        assert_eq!(inner.get("big"), Some(&AMQPValue::LongLongInt(5_000_000_000)));
+        assert_eq!(
+            inner.get("big"),
+            Some(&AMQPValue::LongLongInt(5_000_000_000))
+        );
         assert_eq!(inner.get("f"), Some(&AMQPValue::Double(1.5)));
         assert!(matches!(inner.get("a"), Some(AMQPValue::FieldArray(_))));
         assert_eq!(Value::Object(table_to_json(&table)), v);
@@ -222,8 +230,12 @@ mod tests {
 
     #[test]
     fn non_json_content_is_poison() {
-        let props = BasicProperties::default().with_content_type("application/x-python-serialize".into());
-        assert!(matches!(check_content_type(&props), Err(DecodeError::ContentType(_))));
+        let props =
+            BasicProperties::default().with_content_type("application/x-python-serialize".into());
+        assert!(matches!(
+            check_content_type(&props),
+            Err(DecodeError::ContentType(_))
+        ));
         let ok = BasicProperties::default()
             .with_content_type(JSON_CONTENT_TYPE.into())
             .with_content_encoding("utf-8".into());

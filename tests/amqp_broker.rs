@@ -62,6 +62,30 @@ fn create_hls(queue: &str, token: &str) -> OutgoingTask {
     OutgoingTask::new("create_hls", queue, vec![json!(token)], Map::new())
 }
 
+/// `d` is the task `t` that amqp_send.py sent at `sent_at` to `q`.
+fn assert_as_sent(d: &Delivery, t: &Value, sent_at: f64, q: &str) {
+    let m = d.message.as_ref().unwrap();
+    assert!(!d.redelivered);
+    assert_eq!(d.queue, q);
+    assert_eq!(
+        (m.name.as_str(), m.routing_key.as_str()),
+        ("encode_media", q)
+    );
+    assert_eq!(Value::Array(m.args.clone()), t["args"]);
+    assert_eq!(m.kwargs["force"], json!(true));
+    assert_eq!(m.priority, t["priority"].as_u64().unwrap_or(0) as u8);
+    match t["countdown"].as_f64() {
+        Some(c) => {
+            let eta = m.eta.expect("countdown sends an eta").timestamp_millis() as f64 / 1e3;
+            assert!(
+                (sent_at + c - 1.0..sent_at + c + 10.0).contains(&eta),
+                "eta {eta} vs sent {sent_at}+{c}"
+            );
+        }
+        None => assert_eq!(m.eta, None),
+    }
+}
+
 #[tokio::test]
 async fn python_send_task_is_fetched_exactly_once_with_ids_args_and_eta() {
     let q = rabbit::unique("py");
@@ -97,27 +121,7 @@ async fn python_send_task_is_fetched_exactly_once_with_ids_args_and_eta() {
         .collect();
     let sent_at = sent["sent_at"].as_f64().unwrap();
     for t in sent["tasks"].as_array().unwrap() {
-        let d = by_id[t["id"].as_str().unwrap()];
-        let m = d.message.as_ref().unwrap();
-        assert!(!d.redelivered);
-        assert_eq!(d.queue, q);
-        assert_eq!(
-            (m.name.as_str(), m.routing_key.as_str()),
-            ("encode_media", q.as_str())
-        );
-        assert_eq!(Value::Array(m.args.clone()), t["args"]);
-        assert_eq!(m.kwargs["force"], json!(true));
-        assert_eq!(m.priority, t["priority"].as_u64().unwrap_or(0) as u8);
-        match t["countdown"].as_f64() {
-            Some(c) => {
-                let eta = m.eta.expect("countdown sends an eta").timestamp_millis() as f64 / 1e3;
-                assert!(
-                    (sent_at + c - 1.0..sent_at + c + 10.0).contains(&eta),
-                    "eta {eta} vs sent {sent_at}+{c}"
-                );
-            }
-            None => assert_eq!(m.eta, None),
-        }
+        assert_as_sent(by_id[t["id"].as_str().unwrap()], t, sent_at, &q);
     }
     for d in &got {
         broker.ack(d).await.unwrap();
@@ -125,6 +129,24 @@ async fn python_send_task_is_fetched_exactly_once_with_ids_args_and_eta() {
     broker.close().await;
     assert_eq!(rabbit::depth(&q).await, 0, "acked tasks are gone");
     rabbit::delete(&[&q]).await;
+}
+
+/// `celery -A amqp_app worker -Q <q> -c 1 --pool solo`, writing side files to `side`.
+fn python_worker(q: &str, side: &Path) -> tokio::process::Child {
+    tokio::process::Command::new(python())
+        .args(["-m", "celery", "-A", "amqp_app", "worker", "-Q", q])
+        .args(["-c", "1", "--pool", "solo", "-l", "warning"])
+        .args([
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+        ])
+        .current_dir(py_dir())
+        .env("AMQP_URL", rabbit::url())
+        .env("SIDE_DIR", side)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the Python Celery worker")
 }
 
 /// Wait for the side file `<dir>/<id>.json` a Python worker writes.
@@ -158,23 +180,7 @@ async fn python_worker_runs_the_create_hls_we_publish_including_an_eta_retry() {
     broker.publish(&retry).await.unwrap();
 
     let side = tempfile::tempdir().unwrap();
-    let mut worker = tokio::process::Command::new(python())
-        .args([
-            "-m", "celery", "-A", "amqp_app", "worker", "-Q", &q, "-c", "1", "--pool", "solo",
-        ])
-        .args([
-            "--without-heartbeat",
-            "--without-gossip",
-            "--without-mingle",
-            "-l",
-            "warning",
-        ])
-        .current_dir(py_dir())
-        .env("AMQP_URL", rabbit::url())
-        .env("SIDE_DIR", side.path())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the Python Celery worker");
+    let mut worker = python_worker(&q, side.path());
     let a = side_file(side.path(), &plain.id, &mut worker).await;
     let b = side_file(side.path(), &retry.id, &mut worker).await;
     worker.kill().await.unwrap();

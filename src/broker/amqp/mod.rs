@@ -269,3 +269,29 @@ impl AmqpBroker {
         self.drop_session(&mut guard);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn celery_style_urls_parse_to_the_default_vhost() {
+        for url in [
+            "amqp://guest:guest@localhost:5672//",
+            "pyamqp://guest:guest@localhost:5672//",
+            "amqp://guest:guest@localhost:5672/%2f",
+        ] {
+            let uri = parse_url(url, Some(60)).unwrap();
+            assert_eq!(uri.vhost, "/", "{url}");
+            assert_eq!(uri.query.heartbeat, Some(60));
+        }
+        let uri = parse_url("amqp://h/?heartbeat=10", Some(60)).unwrap();
+        assert_eq!(uri.query.heartbeat, Some(10), "the URL's heartbeat wins");
+    }
+
+    #[test]
+    fn amqps_is_refused_with_a_clear_message() {
+        let err = parse_url("amqps://h/", None).err().unwrap().to_string();
+        assert!(err.contains("not supported"), "{err}");
+    }
+}

@@ -7,6 +7,6 @@ mod hwtest;
 pub mod libav;
 pub mod probe;
 pub mod progress;
-mod report;
+pub mod report;
 pub mod run;
 mod stream_info;

@@ -42,6 +42,10 @@ struct Env {
 
 impl Env {
     async fn new() -> Self {
+        Self::with_settings(EncodeSettings::default()).await
+    }
+
+    async fn with_settings(settings: EncodeSettings) -> Self {
         let db = TestDb::with_upload_example().await;
         let root = tempfile::tempdir().unwrap();
         db.rebase_media_root(root.path()).await;
@@ -57,7 +61,7 @@ impl Env {
                 program: "ffmpeg".into(),
                 nice: 0,
             },
-            settings: EncodeSettings::default(),
+            settings,
             temp_root: root.path().join("tmp"),
             metrics: Arc::new(Metrics::new()),
             accel: Accel::software(),

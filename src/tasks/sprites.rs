@@ -12,8 +12,9 @@
 //! Edge cases, decided:
 //! - **No frame** (`fps=1/10` emits none for clips under ~5 s; MediaCMS then makes no sprite):
 //!   one cell from the first frame, so short clips get a preview too.
-//! - **Too long for one JPEG** (65 535 px max ⇒ [`MAX_FRAMES`] = 728 cells ⇒ ~2 h 1 min at 10 s):
-//!   the strip is capped at 728 frames and the cap is logged. Not resampled: the frontend maps
+//! - **Too long for one JPEG** (ffmpeg's mjpeg encoder refuses sides above 65 500 px ⇒
+//!   [`MAX_FRAMES`] = 727 cells ⇒ 2 h 1 min at 10 s): the strip is capped at 727 frames and the
+//!   cap is logged. Not resampled: the frontend maps
 //!   second `t` to cell `floor(t / 10)`, so a larger interval would show a wrong picture at every
 //!   position; capping keeps every shown preview exact and leaves hovers past 2 h blank.
 
@@ -35,8 +36,11 @@ use crate::plan;
 
 /// Cell size the frontend hard-codes (`VideoViewer/index.js`).
 pub const CELL_HEIGHT: u32 = 90;
-/// JPEG's largest dimension (65 535) divided by the cell height.
-pub const MAX_FRAMES: u32 = 65_535 / CELL_HEIGHT;
+/// The tallest JPEG ffmpeg's mjpeg encoder writes ("JPEG does not support resolutions above
+/// 65500x65500"; the format itself allows 65 535).
+pub const MAX_JPEG_SIDE: u32 = 65_500;
+/// Cells in the tallest strip.
+pub const MAX_FRAMES: u32 = MAX_JPEG_SIDE / CELL_HEIGHT;
 
 pub struct ProduceSprites {
     pub env: Arc<TaskEnv>,
@@ -180,11 +184,8 @@ fn bad_args(message: String) -> Outcome {
 mod tests {
     use super::*;
 
-    #[test]
-    fn cap_fits_a_jpeg() {
-        assert_eq!(MAX_FRAMES, 728);
-        assert!(MAX_FRAMES * CELL_HEIGHT <= 65_535);
-    }
+    // The cap is the largest strip a JPEG can hold.
+    const _: () = assert!(MAX_FRAMES == 727 && MAX_FRAMES * CELL_HEIGHT <= MAX_JPEG_SIDE);
 
     #[test]
     fn tile_argv_stacks_exactly_count_cells() {

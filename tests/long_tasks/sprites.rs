@@ -107,3 +107,23 @@ async fn sprites_of_missing_media_or_file() {
         before
     );
 }
+
+#[tokio::test]
+async fn strips_too_tall_for_a_jpeg_are_capped_at_727_cells() {
+    // ffmpeg writes no JPEG taller than 65 500 px. One frame per second makes the 727-cell limit reachable with a 740 s tiny clip.
+    let settings = EncodeSettings {
+        sprite_num_secs: 1,
+        ..EncodeSettings::default()
+    };
+    let e = Env::with_settings(settings).await;
+    let args = "-f lavfi -i testsrc2=size=64x36:rate=2 -t 740 -c:v libx264 -preset ultrafast";
+    e.clip_at(ORIG1, "long.mp4", args);
+    let h = ProduceSprites { env: e.env.clone() };
+    assert_eq!(
+        run(&h, "produce_sprite_from_video", json!([FT1]), json!({})).await,
+        ok(true)
+    );
+    let rel = e.text("SELECT sprites FROM files_media WHERE id = 1").await;
+    let s = probe_summary(&e.root().join(rel)).unwrap();
+    assert_eq!((s.width, s.height), (160, 727 * 90));
+}

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use crate::broker::amqp::{AmqpBroker, AmqpOptions};
 use crate::broker::pidbox::Pidbox;
 use crate::broker::redis::{RedisBroker, RedisBrokerOptions};
 use crate::broker::{Broker, ResultStore};
@@ -149,8 +150,12 @@ async fn connect_broker(
     let results = RedisBroker::connect(&config.result_backend, lease.clone())
         .await
         .context("connecting to the result backend")?;
-    if config.broker_url.starts_with("amqp") {
-        anyhow::bail!("AMQP broker: pending");
+    if config.broker_url.starts_with("amqp") || config.broker_url.starts_with("pyamqp") {
+        let prefetch = u16::try_from(pool_options(config).prefetch_limit()).unwrap_or(u16::MAX);
+        let amqp = AmqpBroker::connect(&config.broker_url, AmqpOptions::new(prefetch))
+            .await
+            .context("connecting to the AMQP broker")?;
+        return Ok((Arc::new(amqp), Arc::new(results), None));
     }
     let broker = if config.broker_url == config.result_backend {
         results.clone()
@@ -164,7 +169,7 @@ async fn connect_broker(
 
 /// The pidbox control plane speaks Redis PUB/SUB; on AMQP it is not available (yet).
 fn redis_control_client(config: &Config) -> anyhow::Result<Option<redis::Client>> {
-    if config.broker_url.starts_with("amqp") {
+    if !config.broker_url.starts_with("redis") {
         tracing::warn!("celery inspect/control is only served on a Redis broker");
         return Ok(None);
     }

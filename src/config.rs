@@ -128,6 +128,9 @@ pub struct RawConfig {
     /// MediaCMS WHISPER_MODEL.
     #[arg(long, env = "WHISPER_MODEL")]
     pub whisper_model: Option<String>,
+    /// Also run `chunkize_media` (a short_tasks task): consume `short_tasks` too (`-Q`) to use it.
+    #[arg(long, env = "WORKER_CHUNKIZE")]
+    pub chunkize: Option<bool>,
     /// Run as root even though the worker refuses to by default.
     #[arg(long, env = "WORKER_ALLOW_ROOT")]
     pub allow_root: Option<bool>,
@@ -163,6 +166,7 @@ pub struct Config {
     pub sprite_num_secs: u32,
     pub soft_time_limit: Duration,
     pub whisper_model: String,
+    pub chunkize: bool,
     pub allow_root: bool,
 }
 
@@ -265,6 +269,7 @@ impl RawConfig {
             sprite_num_secs,
             celery_soft_time_limit,
             whisper_model,
+            chunkize,
             allow_root
         )
     }
@@ -379,6 +384,7 @@ impl RawConfig {
             whisper_model: self
                 .whisper_model
                 .unwrap_or_else(|| defaults::WHISPER_MODEL.into()),
+            chunkize: self.chunkize.unwrap_or(false),
             allow_root: self.allow_root.unwrap_or(false),
         })
     }

@@ -131,6 +131,10 @@ pub struct RawConfig {
     /// Run as root even though the worker refuses to by default.
     #[arg(long, env = "WORKER_ALLOW_ROOT")]
     pub allow_root: Option<bool>,
+    /// Decode-once ladder: one `encode_media` claims the media's other pending video
+    /// Encodings and encodes them all from one decode.
+    #[arg(long, env = "WORKER_DECODE_ONCE")]
+    pub decode_once: Option<bool>,
 }
 
 /// The validated configuration every component is built from (in `app`).
@@ -164,6 +168,7 @@ pub struct Config {
     pub soft_time_limit: Duration,
     pub whisper_model: String,
     pub allow_root: bool,
+    pub decode_once: bool,
 }
 
 #[derive(Clone, PartialEq)]
@@ -265,7 +270,8 @@ impl RawConfig {
             sprite_num_secs,
             celery_soft_time_limit,
             whisper_model,
-            allow_root
+            allow_root,
+            decode_once
         )
     }
 
@@ -376,6 +382,7 @@ impl RawConfig {
                 .whisper_model
                 .unwrap_or_else(|| defaults::WHISPER_MODEL.into()),
             allow_root: self.allow_root.unwrap_or(false),
+            decode_once: self.decode_once.unwrap_or(false),
         })
     }
 }

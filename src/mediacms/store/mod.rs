@@ -9,11 +9,13 @@
 mod beat;
 mod chunks;
 mod encoding;
+mod ladder;
 mod media;
 
 pub use beat::ListingsUpdated;
 pub use chunks::{ChunkKey, ChunkLock, ChunkSetFailed, Finalised};
 pub use encoding::{DropReason, NewEncoding, StartOutcome, StartRequest, Started, SuccessUpdate};
+pub use ladder::{LadderClaim, LADDER_NOTE_PREFIX};
 pub use media::{PostEncodeResult, PostEncodeUpdate, PreviewChange};
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};

@@ -303,6 +303,7 @@ async fn ladder_ends_every_row_like_one_by_one_with_two_ffmpeg_processes() {
 
     for id in 1..=5 {
         let s = ssim(&lad.files[&id], &one.files[&id]);
+        eprintln!("rendition {id}: SSIM {s}");
         assert!(s >= 0.99, "rendition {id}: SSIM {s}");
     }
 }

@@ -210,6 +210,7 @@ fn task_env(
         temp_root: config.temp_directory.clone(),
         metrics,
         accel: Accel::new(caps, config.hwaccel, config.hw_concurrency, HW_COOLDOWN),
+        decode_once: config.decode_once,
     }
 }
 

@@ -134,6 +134,10 @@ pub struct RawConfig {
     /// Run as root even though the worker refuses to by default.
     #[arg(long, env = "WORKER_ALLOW_ROOT")]
     pub allow_root: Option<bool>,
+    /// Decode-once ladder: one `encode_media` claims the media's other pending video
+    /// Encodings and encodes them all from one decode.
+    #[arg(long, env = "WORKER_DECODE_ONCE")]
+    pub decode_once: Option<bool>,
 }
 
 /// The validated configuration every component is built from (in `app`).
@@ -168,6 +172,7 @@ pub struct Config {
     pub whisper_model: String,
     pub chunkize: bool,
     pub allow_root: bool,
+    pub decode_once: bool,
 }
 
 #[derive(Clone, PartialEq)]
@@ -270,7 +275,8 @@ impl RawConfig {
             celery_soft_time_limit,
             whisper_model,
             chunkize,
-            allow_root
+            allow_root,
+            decode_once
         )
     }
 
@@ -386,6 +392,7 @@ impl RawConfig {
                 .unwrap_or_else(|| defaults::WHISPER_MODEL.into()),
             chunkize: self.chunkize.unwrap_or(false),
             allow_root: self.allow_root.unwrap_or(false),
+            decode_once: self.decode_once.unwrap_or(false),
         })
     }
 }

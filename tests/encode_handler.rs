@@ -65,6 +65,7 @@ async fn env(db: &TestDb, redis: &TestRedis, media_root: &Path, hwaccel: HwAccel
         temp_root: media_root.join("tmp"),
         metrics: Arc::new(Metrics::new()),
         accel: Accel::new(caps, hwaccel, 1, Duration::from_secs(600)),
+        decode_once: false,
     }
 }
 

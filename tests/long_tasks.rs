@@ -65,6 +65,7 @@ impl Env {
             temp_root: root.path().join("tmp"),
             metrics: Arc::new(Metrics::new()),
             accel: Accel::software(),
+            decode_once: false,
         });
         let work = tempfile::tempdir().unwrap();
         Env {

@@ -101,6 +101,9 @@ impl EncodeMedia {
             worker: &ctx.hostname,
             retries: job.task.retries as i32,
         };
+        if let Some(done) = self.ladder_skip(job).await? {
+            return Ok(done); // another task's decode-once ladder owns this Encoding
+        }
         let started = match self.env.signals.begin_encoding(&req).await? {
             StartOutcome::Started(s) => s,
             StartOutcome::Missing | StartOutcome::Dropped { .. } => {
@@ -114,6 +117,12 @@ impl EncodeMedia {
         let began = Instant::now();
         if started.profile.is_gif() {
             return self.gif(&started, dir.path(), ctx, began).await;
+        }
+        if self.env.decode_once && !started.encoding.chunk {
+            let ladder = self.ladder(job, &started, dir.path(), ctx, began).await?;
+            if let Some(outcome) = ladder {
+                return Ok(outcome);
+            }
         }
         self.video(job, &started, dir.path(), ctx, began).await
     }
@@ -343,3 +352,4 @@ fn fallback_class(tail: &str) -> &'static str {
 }
 
 mod finish;
+mod ladder;

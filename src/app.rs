@@ -88,7 +88,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         shutdown.abort.clone(),
     ));
     tokio::spawn(shutdown.clone().watch_signals(config.drain));
-    let (broker, results) = connect_broker(&config).await?;
+    let (broker, results, depths) = connect_broker(&config).await?;
     health.set_broker_up(true);
     let store = Store::connect(&config.postgres, config.concurrency + 4)
         .context("configuring the Postgres pool")?;
@@ -112,13 +112,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(client) = redis_control_client(&config)? {
         tokio::spawn(Pidbox::new(client, state.clone()).run(shutdown.abort.clone()));
     }
-    tokio::spawn(watch_health(
+    let sampler = Sampler {
         health,
         store,
         state,
         metrics,
-        shutdown.clone(),
-    ));
+        depths,
+        queues: config.queues.clone(),
+    };
+    tokio::spawn(sampler.run(shutdown.clone()));
     tracing::info!(hostname = %config.hostname, queues = ?config.queues, "consuming");
     pool.run((&shutdown).into()).await;
     // Everything is settled: stop the control plane and the HTTP server.
@@ -127,10 +129,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Broker by URL scheme; results always go to the Redis result backend.
+/// Broker by URL scheme; results always go to the Redis result backend. The third value samples
+/// queue depths (Redis brokers only).
 async fn connect_broker(
     config: &Config,
-) -> anyhow::Result<(Arc<dyn Broker>, Arc<dyn ResultStore>)> {
+) -> anyhow::Result<(Arc<dyn Broker>, Arc<dyn ResultStore>, Option<RedisBroker>)> {
     let lease = RedisBrokerOptions {
         lease: config.lease,
         ..RedisBrokerOptions::default()
@@ -148,7 +151,7 @@ async fn connect_broker(
             .await
             .context("connecting to the Redis broker")?
     };
-    Ok((Arc::new(broker), Arc::new(results)))
+    Ok((Arc::new(broker.clone()), Arc::new(results), Some(broker)))
 }
 
 /// The pidbox control plane speaks Redis PUB/SUB; on AMQP it is not available (yet).
@@ -214,24 +217,40 @@ pub fn registry(env: Arc<TaskEnv>) -> Registry {
 }
 
 /// Liveness beat, readiness flags and sampled gauges, every 2 s until abort.
-async fn watch_health(
+struct Sampler {
     health: Health,
     store: Store,
     state: PoolState,
     metrics: Arc<Metrics>,
-    shutdown: Shutdown,
-) {
-    let mut tick = tokio::time::interval(Duration::from_secs(2));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.abort.cancelled() => return,
+    depths: Option<RedisBroker>,
+    queues: Vec<String>,
+}
+
+impl Sampler {
+    async fn run(self, shutdown: Shutdown) {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.abort.cancelled() => return,
+            }
+            self.health.beat();
+            self.health.set_intake_open(!shutdown.intake.is_cancelled());
+            self.health.set_db_up(self.store.ping().await.is_ok());
+            self.metrics
+                .set_jobs_in_flight(self.state.snapshot().active.len());
+            if let Some(broker) = &self.depths {
+                match broker.queue_depths(&self.queues).await {
+                    Ok(depths) => {
+                        self.health.set_broker_up(true);
+                        for (q, step, n) in depths {
+                            self.metrics.set_queue_depth(&q, step, n);
+                        }
+                    }
+                    Err(_) => self.health.set_broker_up(false),
+                }
+            }
         }
-        health.beat();
-        health.set_intake_open(!shutdown.intake.is_cancelled());
-        let db_up = store.ping().await.is_ok();
-        health.set_db_up(db_up);
-        metrics.set_jobs_in_flight(state.snapshot().active.len());
     }
 }
 

@@ -100,6 +100,28 @@ impl RedisBroker {
     pub fn lease(&self) -> Duration {
         self.inner.opts.lease
     }
+
+    /// Messages waiting per queue and priority step (`LLEN` of kombu's four lists), for the
+    /// queue-depth gauge.
+    pub async fn queue_depths(
+        &self,
+        queues: &[String],
+    ) -> Result<Vec<(String, u8, u64)>, BrokerError> {
+        let mut p = redis::pipe();
+        let mut keys = Vec::new();
+        for q in queues {
+            for step in crate::broker::PRIORITY_STEPS {
+                p.cmd("LLEN").arg(keys::priority_list(q, step));
+                keys.push((q.clone(), step));
+            }
+        }
+        let lens: Vec<u64> = self.inner.run(&p, true).await?;
+        Ok(keys
+            .into_iter()
+            .zip(lens)
+            .map(|((q, s), n)| (q, s, n))
+            .collect())
+    }
 }
 
 /// Unix time in float seconds, kombu's `unacked_index` score.

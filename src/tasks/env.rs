@@ -100,6 +100,19 @@ impl Accel {
         }
     }
 
+    /// When the operator forced a hardware backend (`--hwaccel nvenc|vaapi|qsv`) and this job
+    /// runs in software anyway: the backend asked for and why, for the Encoding log.
+    pub fn forced_fallback(&self, granted: &Granted) -> Option<(&'static str, String)> {
+        let asked = match self.hwaccel {
+            HwAccel::Auto | HwAccel::Software => return None,
+            HwAccel::Nvenc => "nvenc",
+            HwAccel::Vaapi => "vaapi",
+            HwAccel::Qsv => "qsv",
+        };
+        (granted.choice.backend == Backend::Software)
+            .then(|| (asked, granted.choice.reason.clone()))
+    }
+
     /// Mark a backend unhealthy after a hardware failure so the next jobs avoid it for a while.
     pub fn failed(&self, backend: &Backend, reason: &str) {
         let mut health = self.health.lock().expect("health book lock");

@@ -179,6 +179,7 @@ impl WorkerPool {
             core.state.clone(),
             core.opts.lease_renew_every,
             core.opts.restore_every,
+            core.metrics.clone(),
             lease_stop.clone(),
         ));
         let jobs = TaskTracker::new();

@@ -172,6 +172,13 @@ impl EncodeMedia {
         let granted = self.env.accel.grant(&codec);
         let mut backend = granted.choice.backend.clone();
         let mut notes = String::new();
+        if let Some((asked, reason)) = self.env.accel.forced_fallback(&granted) {
+            // The operator asked for hardware that cannot run here: say so where they look.
+            self.env.metrics.hw_fallback(asked, "device_open");
+            notes = format!(
+                "[mediacms-worker] --hwaccel {asked} unavailable, encoded in software: {reason}\n"
+            );
+        }
         loop {
             let plan = match self.plan(s, &input, &output, &pass_file, &backend) {
                 Ok(p) => p,

@@ -19,8 +19,8 @@ use mediacms_worker::celery::envelope;
 use serde_json::Value;
 use support::media::ffmpeg;
 use support::worker::{
-    ffprobe, files_under, metric, Site, WorkerOpts, FORWARD_QUEUE, MEDIA1_TOKEN, MEDIA1_UID,
-    MEDIA2_TOKEN, MEDIA2_UID, QUEUE, QUEUE_P9,
+    ffprobe, files_under, metric, Site, WorkerOpts, FORWARD_QUEUE, MEDIA1_FILE, MEDIA1_TOKEN,
+    MEDIA1_UID, MEDIA2_TOKEN, MEDIA2_UID, QUEUE, QUEUE_P9,
 };
 
 /// The 15 `long_tasks` messages in enqueue order (README of `messages/`).
@@ -42,8 +42,6 @@ const MESSAGES: [&str; 15] = [
     "encode_media-chunk-6.json",
 ];
 
-const MEDIA1_FILE: &str =
-    "original/user/refuser/41905ce2087146cdba79c28a24c33a9a.reference_720p.mp4";
 const MEDIA2_FILE: &str =
     "original/user/refuser/5af382d5f37447fa99853daeea4622fb.reference_long_360p.mp4";
 const CHUNK_PATTERN: &str =
@@ -166,8 +164,14 @@ async fn prepare_sources(site: &Site) {
         .get(0);
     let secs = format!("{MEDIA2_SECONDS}.0");
     let info = info
-        .replace("\"video_duration\": 310.0", &format!("\"video_duration\": {secs}"))
-        .replace("\"audio_duration\": 310.0", &format!("\"audio_duration\": {secs}"));
+        .replace(
+            "\"video_duration\": 310.0",
+            &format!("\"video_duration\": {secs}"),
+        )
+        .replace(
+            "\"audio_duration\": 310.0",
+            &format!("\"audio_duration\": {secs}"),
+        );
     c.execute(
         "UPDATE files_media SET duration = $1, media_info = $2 WHERE id = 2",
         &[&MEDIA2_SECONDS, &info],
@@ -271,7 +275,12 @@ fn check_h264_output(site: &Site, row: &Row, height: i64) {
     let path = site.media_path(&row.media_file);
     let meta = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
     assert_eq!(meta.permissions().mode() & 0o777, 0o644, "mode of {path:?}");
-    assert!(is_size_label(&row.size), "size {:?} of row {}", row.size, row.id);
+    assert!(
+        is_size_label(&row.size),
+        "size {:?} of row {}",
+        row.size,
+        row.id
+    );
     assert_eq!(
         row.size,
         format!("{:.1}MB", meta.len() as f64 / 1e6),
@@ -337,7 +346,10 @@ async fn reference_upload_ends_like_the_python_worker() {
     // --- files_encoding: 10 rows like the reference (7 kept + 3 concatenations).
     let rows = rows(&site).await;
     let task_of = |file: &str| ids.iter().find(|(f, _)| f == file).unwrap().1.clone();
-    assert!(rows.iter().all(|r| !r.chunk), "chunk rows must be gone: {rows:#?}");
+    assert!(
+        rows.iter().all(|r| !r.chunk),
+        "chunk rows must be gone: {rows:#?}"
+    );
     assert_eq!(rows.len(), 10, "{rows:#?}");
     let media1_name = format!("{MEDIA1_UID}.{MEDIA1_UID}.reference_720p.mp4.mp4");
     let input1 = site.media_path(MEDIA1_FILE);
@@ -352,10 +364,14 @@ async fn reference_upload_ends_like_the_python_worker() {
             format!("encoded/{profile}/refuser/{media1_name}")
         );
         check_h264_output(&site, row, *height);
-        assert_eq!(row.task_id, task_of(&format!("encode_media-{}.json", n + 1)));
+        assert_eq!(
+            row.task_id,
+            task_of(&format!("encode_media-{}.json", n + 1))
+        );
         assert_eq!(row.worker, w.hostname);
         assert!(
-            row.temp_file.starts_with(&site.temp_dir().to_string_lossy().into_owned())
+            row.temp_file
+                .starts_with(&site.temp_dir().to_string_lossy().into_owned())
                 && row.temp_file.ends_with(".mp4"),
             "temp_file {:?}",
             row.temp_file
@@ -483,7 +499,11 @@ async fn reference_upload_ends_like_the_python_worker() {
     // They were received on long_tasks first (published there by the encodes).
     let m = w.metrics();
     assert_eq!(
-        metric(&m, "mediacms_worker_tasks_received_total", &[("task", "create_hls")]),
+        metric(
+            &m,
+            "mediacms_worker_tasks_received_total",
+            &[("task", "create_hls")]
+        ),
         Some(8.0),
         "{m}"
     );

@@ -31,6 +31,8 @@ pub const FORWARD_QUEUE: &str = "e2e_forwarded";
 /// Media 1 of the reference upload (8 s 1280x720).
 pub const MEDIA1_UID: &str = "41905ce2087146cdba79c28a24c33a9a";
 pub const MEDIA1_TOKEN: &str = "2SJorQ1Qe";
+pub const MEDIA1_FILE: &str =
+    "original/user/refuser/41905ce2087146cdba79c28a24c33a9a.reference_720p.mp4";
 /// Media 2 of the reference upload (310 s 640x360, chunked).
 pub const MEDIA2_UID: &str = "5af382d5f37447fa99853daeea4622fb";
 pub const MEDIA2_TOKEN: &str = "emp3s0aau";
@@ -83,9 +85,7 @@ impl Site {
     /// A real MediaCMS message file with the fixture media root rewritten to ours — in the
     /// headers (`kwargsrepr`) and inside the base64 body (chunk paths) — other bytes untouched.
     pub fn real_message(&self, file: &str) -> Vec<u8> {
-        let path = super::db::shared_dir()
-            .join("mediacms/messages")
-            .join(file);
+        let path = super::db::shared_dir().join("mediacms/messages").join(file);
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
         let ours = format!("{}/", self.media_root().display());
         rewrite_message(&text, FIXTURE_MEDIA_ROOT, &ours).into_bytes()
@@ -171,6 +171,46 @@ impl Site {
             .map(|r| r.get(0))
     }
 
+    /// Replace media 1's file (`2SJorQ1Qe`) by a generated 1280x720 30 fps clip with AAC audio
+    /// of `seconds`, and set its `duration`/`media_info` duration to match.
+    pub async fn media1_clip(&self, seconds: u32) {
+        let path = self.media_path(MEDIA1_FILE);
+        let arg = |a: &str| a.to_owned();
+        super::media::ffmpeg(&[
+            arg("-f"),
+            arg("lavfi"),
+            arg("-i"),
+            arg("testsrc2=size=1280x720:rate=30"),
+            arg("-f"),
+            arg("lavfi"),
+            arg("-i"),
+            arg("sine=frequency=440"),
+            arg("-t"),
+            seconds.to_string(),
+            arg("-c:v"),
+            arg("libx264"),
+            arg("-preset"),
+            arg("ultrafast"),
+            arg("-pix_fmt"),
+            arg("yuv420p"),
+            arg("-c:a"),
+            arg("aac"),
+            path.to_string_lossy().into_owned(),
+        ]);
+        let secs = seconds as i32;
+        self.db
+            .client()
+            .await
+            .execute(
+                "UPDATE files_media SET duration = $1, \
+                 media_info = replace(media_info, '\"video_duration\": 8.0', \
+                                      '\"video_duration\": ' || $1::int || '.0') WHERE id = 1",
+                &[&secs],
+            )
+            .await
+            .unwrap();
+    }
+
     /// A copy of media 1 (`2SJorQ1Qe`) as a new Media `id`/`token` whose file is
     /// `original/user/refuser/<uid>.<name>`; `media_info`/`duration` as given. Returns the
     /// relative media file path.
@@ -190,9 +230,11 @@ impl Site {
         )
         .await
         .unwrap();
-        c.batch_execute("TRUNCATE e2e_media; INSERT INTO e2e_media SELECT * FROM files_media WHERE id = 1")
-            .await
-            .unwrap();
+        c.batch_execute(
+            "TRUNCATE e2e_media; INSERT INTO e2e_media SELECT * FROM files_media WHERE id = 1",
+        )
+        .await
+        .unwrap();
         c.execute(
             "UPDATE e2e_media SET id = $1, friendly_token = $2, uid = $3, media_file = $4, \
              media_info = $5, duration = $6, title = $2, encoding_status = 'pending', \
@@ -216,9 +258,11 @@ impl Site {
         )
         .await
         .unwrap();
-        c.batch_execute("TRUNCATE e2e_enc; INSERT INTO e2e_enc SELECT * FROM files_encoding WHERE id = 1")
-            .await
-            .unwrap();
+        c.batch_execute(
+            "TRUNCATE e2e_enc; INSERT INTO e2e_enc SELECT * FROM files_encoding WHERE id = 1",
+        )
+        .await
+        .unwrap();
         c.execute(
             "UPDATE e2e_enc SET id = $1, media_id = $2, profile_id = $3, status = 'pending', \
              progress = 0, add_date = now(), update_date = now()",
@@ -421,6 +465,19 @@ impl Worker {
         self.signal(libc::SIGTERM);
     }
 
+    /// Kill the ffmpeg processes a SIGKILLed worker left behind; returns how many were alive.
+    pub fn kill_orphans(&mut self) -> usize {
+        let mut alive = 0;
+        for pid in self.orphans.drain(..) {
+            if process(pid).is_some_and(|p| p.comm == "ffmpeg") {
+                alive += 1;
+                // SAFETY: kill(2) of a process we identified as our orphaned ffmpeg.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+        alive
+    }
+
     /// SIGKILL the worker (not its ffmpeg children: they are in their own process group and
     /// outlive it; they are remembered and killed on drop). Reaps it.
     pub fn sigkill(&mut self) {
@@ -586,7 +643,14 @@ pub struct Probe {
 /// Run the ffprobe CLI (the reference run's tool) on `path`.
 pub fn ffprobe(path: &Path) -> Probe {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-print_format", "json", "-show_streams", "-show_format"])
+        .args([
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_streams",
+            "-show_format",
+        ])
         .arg(path)
         .output()
         .expect("ffprobe must be installed");

@@ -19,8 +19,8 @@ use mediacms_worker::celery::envelope;
 use serde_json::Value;
 use support::media::ffmpeg;
 use support::worker::{
-    ffprobe, files_under, metric, Site, WorkerOpts, FORWARD_QUEUE, MEDIA1_FILE, MEDIA1_TOKEN,
-    MEDIA1_UID, MEDIA2_TOKEN, MEDIA2_UID, QUEUE, QUEUE_P9,
+    ffprobe, files_under, metric, Site, WorkerOpts, MEDIA1_FILE, MEDIA1_UID, MEDIA2_UID, QUEUE,
+    QUEUE_P9,
 };
 
 /// The 15 `long_tasks` messages in enqueue order (README of `messages/`).
@@ -310,7 +310,6 @@ async fn reference_upload_ends_like_the_python_worker() {
         .worker(WorkerOpts {
             concurrency: 2,
             preset: "medium".into(),
-            forward_unknown: true,
             ..WorkerOpts::default()
         })
         .await;
@@ -328,6 +327,28 @@ async fn reference_upload_ends_like_the_python_worker() {
                 })
             });
             (terminal && site_ref.queued() == 0 && site_ref.unacked() == 0).then_some(())
+        },
+    )
+    .await;
+    // The follow-ups too: 8 create_hls and 2 sprite tasks finished (BRPOP → unacked is not
+    // atomic, so an empty queue alone could be read in between).
+    let http = w.http;
+    w.until(
+        Duration::from_secs(120),
+        "the follow-up tasks",
+        || async move {
+            let m = support::worker::http_get(http, "/metrics").ok()?.1;
+            let done = |task| {
+                metric(
+                    &m,
+                    "mediacms_worker_tasks_finished_total",
+                    &[("task", task)],
+                )
+            };
+            let settled = done("create_hls") == Some(8.0)
+                && done("produce_sprite_from_video") == Some(2.0)
+                && site_ref.idle();
+            settled.then_some(())
         },
     )
     .await;
@@ -438,8 +459,20 @@ async fn reference_upload_ends_like_the_python_worker() {
     let mut expected_files: Vec<String> = rows.iter().map(|r| r.media_file.clone()).collect();
     expected_files.push(MEDIA1_FILE.into());
     expected_files.push(MEDIA2_FILE.into());
+    for (uid, original) in [
+        (MEDIA1_UID, "reference_720p.mp4"),
+        (MEDIA2_UID, "reference_long_360p.mp4"),
+    ] {
+        expected_files.push(format!(
+            "original/thumbnails/user/refuser/{uid}.{original}sprites.jpg"
+        ));
+    }
     expected_files.sort();
-    assert_eq!(files_under(&site.media_root()), expected_files);
+    let outside_hls: Vec<String> = files_under(&site.media_root())
+        .into_iter()
+        .filter(|f| !f.starts_with("hls/"))
+        .collect();
+    assert_eq!(outside_hls, expected_files);
     assert!(
         files_under(&site.temp_dir()).is_empty(),
         "TEMP_DIRECTORY must be left empty: {:?}",
@@ -475,38 +508,67 @@ async fn reference_upload_ends_like_the_python_worker() {
         .get(0);
     assert_eq!(count, 2);
 
-    // --- Follow-ups. No create_hls/produce_sprite_from_video handler is registered in this
-    // binary, so the worker forwards them (`--forward-unknown-to`) where we can read them:
-    // the two real produce_sprite_from_video messages and one create_hls per h264 success
-    // (5 for media 1, 3 concatenations for media 2; MediaCMS publishes each twice, §9.3).
-    let forwarded = site.list(FORWARD_QUEUE);
-    let mut hls: Vec<String> = forwarded
-        .iter()
-        .filter(|t| t.name == "create_hls")
-        .map(|t| t.args[0].as_str().unwrap().to_owned())
-        .collect();
-    hls.sort();
-    let mut expected_hls = vec![MEDIA1_TOKEN.to_owned(); 5];
-    expected_hls.extend(vec![MEDIA2_TOKEN.to_owned(); 3]);
-    expected_hls.sort();
-    assert_eq!(hls, expected_hls, "create_hls follow-ups");
-    let sprites = forwarded
-        .iter()
-        .filter(|t| t.name == "produce_sprite_from_video")
-        .count();
-    assert_eq!(sprites, 2);
-    assert_eq!(forwarded.len(), 10, "nothing else forwarded");
-    // They were received on long_tasks first (published there by the encodes).
+    // --- Follow-ups: every task ran here (no other consumer). create_hls was published once
+    // per h264 success on long_tasks (5 for media 1, 3 concatenations for media 2; MediaCMS
+    // publishes each twice, §9.3), and received and run by this worker.
     let m = w.metrics();
+    let hls = [("task", "create_hls")];
+    assert_eq!(
+        metric(&m, "mediacms_worker_tasks_received_total", &hls),
+        Some(8.0),
+        "{m}"
+    );
     assert_eq!(
         metric(
             &m,
-            "mediacms_worker_tasks_received_total",
-            &[("task", "create_hls")]
+            "mediacms_worker_tasks_finished_total",
+            &[("task", "create_hls"), ("outcome", "success")]
         ),
         Some(8.0),
         "{m}"
     );
+    for file in [
+        "produce_sprite_from_video-1.json",
+        "produce_sprite_from_video-2.json",
+    ] {
+        let id = envelope::decode_redis(&site.real_message(file)).unwrap().id;
+        let r = site
+            .result(&id)
+            .unwrap_or_else(|| panic!("no result for {file}"));
+        assert_eq!(
+            (r["status"].as_str(), &r["result"]),
+            (Some("SUCCESS"), &Value::Bool(true)),
+            "{file}: {r}"
+        );
+    }
+    for (id, uid, original, renditions) in [
+        (1, MEDIA1_UID, "reference_720p.mp4", 5),
+        (2, MEDIA2_UID, "reference_long_360p.mp4", 3),
+    ] {
+        let m = c
+            .query_one(
+                "SELECT hls_file, sprites FROM files_media WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        let master = site.media_path(&format!("hls/{uid}/master.m3u8"));
+        assert_eq!(
+            m.get::<_, String>(0),
+            master.to_string_lossy(),
+            "hls_file of media {id}"
+        );
+        let text = std::fs::read_to_string(&master).unwrap();
+        let variants = text
+            .lines()
+            .filter(|l| l.starts_with("#EXT-X-STREAM-INF"))
+            .count();
+        assert_eq!(variants, renditions, "{master:?}:\n{text}");
+        assert!(text.contains("RESOLUTION="), "{text}");
+        let sprites = format!("original/thumbnails/user/refuser/{uid}.{original}sprites.jpg");
+        assert_eq!(m.get::<_, String>(1), sprites, "sprites of media {id}");
+        assert!(site.media_path(&sprites).is_file());
+    }
 
     eprintln!(
         "reference upload: encodes done after {encode_secs:.1} s, test {:.1} s",

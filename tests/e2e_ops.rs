@@ -241,7 +241,13 @@ async fn sigterm_with_a_short_drain_requeues_and_a_second_worker_completes() {
         site.encoding_status(ENC720).await.as_deref(),
         Some("success")
     );
-    assert_eq!((site.unacked(), site.queued()), (0, 0));
+    // Acked, and its create_hls follow-up consumed too.
+    w2.until(
+        Duration::from_secs(60),
+        "queue and unacked empty",
+        || async move { site_ref.idle().then_some(()) },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,8 +25,6 @@ pub const WORKER_BIN: &str = env!("CARGO_BIN_EXE_mediacms-worker");
 pub const QUEUE: &str = "long_tasks";
 /// kombu's list for priority 9 of [`QUEUE`].
 pub const QUEUE_P9: &str = "long_tasks\x06\x169";
-/// Where e2e tests park unregistered task names (`--forward-unknown-to`), to inspect them.
-pub const FORWARD_QUEUE: &str = "e2e_forwarded";
 
 /// Media 1 of the reference upload (8 s 1280x720).
 pub const MEDIA1_UID: &str = "41905ce2087146cdba79c28a24c33a9a";
@@ -149,6 +147,11 @@ impl Site {
     /// Messages waiting in both priority lists of [`QUEUE`] we use.
     pub fn queued(&self) -> usize {
         self.llen(QUEUE) + self.llen(QUEUE_P9)
+    }
+
+    /// Nothing queued and nothing held: every task (follow-ups included) has finished.
+    pub fn idle(&self) -> bool {
+        self.queued() == 0 && self.unacked() == 0
     }
 
     /// The `celery-task-meta-<id>` document, if stored.
@@ -296,8 +299,6 @@ pub struct WorkerOpts {
     pub drain_secs: u64,
     /// FFMPEG_DEFAULT_PRESET: `ultrafast` unless a test checks MediaCMS's exact argv.
     pub preset: String,
-    /// Forward unregistered task names to [`FORWARD_QUEUE`] instead of failing them.
-    pub forward_unknown: bool,
     pub extra_args: Vec<String>,
 }
 
@@ -308,7 +309,6 @@ impl Default for WorkerOpts {
             lease_secs: 30,
             drain_secs: 30,
             preset: "ultrafast".into(),
-            forward_unknown: false,
             extra_args: vec![],
         }
     }
@@ -346,9 +346,6 @@ pub fn worker_command(site: &Site, opts: &WorkerOpts, hostname: &str, http: Sock
         .args(["--drain-secs", &opts.drain_secs.to_string()])
         .args(["--allow-root", "true", "--hwaccel", "software"])
         .args(&opts.extra_args);
-    if opts.forward_unknown {
-        cmd.args(["--forward-unknown-to", FORWARD_QUEUE]);
-    }
     // Nothing from the developer's environment (BROKER_URL, WORKER_*, …) may leak in.
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())

@@ -16,7 +16,6 @@ use super::{infra_outcome, JobContext, Outcome, TaskError, TaskHandler};
 use crate::celery::args::{bind, LongTask};
 use crate::celery::message::TaskMessage;
 use crate::ffmpeg::backend::backend_name;
-use crate::ffmpeg::probe;
 use crate::ffmpeg::progress::{percent, Progress, ProgressThrottle};
 use crate::ffmpeg::run::RunError;
 use crate::mediacms::layout;
@@ -153,7 +152,9 @@ impl EncodeMedia {
             Err(RunError::Cancelled { .. }) => return Ok(Outcome::Aborted),
             Err(e) => e.stderr_tail().to_owned(),
         };
-        if probe::validate_output(&output).is_ok() {
+        // MediaCMS accepts the gif when `filetype` sees image magic bytes; `validate_output`
+        // rejects image formats (gif included) by design, so it cannot be used here.
+        if is_gif_file(&output) {
             return self.succeed(s, &output, "", began).await;
         }
         let follow_ups = self
@@ -328,6 +329,15 @@ impl EncodeMedia {
         }
         Ok(last)
     }
+}
+
+/// A GIF by its magic bytes (`GIF87a`/`GIF89a`), what Python's `filetype.is_image` sees.
+fn is_gif_file(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 6];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok_and(|()| &magic == b"GIF87a" || &magic == b"GIF89a")
 }
 
 /// `tmpXXXXXXXX`, the shape of Python's NamedTemporaryFile names (they end up in gif names).

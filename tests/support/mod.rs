@@ -7,3 +7,4 @@ pub mod db;
 pub mod media;
 pub mod python;
 pub mod redis;
+pub mod fault;

@@ -598,8 +598,14 @@ mod tests {
         .resolve("h")
         .unwrap();
         let shown = format!("{c:#?}");
-        assert!(!shown.contains("is-pw") && !shown.contains("mq-pw"), "{shown}");
-        assert!(shown.contains("redis://default:<redacted>@cache:6379/1"), "{shown}");
+        assert!(
+            !shown.contains("is-pw") && !shown.contains("mq-pw"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("redis://default:<redacted>@cache:6379/1"),
+            "{shown}"
+        );
         assert_eq!(redact_url("redis://cache:6379/1"), "redis://cache:6379/1");
         assert_eq!(redact_url("redis://:pw@c/0"), "redis://:<redacted>@c/0");
     }

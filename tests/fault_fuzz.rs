@@ -183,8 +183,7 @@ fn decoder_survives_mutated_envelopes_for_the_time_budget() {
             if envelope::decode_redis(&raw).is_ok() {
                 decoded += 1;
             }
-            if catch_unwind(AssertUnwindSafe(|| exercise(&raw))).is_err() && first_panic.is_none()
-            {
+            if catch_unwind(AssertUnwindSafe(|| exercise(&raw))).is_err() && first_panic.is_none() {
                 first_panic = Some(raw);
             }
         }

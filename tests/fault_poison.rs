@@ -15,8 +15,8 @@ use mediacms_worker::celery::message::OutgoingTask;
 use serde_json::{json, Map, Value};
 use support::db::TestDb;
 use support::fault::{
-    envelope_of, lpush, result_doc, task_id, wait_until, Case, Endpoints, WorkerProc,
-    DEAD_LETTER, QUEUE,
+    envelope_of, lpush, result_doc, task_id, wait_until, Case, Endpoints, WorkerProc, DEAD_LETTER,
+    QUEUE,
 };
 use support::redis::TestRedis;
 
@@ -52,9 +52,17 @@ fn with_body(raw: &[u8], body: Value) -> Vec<u8> {
 fn dead_letter_corpus() -> Vec<(&'static str, Vec<u8>, &'static str)> {
     let good = cheap_encode;
     vec![
-        ("bad_json", b"{\"body\": \"W10=\", oops".to_vec(), "not valid JSON"),
+        (
+            "bad_json",
+            b"{\"body\": \"W10=\", oops".to_vec(),
+            "not valid JSON",
+        ),
         ("not_an_object", b"[1, 2, 3]".to_vec(), "not a JSON object"),
-        ("binary_garbage", vec![0xff, 0xfe, 0x00, 0x80, 0x7b], "not valid JSON"),
+        (
+            "binary_garbage",
+            vec![0xff, 0xfe, 0x00, 0x80, 0x7b],
+            "not valid JSON",
+        ),
         (
             "bad_base64",
             edited(&good(), |v| v["body"] = json!("%%%not-base64%%%")),
@@ -73,7 +81,10 @@ fn dead_letter_corpus() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         (
             "missing_delivery_info",
             edited(&good(), |v| {
-                v["properties"].as_object_mut().unwrap().remove("delivery_info");
+                v["properties"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("delivery_info");
             }),
             "delivery_info",
         ),
@@ -93,7 +104,9 @@ fn dead_letter_corpus() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         ),
         (
             "pickle_content_type",
-            edited(&good(), |v| v["content-type"] = json!("application/x-python-serialize")),
+            edited(&good(), |v| {
+                v["content-type"] = json!("application/x-python-serialize")
+            }),
             "content type",
         ),
         (
@@ -190,7 +203,11 @@ async fn every_poison_class_gets_its_disposition_and_the_worker_stays_up() {
     });
     assert_eq!(good_result["status"], "SUCCESS", "{good_result}");
     assert_eq!(good_result["result"], json!(false));
-    assert!(w.alive(), "worker must survive the corpus\n{}", w.log_tail());
+    assert!(
+        w.alive(),
+        "worker must survive the corpus\n{}",
+        w.log_tail()
+    );
 
     // Dead-letter list: one record per undecodable entry, raw bytes kept, reason named.
     let records: Vec<String> = redis::cmd("LRANGE")
@@ -228,7 +245,10 @@ async fn every_poison_class_gets_its_disposition_and_the_worker_stays_up() {
         assert_eq!(doc["result"]["exc_type"], "TypeError", "{name}: {doc}");
     }
     let doc = result_doc(&mut r, &task_id(&huge)).expect("huge: result");
-    assert_eq!((doc["status"].clone(), doc["result"].clone()), (json!("SUCCESS"), json!(false)));
+    assert_eq!(
+        (doc["status"].clone(), doc["result"].clone()),
+        (json!("SUCCESS"), json!(false))
+    );
     let doc = result_doc(&mut r, &task_id(&unknown)).expect("unknown: result");
     assert_eq!(doc["status"], "FAILURE");
     assert_eq!(doc["result"]["exc_type"], "NotRegistered");
@@ -239,7 +259,10 @@ async fn every_poison_class_gets_its_disposition_and_the_worker_stays_up() {
 
     // The ETA task is held: unacked, not run, no result.
     let eta_id = task_id(&eta);
-    assert!(result_doc(&mut r, &eta_id).is_none(), "ETA task must not run early");
+    assert!(
+        result_doc(&mut r, &eta_id).is_none(),
+        "ETA task must not run early"
+    );
     let held: Vec<String> = redis::cmd("HVALS").arg("unacked").query(&mut r).unwrap();
     assert_eq!(held.len(), 1, "only the ETA task is held: {held:?}");
     assert!(held[0].contains(&eta_id));
@@ -252,7 +275,12 @@ async fn every_poison_class_gets_its_disposition_and_the_worker_stays_up() {
         .wait_exit(Duration::from_secs(30))
         .unwrap_or_else(|| panic!("no exit after SIGTERM\n{}", w.log_tail()));
     assert!(status.success(), "exit {status}\n{}", w.log_tail());
-    let back: Vec<Vec<u8>> = redis::cmd("LRANGE").arg(QUEUE).arg(0).arg(-1).query(&mut r).unwrap();
+    let back: Vec<Vec<u8>> = redis::cmd("LRANGE")
+        .arg(QUEUE)
+        .arg(0)
+        .arg(-1)
+        .query(&mut r)
+        .unwrap();
     assert_eq!(back.len(), 1, "the ETA task is back in {QUEUE}");
     let msg = envelope::decode_redis(&back[0]).unwrap();
     assert_eq!(msg.id, eta_id);

@@ -126,7 +126,10 @@ impl RedisServer {
         self.child = Some(child);
         let url = self.url(0);
         wait_until(Duration::from_secs(20), "redis-server PING", || {
-            let mut c = redis::Client::open(url.as_str()).ok()?.get_connection().ok()?;
+            let mut c = redis::Client::open(url.as_str())
+                .ok()?
+                .get_connection()
+                .ok()?;
             redis::cmd("PING").query::<String>(&mut c).ok()
         });
     }
@@ -369,7 +372,11 @@ impl WorkerProc {
         let text = self.log_text();
         let lines: Vec<&str> = text.lines().collect();
         let from = lines.len().saturating_sub(40);
-        format!("--- {} ---\n{}", self.log.display(), lines[from..].join("\n"))
+        format!(
+            "--- {} ---\n{}",
+            self.log.display(),
+            lines[from..].join("\n")
+        )
     }
 
     pub fn alive(&mut self) -> bool {
@@ -535,4 +542,136 @@ pub fn script(path: &Path, body: &str) {
     drop(f);
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A software-only [`TaskEnv`] for driving handlers through the library (no capability probe).
+pub async fn task_env(
+    pg: &PostgresConfig,
+    redis_url: &str,
+    media_root: &Path,
+    temp_root: &Path,
+) -> mediacms_worker::tasks::env::TaskEnv {
+    use mediacms_worker::broker::redis::{RedisBroker, RedisBrokerOptions};
+    use mediacms_worker::tasks::env::{Accel, FfmpegOptions, TaskEnv};
+    let store = mediacms_worker::mediacms::store::Store::connect(pg, 4).unwrap();
+    let broker = RedisBroker::connect(redis_url, RedisBrokerOptions::default())
+        .await
+        .unwrap();
+    TaskEnv {
+        signals: mediacms_worker::mediacms::signals::Signals::new(store, media_root),
+        publisher: std::sync::Arc::new(broker),
+        ffmpeg: FfmpegOptions {
+            program: "ffmpeg".into(),
+            nice: 0,
+        },
+        settings: mediacms_worker::plan::EncodeSettings {
+            preset: "ultrafast".into(),
+            ..Default::default()
+        },
+        temp_root: temp_root.to_owned(),
+        metrics: std::sync::Arc::new(mediacms_worker::telemetry::Metrics::new()),
+        accel: Accel::software(),
+    }
+}
+
+/// A job context with a fresh token and an optional soft limit.
+pub fn job_ctx(limit: Option<Duration>) -> mediacms_worker::tasks::JobContext {
+    mediacms_worker::tasks::JobContext {
+        cancel: tokio_util::sync::CancellationToken::new(),
+        hostname: "fault@test".into(),
+        deadline: limit.map(|l| tokio::time::Instant::now() + l),
+    }
+}
+
+/// An `encode_media(token, profile, encoding)` task message (kwargs `force: true`).
+pub fn encode_task(
+    token: &str,
+    profile: i32,
+    encoding: i32,
+) -> mediacms_worker::celery::message::TaskMessage {
+    let mut kw = Map::new();
+    kw.insert("force".into(), Value::Bool(true));
+    let raw = envelope_of(
+        "encode_media",
+        vec![token.into(), profile.into(), encoding.into()],
+        kw,
+        0,
+    );
+    envelope::decode_redis(&raw).unwrap()
+}
+
+/// Insert Media `id`/`token` copied from reference media 1, with `media_file` (relative or
+/// absolute, stored as given), `media_info` JSON and `duration`, and one pending Encoding
+/// `encoding_id` of (`id`, `profile_id`). Returns nothing; rows are committed.
+pub async fn insert_media_and_encoding(
+    c: &tokio_postgres::Client,
+    id: i32,
+    token: &str,
+    media_file: &str,
+    media_info: &str,
+    duration: i32,
+    encoding_id: i32,
+    profile_id: i32,
+) {
+    let uid = uuid::Uuid::new_v4();
+    c.batch_execute(
+        "CREATE TEMP TABLE IF NOT EXISTS fault_media AS SELECT * FROM files_media LIMIT 0; \
+         CREATE TEMP TABLE IF NOT EXISTS fault_enc AS SELECT * FROM files_encoding LIMIT 0; \
+         TRUNCATE fault_media, fault_enc; \
+         INSERT INTO fault_media SELECT * FROM files_media WHERE id = 1; \
+         INSERT INTO fault_enc SELECT * FROM files_encoding WHERE id = 1;",
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "UPDATE fault_media SET id = $1, friendly_token = $2, uid = $3, media_file = $4, \
+         media_info = $5, duration = $6, title = $2, encoding_status = 'pending', \
+         listable = false, preview_file_path = ''",
+        &[&id, &token, &uid, &media_file, &media_info, &duration],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "UPDATE fault_enc SET id = $1, media_id = $2, profile_id = $3, status = 'pending', \
+         progress = 0, add_date = now(), update_date = now()",
+        &[&encoding_id, &id, &profile_id],
+    )
+    .await
+    .unwrap();
+    c.batch_execute(
+        "INSERT INTO files_media SELECT * FROM fault_media; \
+         INSERT INTO files_encoding SELECT * FROM fault_enc;",
+    )
+    .await
+    .unwrap();
+}
+
+/// `(status, logs)` of an Encoding, `None` when the row is gone.
+pub async fn encoding_row(c: &tokio_postgres::Client, id: i32) -> Option<(String, String)> {
+    c.query_opt(
+        "SELECT status, logs FROM files_encoding WHERE id = $1",
+        &[&id],
+    )
+    .await
+    .unwrap()
+    .map(|r| (r.get(0), r.get(1)))
+}
+
+/// Every file below `dir` (relative paths), sorted.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, d: &Path, out: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(base, &p, out);
+            } else {
+                out.push(p.strip_prefix(base).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = vec![];
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
 }

@@ -210,7 +210,16 @@ impl EncodeMedia {
                 Ok(p) => p,
                 Err(skip) => {
                     tracing::info!(encoding = s.encoding.id, %skip, "no command for this profile");
-                    let follow_ups = self.env.signals.on_failure(s.encoding.id, None).await?;
+                    // MediaCMS leaves `logs` empty for a profile it skips by rule; an unusable
+                    // source (no video stream, unreadable file) is said in the log instead, or
+                    // the operator sees a bare `fail` with nothing to act on.
+                    let why = matches!(skip, plan::PlanSkip::InvalidMediaInfo(_))
+                        .then(|| format!("[mediacms-worker] not encoded: {skip}"));
+                    let follow_ups = self
+                        .env
+                        .signals
+                        .on_failure(s.encoding.id, why.as_deref())
+                        .await?;
                     self.env.publish_follow_ups(&follow_ups).await;
                     return Ok(Outcome::Success(json!(false)));
                 }

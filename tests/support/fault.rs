@@ -675,3 +675,16 @@ pub fn files_under(dir: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+impl WorkerProc {
+    /// `kill -9` the worker and, right after, everything below it: a container that dies
+    /// takes its ffmpeg children with it.
+    pub fn kill_tree(&mut self) {
+        let below = descendants(self.pid);
+        self.sigkill();
+        for pid in below {
+            // SAFETY: kill(2) of a process that was below our worker a moment ago.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use super::{EncodeAction, FollowUp, Result, Signals};
 use crate::mediacms::layout::{self, LayoutError};
+use crate::plan::repr::py_str_repr;
 use crate::mediacms::model::{EncodeProfile, Encoding, Media};
 use crate::mediacms::store::{ChunkKey, ChunkLock, ChunkSetFailed, Finalised, NewEncoding};
 
@@ -208,44 +209,16 @@ impl Signals {
 fn concat_logs(parts: &[PathBuf], stderr: &str, chunk_logs: &[String]) -> String {
     let list: Vec<String> = parts
         .iter()
-        .map(|p| py_repr(&p.to_string_lossy()))
+        .map(|p| py_str_repr(&p.to_string_lossy()))
         .collect();
     format!(
         "[{}]\n{{'out': '', 'error': {}}}\n{}",
         list.join(", "),
-        py_repr(stderr),
+        py_str_repr(stderr),
         chunk_logs.join("\n")
     )
 }
 
-/// Python's `repr()` of a str (single quotes unless the text has `'` but no `"`).
-fn py_repr(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push(quote);
-    for ch in s.chars() {
-        match ch {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c == quote => {
-                out.push('\\');
-                out.push(c);
-            }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32))
-            }
-            c => out.push(c),
-        }
-    }
-    out.push(quote);
-    out
-}
 
 #[cfg(test)]
 mod tests {
@@ -253,10 +226,10 @@ mod tests {
 
     #[test]
     fn py_repr_matches_python() {
-        assert_eq!(py_repr("a"), "'a'");
-        assert_eq!(py_repr("it's"), "\"it's\"");
-        assert_eq!(py_repr("a\nb\\"), "'a\\nb\\\\'");
-        assert_eq!(py_repr("'\""), "'\\'\"'");
+        assert_eq!(py_str_repr("a"), "'a'");
+        assert_eq!(py_str_repr("it's"), "\"it's\"");
+        assert_eq!(py_str_repr("a\nb\\"), "'a\\nb\\\\'");
+        assert_eq!(py_str_repr("'\""), "'\\'\"'");
     }
 
     #[test]

@@ -236,17 +236,7 @@ async fn bad_and_odd_media_end_in_success_or_a_readable_fail_never_a_hang() {
             .unwrap_or(0.0)
             .round() as i32;
         let (id, token) = (200 + i as i32, format!("Bad{i}"));
-        insert_media_and_encoding(
-            &c,
-            id,
-            &token,
-            &rel,
-            &info.to_string(),
-            duration,
-            id,
-            PROFILE,
-        )
-        .await;
+        insert_media_and_encoding(&c, id, &token, &rel, &info.to_string(), duration, PROFILE).await;
 
         let started = Instant::now();
         let task = encode_task(&token, PROFILE, id);

@@ -45,7 +45,7 @@ async fn two_slots_of_1080p_stay_within_the_memory_bound() {
     );
     let info = probe::media_file_info(&made, false);
     let c = db.client().await;
-    insert_media_and_encoding(&c, 300, "Mem1080", &rel, &info.to_string(), 2, 300, 10).await;
+    insert_media_and_encoding(&c, 300, "Mem1080", &rel, &info.to_string(), 2, 10).await;
     // Second Encoding (h264-1080) of the same media: the helper's staged row under id 301.
     c.batch_execute(
         "UPDATE fault_enc SET id = 301, profile_id = 7; \

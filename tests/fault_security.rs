@@ -37,7 +37,7 @@ async fn encode_with_media_file(
         .unwrap()
         .get(0);
     let token = format!("Esc{id}");
-    insert_media_and_encoding(&c, id, &token, media_file, &info, 8, id, 23).await;
+    insert_media_and_encoding(&c, id, &token, media_file, &info, 8, 23).await;
     let env = task_env(&db.config(), &redis.url, root, &root.join("tmp")).await;
     let handler = EncodeMedia {
         env: std::sync::Arc::new(env),

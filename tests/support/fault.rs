@@ -601,8 +601,9 @@ pub fn encode_task(
 }
 
 /// Insert Media `id`/`token` copied from reference media 1, with `media_file` (relative or
-/// absolute, stored as given), `media_info` JSON and `duration`, and one pending Encoding
-/// `encoding_id` of (`id`, `profile_id`). Returns nothing; rows are committed.
+/// absolute, stored as given), `media_info` JSON and `duration`, and one pending Encoding with
+/// the same `id` for (`id`, `profile_id`). The Encoding stays staged in the session's temp
+/// table `fault_enc` (insert more copies from it).
 pub async fn insert_media_and_encoding(
     c: &tokio_postgres::Client,
     id: i32,
@@ -610,7 +611,6 @@ pub async fn insert_media_and_encoding(
     media_file: &str,
     media_info: &str,
     duration: i32,
-    encoding_id: i32,
     profile_id: i32,
 ) {
     let uid = uuid::Uuid::new_v4();
@@ -634,7 +634,7 @@ pub async fn insert_media_and_encoding(
     c.execute(
         "UPDATE fault_enc SET id = $1, media_id = $2, profile_id = $3, status = 'pending', \
          progress = 0, add_date = now(), update_date = now()",
-        &[&encoding_id, &id, &profile_id],
+        &[&id, &id, &profile_id],
     )
     .await
     .unwrap();

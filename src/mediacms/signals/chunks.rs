@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 
 use super::{EncodeAction, FollowUp, Result, Signals};
 use crate::mediacms::layout::{self, LayoutError};
-use crate::plan::repr::py_str_repr;
 use crate::mediacms::model::{EncodeProfile, Encoding, Media};
 use crate::mediacms::store::{ChunkKey, ChunkLock, ChunkSetFailed, Finalised, NewEncoding};
+use crate::plan::repr::py_str_repr;
 
 /// A chunk set this worker holds the lock for and must concatenate.
 pub struct ConcatJob {
@@ -218,7 +218,6 @@ fn concat_logs(parts: &[PathBuf], stderr: &str, chunk_logs: &[String]) -> String
         chunk_logs.join("\n")
     )
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use crate::broker::amqp::{AmqpBroker, AmqpOptions};
 use crate::broker::pidbox::Pidbox;
 use crate::broker::redis::{RedisBroker, RedisBrokerOptions};
 use crate::broker::{Broker, ResultStore};
@@ -16,8 +17,13 @@ use crate::mediacms::signals::Signals;
 use crate::mediacms::store::Store;
 use crate::plan::EncodeSettings;
 use crate::shutdown::Shutdown;
+use crate::tasks::beat::BeatTasks;
+use crate::tasks::create_hls::CreateHls;
 use crate::tasks::encode_media::EncodeMedia;
 use crate::tasks::env::{Accel, FfmpegOptions, TaskEnv};
+use crate::tasks::remove_media_file::RemoveMediaFile;
+use crate::tasks::sprites::ProduceSprites;
+use crate::tasks::whisper::{WhisperOptions, WhisperTranscribe};
 use crate::tasks::Registry;
 use crate::telemetry::{Health, HttpState, Metrics};
 use crate::worker::{PoolOptions, PoolState, WorkerPool};
@@ -106,7 +112,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         metrics.clone(),
         caps,
     ));
-    let pool = WorkerPool::new(broker, results, registry(env), pool_options(&config))
+    let cache = redis::Client::open(config.redis_location.as_str()).context("REDIS_LOCATION")?;
+    let whisper = WhisperOptions::from_env(&config.whisper_model);
+    let registry = registry(env, cache, whisper);
+    let pool = WorkerPool::new(broker, results, registry, pool_options(&config))
         .with_metrics(metrics.clone());
     let state = pool.state();
     if let Some(client) = redis_control_client(&config)? {
@@ -141,8 +150,12 @@ async fn connect_broker(
     let results = RedisBroker::connect(&config.result_backend, lease.clone())
         .await
         .context("connecting to the result backend")?;
-    if config.broker_url.starts_with("amqp") {
-        anyhow::bail!("AMQP broker: pending");
+    if config.broker_url.starts_with("amqp") || config.broker_url.starts_with("pyamqp") {
+        let prefetch = u16::try_from(pool_options(config).prefetch_limit()).unwrap_or(u16::MAX);
+        let amqp = AmqpBroker::connect(&config.broker_url, AmqpOptions::new(prefetch))
+            .await
+            .context("connecting to the AMQP broker")?;
+        return Ok((Arc::new(amqp), Arc::new(results), None));
     }
     let broker = if config.broker_url == config.result_backend {
         results.clone()
@@ -156,7 +169,7 @@ async fn connect_broker(
 
 /// The pidbox control plane speaks Redis PUB/SUB; on AMQP it is not available (yet).
 fn redis_control_client(config: &Config) -> anyhow::Result<Option<redis::Client>> {
-    if config.broker_url.starts_with("amqp") {
+    if !config.broker_url.starts_with("redis") {
         tracing::warn!("celery inspect/control is only served on a Redis broker");
         return Ok(None);
     }
@@ -209,10 +222,29 @@ pub fn encode_settings(config: &Config) -> EncodeSettings {
     }
 }
 
-/// Every long task name → its handler.
-pub fn registry(env: Arc<TaskEnv>) -> Registry {
+/// Every long task name → its handler. `cache` is the Django cache (REDIS_LOCATION).
+pub fn registry(env: Arc<TaskEnv>, cache: redis::Client, whisper: WhisperOptions) -> Registry {
     let mut r = Registry::default();
-    r.register("encode_media", Arc::new(EncodeMedia { env }));
+    r.register("encode_media", Arc::new(EncodeMedia { env: env.clone() }));
+    r.register("create_hls", Arc::new(CreateHls::new(env.clone())));
+    r.register(
+        "produce_sprite_from_video",
+        Arc::new(ProduceSprites { env: env.clone() }),
+    );
+    let beat = Arc::new(BeatTasks {
+        env: env.clone(),
+        cache,
+    });
+    r.register("get_list_of_popular_media", beat.clone());
+    r.register("update_listings_thumbnails", beat);
+    r.register(
+        "whisper_transcribe",
+        Arc::new(WhisperTranscribe {
+            env: env.clone(),
+            options: whisper,
+        }),
+    );
+    r.register("remove_media_file", Arc::new(RemoveMediaFile { env }));
     r
 }
 

@@ -14,9 +14,15 @@ use tokio_util::sync::CancellationToken;
 use crate::celery::message::TaskMessage;
 use crate::mediacms::Disposition;
 
+pub mod beat;
+pub mod chunkize;
+pub mod create_hls;
 pub mod encode_media;
 pub mod env;
 pub mod pickle;
+pub mod remove_media_file;
+pub mod sprites;
+pub mod whisper;
 
 /// A Celery-shaped exception: `{exc_type, exc_message: [message], exc_module}`.
 #[derive(Debug, Clone, PartialEq)]

@@ -7,11 +7,13 @@
 //! (chunk-set locking and finalisation), `beat` (popular media, listings thumbnails).
 
 mod beat;
+mod chunkize;
 mod chunks;
 mod encoding;
 mod media;
 
 pub use beat::ListingsUpdated;
+pub use chunkize::NewChunk;
 pub use chunks::{ChunkKey, ChunkLock, ChunkSetFailed, Finalised};
 pub use encoding::{DropReason, NewEncoding, StartOutcome, StartRequest, Started, SuccessUpdate};
 pub use media::{PostEncodeResult, PostEncodeUpdate, PreviewChange};

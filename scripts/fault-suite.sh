@@ -13,7 +13,7 @@ done
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 start=$(date +%s)
-cargo test "${args[@]}" -- --nocapture --test-threads="${FAULT_THREADS:-2}" 2>&1 | tee "$log"
+cargo test --no-fail-fast "${args[@]}" -- --nocapture --test-threads="${FAULT_THREADS:-2}" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 secs=$(( $(date +%s) - start ))
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use mediacms_worker::mediacms::layout::{self, LayoutError};
 use mediacms_worker::tasks::encode_media::EncodeMedia;
+use mediacms_worker::tasks::remove_media_file::RemoveMediaFile;
 use mediacms_worker::tasks::{Outcome, TaskHandler};
 use serde_json::json;
 use support::db::TestDb;
@@ -108,8 +109,8 @@ async fn db_paths_escaping_media_root_fail_readably_and_touch_nothing_outside() 
     case.survived();
 }
 
-#[test]
-fn remove_media_file_refuses_escapes_and_symlinks() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_media_file_refuses_escapes_and_symlinks() {
     let case = Case::new("security_remove_media_file");
     let base = tempfile::tempdir().unwrap();
     let root = base.path().join("media");
@@ -134,11 +135,29 @@ fn remove_media_file_refuses_escapes_and_symlinks() {
         "encoded/inner-link.mp4".to_owned(),
         "encoded".to_owned(),
     ];
+    // The task handler, as the worker runs a `remove_media_file` message: refused → `false`.
+    let db = TestDb::new().await;
+    let redis = TestRedis::claim();
+    let env = task_env(&db.config(), &redis.url, &root, &base.path().join("tmp")).await;
+    let handler = RemoveMediaFile {
+        env: std::sync::Arc::new(env),
+    };
+    let task = |p: &str| {
+        let raw = support::fault::envelope_of(
+            "remove_media_file",
+            vec![json!(p)],
+            serde_json::Map::new(),
+            0,
+        );
+        mediacms_worker::celery::envelope::decode_redis(&raw).unwrap()
+    };
     for p in &refused {
         match layout::remove_media_file(&root, Path::new(p)) {
             Err(LayoutError::Escapes { .. }) | Err(LayoutError::NotRegularFile(_)) => {}
             other => panic!("{p}: expected a refusal, got {other:?}"),
         }
+        let outcome = handler.run(&task(p), job_ctx(None)).await;
+        assert_eq!(outcome, Outcome::Success(json!(false)), "{p}");
     }
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
     assert!(
@@ -146,7 +165,10 @@ fn remove_media_file_refuses_escapes_and_symlinks() {
         "the link's target inside the root survives"
     );
     // The legitimate delete still works.
-    assert!(layout::remove_media_file(&root, Path::new("encoded/inside.mp4")).unwrap());
+    let outcome = handler
+        .run(&task("encoded/inside.mp4"), job_ctx(None))
+        .await;
+    assert_eq!(outcome, Outcome::Success(json!(true)));
     assert!(!inside.exists());
     case.survived();
 }

@@ -140,8 +140,9 @@ pub struct RawConfig {
     pub decode_once: Option<bool>,
 }
 
-/// The validated configuration every component is built from (in `app`).
-#[derive(Debug, Clone, PartialEq)]
+/// The validated configuration every component is built from (in `app`). Its `Debug` (what
+/// `check-config` prints) redacts the password of every URL and of Postgres.
+#[derive(Clone, PartialEq)]
 pub struct Config {
     pub broker_url: String,
     pub redis_location: String,
@@ -173,6 +174,62 @@ pub struct Config {
     pub chunkize: bool,
     pub allow_root: bool,
     pub decode_once: bool,
+}
+
+impl std::fmt::Debug for Config {
+    // Credentials never reach logs or `check-config` output: URLs carry them in userinfo.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("broker_url", &redact_url(&self.broker_url))
+            .field("redis_location", &redact_url(&self.redis_location))
+            .field("result_backend", &redact_url(&self.result_backend))
+            .field("postgres", &self.postgres)
+            .field("media_root", &self.media_root)
+            .field("temp_directory", &self.temp_directory)
+            .field("ffmpeg_command", &self.ffmpeg_command)
+            .field("queues", &self.queues)
+            .field("concurrency", &self.concurrency)
+            .field("hostname", &self.hostname)
+            .field("log_filter", &self.log_filter)
+            .field("log_format", &self.log_format)
+            .field("prefetch_multiplier", &self.prefetch_multiplier)
+            .field("lease", &self.lease)
+            .field("drain", &self.drain)
+            .field("http_addr", &self.http_addr)
+            .field("forward_unknown_to", &self.forward_unknown_to)
+            .field("hwaccel", &self.hwaccel)
+            .field("hw_device", &self.hw_device)
+            .field("hw_concurrency", &self.hw_concurrency)
+            .field("ffmpeg_threads", &self.ffmpeg_threads)
+            .field("ffmpeg_nice", &self.ffmpeg_nice)
+            .field("ffmpeg_default_preset", &self.ffmpeg_default_preset)
+            .field(
+                "minimum_resolutions_to_encode",
+                &self.minimum_resolutions_to_encode,
+            )
+            .field("sprite_num_secs", &self.sprite_num_secs)
+            .field("soft_time_limit", &self.soft_time_limit)
+            .field("whisper_model", &self.whisper_model)
+            .field("allow_root", &self.allow_root)
+            .finish()
+    }
+}
+
+/// `scheme://user:password@host/…` → `scheme://user:<redacted>@host/…` (also with an empty
+/// user); URLs without a password are returned unchanged.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    // userinfo ends at the last '@' before the first '/' (passwords may contain '@').
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    match rest[..at].split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:<redacted>{}", &rest[at..]),
+        None => url.to_owned(),
+    }
 }
 
 #[derive(Clone, PartialEq)]
@@ -545,5 +602,28 @@ mod tests {
         .resolve("h")
         .unwrap();
         assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    /// Regression: `check-config` printed `redis://user:password@…` URLs in full.
+    #[test]
+    fn check_config_redacts_url_passwords() {
+        let c = RawConfig {
+            redis_location: Some("redis://default:r3d@is-pw@cache:6379/1".into()),
+            broker_url: Some("amqp://guest:mq-pw@mq:5672//".into()),
+            ..Default::default()
+        }
+        .resolve("h")
+        .unwrap();
+        let shown = format!("{c:#?}");
+        assert!(
+            !shown.contains("is-pw") && !shown.contains("mq-pw"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("redis://default:<redacted>@cache:6379/1"),
+            "{shown}"
+        );
+        assert_eq!(redact_url("redis://cache:6379/1"), "redis://cache:6379/1");
+        assert_eq!(redact_url("redis://:pw@c/0"), "redis://:<redacted>@c/0");
     }
 }

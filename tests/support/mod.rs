@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod db;
+pub mod fault;
 pub mod media;
 pub mod python;
 pub mod redis;

@@ -21,6 +21,7 @@ use crate::ffmpeg::run::RunError;
 use crate::mediacms::layout;
 use crate::mediacms::signals::SignalError;
 use crate::mediacms::store::{StartOutcome, StartRequest, Started};
+use crate::mediacms::Disposition;
 use crate::plan::{self, Backend, EncodeIo, MediaInfo, ProfileSpec};
 
 /// How often progress is saved while ffmpeg runs; each save also detects a deleted Encoding,
@@ -79,7 +80,32 @@ impl TaskHandler for EncodeMedia {
         };
         match self.encode(&job, &ctx).await {
             Ok(outcome) => outcome,
-            Err(e) => infra_outcome(task, &ctx, &e.to_string(), e.disposition()).await,
+            Err(e) => {
+                let message = e.to_string();
+                if e.disposition() == Disposition::Fail {
+                    self.permanent_failure(job.encoding_id, &message).await;
+                }
+                infra_outcome(task, &ctx, &message, e.disposition()).await
+            }
+        }
+    }
+}
+
+impl EncodeMedia {
+    /// A permanent error (a DB path escaping MEDIA_ROOT, a foreign file type) ends the
+    /// Encoding `fail` with the reason in its log, as MediaCMS's `on_failure` does; otherwise
+    /// the row claimed at start would stay `running` forever with nothing to say why.
+    async fn permanent_failure(&self, encoding_id: i32, message: &str) {
+        match self
+            .env
+            .signals
+            .on_failure(encoding_id, Some(message))
+            .await
+        {
+            Ok(follow_ups) => self.env.publish_follow_ups(&follow_ups).await,
+            Err(e) => {
+                tracing::error!(encoding = encoding_id, error = %e, "marking the Encoding failed")
+            }
         }
     }
 }
@@ -194,7 +220,16 @@ impl EncodeMedia {
                 Ok(p) => p,
                 Err(skip) => {
                     tracing::info!(encoding = s.encoding.id, %skip, "no command for this profile");
-                    let follow_ups = self.env.signals.on_failure(s.encoding.id, None).await?;
+                    // MediaCMS leaves `logs` empty for a profile it skips by rule; an unusable
+                    // source (no video stream, unreadable file) is said in the log instead, or
+                    // the operator sees a bare `fail` with nothing to act on.
+                    let why = matches!(skip, plan::PlanSkip::InvalidMediaInfo(_))
+                        .then(|| format!("[mediacms-worker] not encoded: {skip}"));
+                    let follow_ups = self
+                        .env
+                        .signals
+                        .on_failure(s.encoding.id, why.as_deref())
+                        .await?;
                     self.env.publish_follow_ups(&follow_ups).await;
                     return Ok(Outcome::Success(json!(false)));
                 }

@@ -8,21 +8,17 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use mediacms_worker::broker::redis::{RedisBroker, RedisBrokerOptions};
 use mediacms_worker::celery::envelope::decode_redis;
-use mediacms_worker::config::HwAccel;
-use mediacms_worker::ffmpeg::caps::Capabilities;
-use mediacms_worker::mediacms::signals::Signals;
 use mediacms_worker::mediacms::store::{LadderClaim, Store, LADDER_NOTE_PREFIX};
 use mediacms_worker::plan::{plan_ladder, EncodeSettings, LadderRung, MediaInfo, ProfileSpec};
 use mediacms_worker::tasks::encode_media::EncodeMedia;
-use mediacms_worker::tasks::env::{Accel, FfmpegOptions, TaskEnv};
+use mediacms_worker::tasks::env::TaskEnv;
 use mediacms_worker::tasks::{JobContext, Outcome, TaskHandler};
 use mediacms_worker::telemetry::Metrics;
 use serde_json::json;
 use support::db::{shared_dir, TestDb};
+use support::env::{task_env, EnvOptions};
 use support::media::{clip, ClipSpec};
 use support::redis::TestRedis;
 use tokio_util::sync::CancellationToken;
@@ -64,27 +60,11 @@ fn source(dir: &Path) -> PathBuf {
 }
 
 async fn env(db: &TestDb, redis: &TestRedis, root: &Path, decode_once: bool) -> TaskEnv {
-    let store = Store::connect(&db.config(), 4).unwrap();
-    let broker = RedisBroker::connect(&redis.url, RedisBrokerOptions::default())
-        .await
-        .unwrap();
-    let caps = Capabilities::probe("ffmpeg", HwAccel::Software, None).await;
-    TaskEnv {
-        signals: Signals::new(store, root),
-        publisher: Arc::new(broker),
-        ffmpeg: FfmpegOptions {
-            program: "ffmpeg".into(),
-            nice: 0,
-        },
-        settings: EncodeSettings {
-            preset: "ultrafast".into(),
-            ..EncodeSettings::default()
-        },
-        temp_root: root.join("tmp"),
-        metrics: Arc::new(Metrics::new()),
-        accel: Accel::new(caps, HwAccel::Software, 1, Duration::from_secs(600)),
+    let opts = EnvOptions {
         decode_once,
-    }
+        ..EnvOptions::default()
+    };
+    task_env(&db.config(), &redis.url, root, &root.join("tmp"), opts).await
 }
 
 /// Everything one run leaves behind.

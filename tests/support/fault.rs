@@ -544,34 +544,14 @@ pub fn script(path: &Path, body: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// A software-only [`TaskEnv`] for driving handlers through the library (no capability probe).
+/// A software-only [`TaskEnv`](mediacms_worker::tasks::env::TaskEnv) with the default options.
 pub async fn task_env(
     pg: &PostgresConfig,
     redis_url: &str,
     media_root: &Path,
     temp_root: &Path,
 ) -> mediacms_worker::tasks::env::TaskEnv {
-    use mediacms_worker::broker::redis::{RedisBroker, RedisBrokerOptions};
-    use mediacms_worker::tasks::env::{Accel, FfmpegOptions, TaskEnv};
-    let store = mediacms_worker::mediacms::store::Store::connect(pg, 4).unwrap();
-    let broker = RedisBroker::connect(redis_url, RedisBrokerOptions::default())
-        .await
-        .unwrap();
-    TaskEnv {
-        signals: mediacms_worker::mediacms::signals::Signals::new(store, media_root),
-        publisher: std::sync::Arc::new(broker),
-        ffmpeg: FfmpegOptions {
-            program: "ffmpeg".into(),
-            nice: 0,
-        },
-        settings: mediacms_worker::plan::EncodeSettings {
-            preset: "ultrafast".into(),
-            ..Default::default()
-        },
-        temp_root: temp_root.to_owned(),
-        metrics: std::sync::Arc::new(mediacms_worker::telemetry::Metrics::new()),
-        accel: Accel::software(),
-    }
+    super::env::task_env(pg, redis_url, media_root, temp_root, Default::default()).await
 }
 
 /// A job context with a fresh token and an optional soft limit.

@@ -261,9 +261,14 @@ async fn kill_9_is_recovered_by_a_second_worker_within_the_lease() {
     let (mut w, task_id) = encoding(&site, 6, medium(lease.clone())).await;
     w.sigkill();
     let killed = Instant::now();
-    // The dead worker's ffmpeg is in its own process group and is not told its parent died.
-    let orphans = w.kill_orphans();
-    eprintln!("kill -9: {orphans} orphaned ffmpeg process(es) survived the worker");
+    // Regression (ffmpeg outlived kill -9 of its worker): the kernel kills the children of a
+    // SIGKILLed worker (PR_SET_PDEATHSIG), so no orphan keeps encoding.
+    let gone = wait_for(Duration::from_secs(5), || w.orphans_alive() == 0).await;
+    assert!(
+        gone,
+        "{} ffmpeg process(es) outlived the killed worker",
+        w.orphans_alive()
+    );
     assert_eq!(
         site.unacked(),
         1,
@@ -340,4 +345,16 @@ async fn invalid_config_exits_64_naming_the_field() {
         assert_eq!(out.status.code(), Some(64), "{field}: {stderr}");
         assert!(stderr.contains(field), "{field} not named: {stderr}");
     }
+}
+
+/// Poll `ok` every 50 ms until it holds or `limit` passes.
+async fn wait_for(limit: Duration, ok: impl Fn() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ok()
 }

@@ -221,16 +221,26 @@ impl Child {
             cmd.current_dir(dir);
         }
         let nice = self.nice;
-        if nice != 0 {
-            // SAFETY: setpriority is async-signal-safe; nothing else runs between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::setpriority(libc::PRIO_PROCESS, 0, nice) == -1 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+        // SAFETY: only async-signal-safe calls (prctl, getppid, setpriority) run between fork
+        // and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                // A worker killed with SIGKILL cannot kill its children: have the kernel do it,
+                // so no orphaned ffmpeg keeps encoding (and writing) after its worker is gone.
+                // The signal follows the forking *thread*; spawns happen on the runtime's
+                // long-lived worker threads, never on short-lived blocking-pool threads.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent may have died before prctl took effect.
+                if libc::getppid() == 1 {
+                    return Err(std::io::Error::other("parent exited before exec"));
+                }
+                if nice != 0 && libc::setpriority(libc::PRIO_PROCESS, 0, nice) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
         }
         cmd
     }

@@ -463,6 +463,14 @@ impl Worker {
     }
 
     /// Kill the ffmpeg processes a SIGKILLed worker left behind; returns how many were alive.
+    /// How many of the dead worker's ffmpeg children are still alive.
+    pub fn orphans_alive(&self) -> usize {
+        self.orphans
+            .iter()
+            .filter(|pid| process(**pid).is_some_and(|p| p.comm == "ffmpeg"))
+            .count()
+    }
+
     pub fn kill_orphans(&mut self) -> usize {
         let mut alive = 0;
         for pid in self.orphans.drain(..) {
@@ -475,8 +483,9 @@ impl Worker {
         alive
     }
 
-    /// SIGKILL the worker (not its ffmpeg children: they are in their own process group and
-    /// outlive it; they are remembered and killed on drop). Reaps it.
+    /// SIGKILL the worker. Its ffmpeg children are in their own process group; the kernel kills
+    /// them through PR_SET_PDEATHSIG (they are remembered, to check that, and killed on drop).
+    /// Reaps it.
     pub fn sigkill(&mut self) {
         self.orphans.extend(self.ffmpeg_children());
         self.signal(libc::SIGKILL);

@@ -137,7 +137,8 @@ gen_a() {
       case "$line" in
         "step 'sprites-ffmpeg' "*)
           # MediaCMS: convert <img001.jpg …in numeric order> -append sprites.jpg (%03d sorts).
-          echo 'step sprites-convert convert "$OUT"/sp/img*.jpg -append "$OUT"/sprites.jpg' ;;
+          # Like produce_sprite_from_video, a failure (no frame from a clip under 5 s) is ignored.
+          echo 'step sprites-convert convert "$OUT"/sp/img*.jpg -append "$OUT"/sprites.jpg || true' ;;
       esac
     done
   } >"$script"
@@ -169,9 +170,11 @@ gen_c() {
 make_raw() {
   local jsonl=$1 src=$2 raw=$3
   mkdir -p "$raw"
-  jq -r 'select(.step | startswith("h264-")) | [(.step | ltrimstr("h264-")), (.argv[(.argv | index("-filter:v")) + 1])] | @tsv' "$jsonl" |
-    while IFS=$'\t' read -r h filter; do
+  local h filter
+  # One jq call per field: @tsv would double the filter's backslashes.
+  for h in $(jq -r 'select(.step | startswith("h264-")) | .step | ltrimstr("h264-")' "$jsonl"); do
       [ -s "$raw/r_$h.y4m" ] && continue
+      filter=$(jq -r --arg s "h264-$h" 'select(.step == $s) | .argv[(.argv | index("-filter:v")) + 1]' "$jsonl")
       log "c: decoding + scaling $src to $raw/r_$h.y4m (untimed)"
       ffmpeg -hide_banner -loglevel error -y -i "$src" -an -filter:v "$filter" -pix_fmt yuv420p \
         -f yuv4mpegpipe "$raw/r_$h.y4m.tmp" </dev/null

@@ -31,7 +31,12 @@ fn bench_encode(c: &mut Criterion) {
         vec![json!("2SJorQ1Qe"), json!(3), json!(3)],
         kwargs,
     );
-    let hls = OutgoingTask::new("create_hls", "long_tasks", vec![json!("2SJorQ1Qe")], Map::new());
+    let hls = OutgoingTask::new(
+        "create_hls",
+        "long_tasks",
+        vec![json!("2SJorQ1Qe")],
+        Map::new(),
+    );
     let tag = "4b0c7a4e-6a43-4a39-9e0b-0d1c6d1e2f3a";
     let reply_to = "8f3b6c2e-1d2a-3b4c-5d6e-7f8091a2b3c4";
     c.bench_function("encode_redis/encode_media", |b| {

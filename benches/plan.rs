@@ -4,8 +4,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use mediacms_worker::plan::{
-    commands_repr, plan_encode, plan_gif, Backend, EncodeIo, EncodeSettings, MediaInfo,
-    ProfileSpec,
+    commands_repr, plan_encode, plan_gif, Backend, EncodeIo, EncodeSettings, MediaInfo, ProfileSpec,
 };
 
 mod common;
@@ -16,7 +15,11 @@ const PASS: &str = "/tmp/tmpe1egagh7/tmpa8d9c0b1.mp4";
 const GIF: &str = "/tmp/tmpb435fl0c.gif";
 
 /// The argv of one profile: `plan_encode` for video profiles, `plan_gif` for the preview.
-fn plan_one(info: &MediaInfo, profile: &ProfileSpec, settings: &EncodeSettings) -> Vec<Vec<String>> {
+fn plan_one(
+    info: &MediaInfo,
+    profile: &ProfileSpec,
+    settings: &EncodeSettings,
+) -> Vec<Vec<String>> {
     if profile.extension == "gif" {
         return vec![plan_gif(INPUT, GIF)];
     }

@@ -56,7 +56,9 @@ fn main() {
             ));
             continue;
         }
-        let height = profile.resolution.expect("video profiles have a resolution");
+        let height = profile
+            .resolution
+            .expect("video profiles have a resolution");
         let output = format!("{out_dir}/out_{height}.mp4");
         let pass_file = format!("{out_dir}/pass_{height}");
         let io = EncodeIo {

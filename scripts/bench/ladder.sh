@@ -267,6 +267,12 @@ main() {
   : >"$RESULTS"
   printf '# started %s, RUNS=%s, nproc=%s, load %s\n' "$(date -u +%FT%TZ)" "$RUNS" "$(nproc)" \
     "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RESULTS"
+  # Machine and versions, for BENCHMARKS.md.
+  printf '# %s; %s RAM; %s; x264 %s; %s\n' \
+    "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)" \
+    "$(free -h | awk '/^Mem:/ { print $2 }')" "$(ffmpeg -version | head -n1 | cut -d' ' -f1-3)" \
+    "$(dpkg-query -W -f='${Version}' 'libx264-*' 2>/dev/null | head -n1)" "$(convert -version | head -n1 | cut -d' ' -f2-3)" \
+    >>"$RESULTS"
   local name src info jsonl rep variant
   for name in $SOURCES; do
     "prepare_$name"

@@ -15,4 +15,5 @@ lint:
 	cargo clippy --all-targets -- -D warnings
 
 test: setup lint
+	./scripts/validate-docker.sh
 	cargo test --all-targets -- --test-threads=2

@@ -36,9 +36,10 @@ for _ in $(seq 1 60); do
 done
 
 # The Python peer: celery 5.4.0 with a redis-py kombu 5.7 accepts (not the celery[redis] extra).
-if ! .venv/bin/python -c 'import celery, redis, m3u8; assert celery.__version__ == "5.4.0"' 2>/dev/null; then
+# kombu 5.7's Redis transport imports `packaging`, which nothing else pulls in.
+if ! .venv/bin/python -c 'import celery, redis, m3u8, kombu.transport.redis; assert celery.__version__ == "5.4.0"' 2>/dev/null; then
   echo "test-setup: creating .venv with celery==5.4.0"
   python3 -m venv .venv
-  .venv/bin/pip install -q --disable-pip-version-check 'celery==5.4.0' 'redis>=6.1' 'm3u8'
+  .venv/bin/pip install -q --disable-pip-version-check 'celery==5.4.0' 'redis>=6.1' 'm3u8' 'packaging'
 fi
 echo "test-setup: ready"

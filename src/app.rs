@@ -1,1 +1,342 @@
-//! Composition root (pending).
+//! Composition root: the only place concrete types are picked and wired together.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::broker::amqp::{AmqpBroker, AmqpOptions};
+use crate::broker::pidbox::Pidbox;
+use crate::broker::redis::{RedisBroker, RedisBrokerOptions};
+use crate::broker::{Broker, ResultStore};
+use crate::config::{Config, ConfigError};
+use crate::ffmpeg::caps::Capabilities;
+use crate::mediacms::signals::Signals;
+use crate::mediacms::store::Store;
+use crate::plan::EncodeSettings;
+use crate::shutdown::Shutdown;
+use crate::tasks::beat::BeatTasks;
+use crate::tasks::create_hls::CreateHls;
+use crate::tasks::encode_media::EncodeMedia;
+use crate::tasks::env::{Accel, FfmpegOptions, TaskEnv};
+use crate::tasks::remove_media_file::RemoveMediaFile;
+use crate::tasks::sprites::ProduceSprites;
+use crate::tasks::whisper::{WhisperOptions, WhisperTranscribe};
+use crate::tasks::Registry;
+use crate::telemetry::{Health, HttpState, Metrics};
+use crate::worker::{PoolOptions, PoolState, WorkerPool};
+
+/// Arguments of `mediacms-worker transcode`.
+#[derive(Debug, clap::Args)]
+pub struct TranscodeArgs {
+    /// The source video.
+    pub input: PathBuf,
+    /// Directory the renditions are written to.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Profile names or ids (default: MediaCMS's active profiles).
+    #[arg(long, value_delimiter = ',')]
+    pub profiles: Vec<String>,
+    #[arg(long, env = "FFMPEG_COMMAND", default_value = "ffmpeg")]
+    pub ffmpeg_command: String,
+    #[arg(long, env = "FFMPEG_DEFAULT_PRESET", default_value = "medium")]
+    pub preset: String,
+}
+
+/// The host part of Celery's `%h`.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// MediaCMS runs its workers as www-data; running ffmpeg on uploads as root is refused unless
+/// the operator says so.
+fn refuse_root(config: &Config) -> Result<(), ConfigError> {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 && !config.allow_root {
+        return Err(ConfigError {
+            field: "allow_root",
+            reason: "refusing to run as root (run as www-data, or pass --allow-root true)".into(),
+        });
+    }
+    Ok(())
+}
+
+/// `mediacms-worker run`.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    refuse_root(&config)?;
+    crate::telemetry::logging::init(&config.log_filter, config.log_format)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(serve(config))
+}
+
+/// Wire every component and run until shutdown: signals → pool drain → control plane and HTTP.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let shutdown = Shutdown::new();
+    let metrics = Arc::new(Metrics::new());
+    let health = Health::new(Duration::from_secs(60));
+    let http_state = HttpState {
+        metrics: metrics.clone(),
+        health: health.clone(),
+    };
+    let http = tokio::spawn(crate::telemetry::serve(
+        config.http_addr,
+        http_state,
+        shutdown.abort.clone(),
+    ));
+    tokio::spawn(shutdown.clone().watch_signals(config.drain));
+    let (broker, results, depths) = connect_broker(&config).await?;
+    health.set_broker_up(true);
+    let store = Store::connect(&config.postgres, config.concurrency + 4)
+        .context("configuring the Postgres pool")?;
+    let caps = Capabilities::probe(
+        &config.ffmpeg_command,
+        config.hwaccel,
+        config.hw_device.as_deref(),
+    )
+    .await;
+    tracing::info!("{}", crate::ffmpeg::report::report_text(&caps));
+    let env = Arc::new(task_env(
+        &config,
+        store.clone(),
+        broker.clone(),
+        metrics.clone(),
+        caps,
+    ));
+    let cache = redis::Client::open(config.redis_location.as_str()).context("REDIS_LOCATION")?;
+    let whisper = WhisperOptions::from_env(&config.whisper_model);
+    let registry = registry(env, cache, whisper);
+    let pool = WorkerPool::new(broker, results, registry, pool_options(&config))
+        .with_metrics(metrics.clone());
+    let state = pool.state();
+    if let Some(client) = redis_control_client(&config)? {
+        tokio::spawn(Pidbox::new(client, state.clone()).run(shutdown.abort.clone()));
+    }
+    let sampler = Sampler {
+        health,
+        store,
+        state,
+        metrics,
+        depths,
+        queues: config.queues.clone(),
+    };
+    tokio::spawn(sampler.run(shutdown.clone()));
+    tracing::info!(hostname = %config.hostname, queues = ?config.queues, "consuming");
+    pool.run((&shutdown).into()).await;
+    // Everything is settled: stop the control plane and the HTTP server.
+    shutdown.abort.cancel();
+    http.await.context("HTTP server task")??;
+    Ok(())
+}
+
+/// Broker by URL scheme; results always go to the Redis result backend. The third value samples
+/// queue depths (Redis brokers only).
+async fn connect_broker(
+    config: &Config,
+) -> anyhow::Result<(Arc<dyn Broker>, Arc<dyn ResultStore>, Option<RedisBroker>)> {
+    let lease = RedisBrokerOptions {
+        lease: config.lease,
+        ..RedisBrokerOptions::default()
+    };
+    let results = RedisBroker::connect(&config.result_backend, lease.clone())
+        .await
+        .context("connecting to the result backend")?;
+    if config.broker_url.starts_with("amqp") || config.broker_url.starts_with("pyamqp") {
+        let prefetch = u16::try_from(pool_options(config).prefetch_limit()).unwrap_or(u16::MAX);
+        let amqp = AmqpBroker::connect(&config.broker_url, AmqpOptions::new(prefetch))
+            .await
+            .context("connecting to the AMQP broker")?;
+        return Ok((Arc::new(amqp), Arc::new(results), None));
+    }
+    let broker = if config.broker_url == config.result_backend {
+        results.clone()
+    } else {
+        RedisBroker::connect(&config.broker_url, lease)
+            .await
+            .context("connecting to the Redis broker")?
+    };
+    Ok((Arc::new(broker.clone()), Arc::new(results), Some(broker)))
+}
+
+/// The pidbox control plane speaks Redis PUB/SUB; on AMQP it is not available (yet).
+fn redis_control_client(config: &Config) -> anyhow::Result<Option<redis::Client>> {
+    if !config.broker_url.starts_with("redis") {
+        tracing::warn!("celery inspect/control is only served on a Redis broker");
+        return Ok(None);
+    }
+    Ok(Some(
+        redis::Client::open(config.broker_url.as_str()).context("broker URL")?,
+    ))
+}
+
+fn pool_options(config: &Config) -> PoolOptions {
+    let mut opts = PoolOptions::new(config.queues.clone(), config.concurrency, &config.hostname);
+    opts.prefetch_multiplier = config.prefetch_multiplier;
+    opts.forward_unknown_to = config.forward_unknown_to.clone();
+    opts.soft_time_limit = Some(config.soft_time_limit);
+    // Renew well inside the lease; restore dead workers' deliveries about twice per lease.
+    opts.lease_renew_every = config.lease / 3;
+    opts.restore_every = config.lease / 2;
+    opts
+}
+
+fn task_env(
+    config: &Config,
+    store: Store,
+    publisher: Arc<dyn Broker>,
+    metrics: Arc<Metrics>,
+    caps: Capabilities,
+) -> TaskEnv {
+    TaskEnv {
+        signals: Signals::new(store, config.media_root.clone()),
+        publisher,
+        ffmpeg: FfmpegOptions {
+            program: config.ffmpeg_command.clone(),
+            nice: config.ffmpeg_nice,
+        },
+        settings: encode_settings(config),
+        temp_root: config.temp_directory.clone(),
+        metrics,
+        accel: Accel::new(caps, config.hwaccel, config.hw_concurrency, HW_COOLDOWN),
+    }
+}
+
+/// How long a hardware backend that just failed is avoided.
+const HW_COOLDOWN: Duration = Duration::from_secs(600);
+
+pub fn encode_settings(config: &Config) -> EncodeSettings {
+    EncodeSettings {
+        preset: config.ffmpeg_default_preset.clone(),
+        minimum_resolutions: config.minimum_resolutions_to_encode.clone(),
+        sprite_num_secs: config.sprite_num_secs,
+        ffmpeg_threads: config.ffmpeg_threads,
+    }
+}
+
+/// Every long task name → its handler. `cache` is the Django cache (REDIS_LOCATION).
+pub fn registry(env: Arc<TaskEnv>, cache: redis::Client, whisper: WhisperOptions) -> Registry {
+    let mut r = Registry::default();
+    r.register("encode_media", Arc::new(EncodeMedia { env: env.clone() }));
+    r.register("create_hls", Arc::new(CreateHls::new(env.clone())));
+    r.register(
+        "produce_sprite_from_video",
+        Arc::new(ProduceSprites { env: env.clone() }),
+    );
+    let beat = Arc::new(BeatTasks {
+        env: env.clone(),
+        cache,
+    });
+    r.register("get_list_of_popular_media", beat.clone());
+    r.register("update_listings_thumbnails", beat);
+    r.register(
+        "whisper_transcribe",
+        Arc::new(WhisperTranscribe {
+            env: env.clone(),
+            options: whisper,
+        }),
+    );
+    r.register("remove_media_file", Arc::new(RemoveMediaFile { env }));
+    r
+}
+
+/// Liveness beat, readiness flags and sampled gauges, every 2 s until abort.
+struct Sampler {
+    health: Health,
+    store: Store,
+    state: PoolState,
+    metrics: Arc<Metrics>,
+    depths: Option<RedisBroker>,
+    queues: Vec<String>,
+}
+
+impl Sampler {
+    async fn run(self, shutdown: Shutdown) {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.abort.cancelled() => return,
+            }
+            self.health.beat();
+            self.health.set_intake_open(!shutdown.intake.is_cancelled());
+            self.health.set_db_up(self.store.ping().await.is_ok());
+            self.metrics
+                .set_jobs_in_flight(self.state.snapshot().active.len());
+            if let Some(broker) = &self.depths {
+                match broker.queue_depths(&self.queues).await {
+                    Ok(depths) => {
+                        self.health.set_broker_up(true);
+                        for (q, step, n) in depths {
+                            self.metrics.set_queue_depth(&q, step, n);
+                        }
+                    }
+                    Err(_) => self.health.set_broker_up(false),
+                }
+            }
+        }
+    }
+}
+
+/// `mediacms-worker probe [--json]`: what hardware acceleration works here, and why not.
+pub fn probe(config: Config, json: bool) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // `software` probes nothing; the report is about what *could* be used.
+    let hwaccel = match config.hwaccel {
+        crate::config::HwAccel::Software => crate::config::HwAccel::Auto,
+        h => h,
+    };
+    let caps = runtime.block_on(Capabilities::probe(
+        &config.ffmpeg_command,
+        hwaccel,
+        config.hw_device.as_deref(),
+    ));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&caps)?);
+    } else {
+        print!("{}", crate::ffmpeg::report::report_text(&caps));
+    }
+    Ok(())
+}
+
+/// `mediacms-worker transcode INPUT --out DIR`: no services, same planner and runner.
+pub fn transcode(args: TranscodeArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let profiles = crate::transcode::select_profiles(&args.profiles)?;
+    let settings = EncodeSettings {
+        preset: args.preset.clone(),
+        ..EncodeSettings::default()
+    };
+    let written = runtime.block_on(crate::transcode::transcode(
+        &args.input,
+        &args.out,
+        &profiles,
+        &args.ffmpeg_command,
+        &settings,
+    ))?;
+    for path in written {
+        println!("{}", path.display());
+    }
+    Ok(())
+}
+
+/// `mediacms-worker healthcheck`: GET /healthz on the local HTTP address (Docker HEALTHCHECK).
+pub fn healthcheck(config: Config) -> anyhow::Result<()> {
+    let addr = crate::telemetry::http::probe_addr(config.http_addr);
+    let (status, body) = crate::telemetry::http::probe(addr, "/healthz", Duration::from_secs(3))
+        .with_context(|| format!("GET http://{addr}/healthz"))?;
+    anyhow::ensure!(status == 200, "/healthz answered {status}: {body}");
+    Ok(())
+}

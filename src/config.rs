@@ -281,7 +281,11 @@ impl RawConfig {
             .unwrap_or_else(|| defaults::REDIS_LOCATION.into());
         check_url("redis_location", &redis_location, &["redis", "rediss"])?;
         let broker_url = self.broker_url.unwrap_or_else(|| redis_location.clone());
-        check_url("broker_url", &broker_url, &["redis", "rediss", "amqp"])?;
+        check_url(
+            "broker_url",
+            &broker_url,
+            &["redis", "rediss", "amqp", "pyamqp"],
+        )?;
         let result_backend = self
             .result_backend
             .unwrap_or_else(|| redis_location.clone());

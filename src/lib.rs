@@ -26,6 +26,7 @@
 //! | replayed Django signals (post_encode_actions, …) | [`mediacms::signals`] | orchestration |
 //! | paths under MEDIA_ROOT, Django file naming, confinement | [`mediacms::layout`] | pure + fs |
 //! | metrics catalogue, logging, `/metrics` `/healthz` `/readyz` | [`telemetry`] | adapter |
+//! | the `transcode` CLI: one local file, no services | [`transcode`] | orchestration |
 //!
 //! # Glossary
 //! Broker (Redis/AMQP transport) · Delivery (one received message + its tag) · Task (a Celery
@@ -43,4 +44,5 @@ pub mod plan;
 pub mod shutdown;
 pub mod tasks;
 pub mod telemetry;
+pub mod transcode;
 pub mod worker;

@@ -444,18 +444,20 @@ fn metrics_table() -> String {
 
 #[test]
 fn readme_metrics_table_is_generated_from_the_catalogue() {
-    let readme = read("docker/README.md");
     let table = metrics_table();
-    assert!(
-        readme.contains(&table),
-        "docker/README.md's metrics table is stale; replace it with:\n{table}"
-    );
-    let unknown: Vec<_> = referenced_names(&readme)
-        .difference(&catalogue_names())
-        .cloned()
-        .collect();
-    assert!(
-        unknown.is_empty(),
-        "README names not in the catalogue: {unknown:?}"
-    );
+    for file in ["README.md", "docker/README.md"] {
+        let readme = read(file);
+        assert!(
+            readme.contains(&table),
+            "{file}'s metrics table is stale; replace it with:\n{table}"
+        );
+        let unknown: Vec<_> = referenced_names(&readme)
+            .difference(&catalogue_names())
+            .cloned()
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "{file} names not in the catalogue: {unknown:?}"
+        );
+    }
 }

@@ -8,6 +8,7 @@
 //! - `requeue` puts a delivery back at the front of its queue with `redelivered = true`.
 //! - What we publish must be byte-compatible with Celery 5.4 (a Python worker must run it).
 
+pub mod amqp;
 pub mod memory;
 pub mod pidbox;
 pub mod redis;

@@ -1,1 +1,366 @@
-//! kombu-exact Redis transport (pending).
+//! kombu-exact Redis transport: priority lists, `unacked` hash + `unacked_index` zset, our own
+//! lease zset for early restore, `celery-task-meta-*` results (celery-wire.md §1, §3–§5, §11).
+//!
+//! Connections: one dedicated to BRPOP, one for commands (multiplexed), one for WATCH
+//! transactions (used by one caller at a time). Each reconnects with capped exponential backoff.
+
+mod conn;
+mod keys;
+mod restore;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use redis::{FromRedisValue, Pipeline};
+use serde_json::{json, Value};
+use tokio::sync::{oneshot, Mutex};
+
+use self::conn::Slot;
+use self::keys::{EnvelopeFacts, Rotation, LEASES, UNACKED, UNACKED_INDEX};
+use self::restore::Move;
+use crate::broker::{Broker, BrokerError, Delivery, DeliveryTag, ResultStore};
+use crate::celery::envelope;
+use crate::celery::message::OutgoingTask;
+use crate::celery::result::{self as result_codec, TaskResult};
+
+/// Default dead-letter list for undecodable deliveries.
+pub const DEFAULT_DEAD_LETTER_KEY: &str = "mediacms-worker.dead-letter";
+/// Celery's `result_expires` default (one day), used as the result key TTL.
+const RESULT_TTL_SECS: u64 = 86_400;
+/// Commands other than BRPOP must answer within this (a loaded 2-core box is slow, not dead).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+/// A BRPOP reply later than its own timeout plus this means the connection is gone.
+const BRPOP_GRACE: Duration = Duration::from_secs(10);
+/// Idempotent operations are attempted this many times across reconnects.
+const ATTEMPTS: u32 = 3;
+/// How long a popped message is retried into `unacked` before it is handed out unheld.
+const HOLD_RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// Tunables of [`RedisBroker`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisBrokerOptions {
+    /// Our Lease: a held delivery not renewed for this long is restored by `restore_expired`.
+    pub lease: Duration,
+    /// Redis list that receives dead-lettered deliveries (LPUSH, newest first).
+    pub dead_letter_key: String,
+}
+
+impl Default for RedisBrokerOptions {
+    fn default() -> Self {
+        RedisBrokerOptions {
+            lease: Duration::from_secs(crate::config::defaults::LEASE_SECS),
+            dead_letter_key: DEFAULT_DEAD_LETTER_KEY.to_owned(),
+        }
+    }
+}
+
+/// The Redis [`Broker`] and [`ResultStore`]. Cheap to clone (shared connections).
+#[derive(Clone)]
+pub struct RedisBroker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cmd: Slot,
+    brpop: Slot,
+    txn: restore::TxnConn,
+    /// One BRPOP at a time on the dedicated connection; held by the spawned fetch.
+    fetch_gate: Arc<Mutex<()>>,
+    rotation: std::sync::Mutex<Rotation>,
+    opts: RedisBrokerOptions,
+    /// Our producer id, kombu's `reply_to` (`oid`) on every message we publish.
+    reply_to: String,
+}
+
+impl RedisBroker {
+    /// Connect to `url` (its DB number is honoured: MediaCMS uses `/1`) and check it answers.
+    pub async fn connect(url: &str, opts: RedisBrokerOptions) -> Result<Self, BrokerError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| BrokerError::Connection(format!("redis url `{url}`: {e}")))?;
+        let inner = Inner {
+            cmd: Slot::new(client.clone(), Some(COMMAND_TIMEOUT)),
+            brpop: Slot::new(client.clone(), None),
+            txn: restore::TxnConn::new(Slot::new(client, Some(COMMAND_TIMEOUT))),
+            fetch_gate: Arc::new(Mutex::new(())),
+            rotation: std::sync::Mutex::new(Rotation::default()),
+            opts,
+            reply_to: uuid::Uuid::new_v4().to_string(),
+        };
+        let broker = RedisBroker {
+            inner: Arc::new(inner),
+        };
+        let mut c = broker.inner.cmd.get().await?;
+        let pong = redis::cmd("PING").query_async::<String>(&mut c).await;
+        broker.inner.cmd.check(pong).await?;
+        Ok(broker)
+    }
+
+    /// The lease length this broker records and renews.
+    pub fn lease(&self) -> Duration {
+        self.inner.opts.lease
+    }
+
+    /// Messages waiting per queue and priority step (`LLEN` of kombu's four lists), for the
+    /// queue-depth gauge.
+    pub async fn queue_depths(
+        &self,
+        queues: &[String],
+    ) -> Result<Vec<(String, u8, u64)>, BrokerError> {
+        let mut p = redis::pipe();
+        let mut keys = Vec::new();
+        for q in queues {
+            for step in crate::broker::PRIORITY_STEPS {
+                p.cmd("LLEN").arg(keys::priority_list(q, step));
+                keys.push((q.clone(), step));
+            }
+        }
+        let lens: Vec<u64> = self.inner.run(&p, true).await?;
+        Ok(keys
+            .into_iter()
+            .zip(lens)
+            .map(|((q, s), n)| (q, s, n))
+            .collect())
+    }
+}
+
+/// Unix time in float seconds, kombu's `unacked_index` score.
+pub(crate) fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+impl Inner {
+    /// Run a pipeline on the command connection; `retry` only for idempotent ones.
+    async fn run<T: FromRedisValue>(&self, p: &Pipeline, retry: bool) -> Result<T, BrokerError> {
+        let attempts = if retry { ATTEMPTS } else { 1 };
+        let mut last = BrokerError::Connection("no attempt".into());
+        for _ in 0..attempts {
+            let mut c = match self.cmd.get().await {
+                Ok(c) => c,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            match self.cmd.check(p.query_async(&mut c).await).await {
+                Err(e @ BrokerError::Connection(_)) => last = e,
+                other => return other,
+            }
+        }
+        Err(last)
+    }
+
+    /// BRPOP once across `queues` (kombu order), then record the delivery as held.
+    async fn fetch_one(
+        &self,
+        queues: &[String],
+        timeout: Duration,
+    ) -> Result<Option<Delivery>, BrokerError> {
+        let _one_at_a_time = self.fetch_gate.lock().await;
+        let keys = {
+            let mut rotation = self.rotation.lock().expect("rotation lock");
+            keys::brpop_keys(rotation.sync(queues))
+        };
+        let mut c = self.brpop.get().await?;
+        // Redis ≥ 6 takes a float timeout; 0 would block forever.
+        let secs = timeout.as_secs_f64().max(0.01);
+        let brpop = redis::cmd("BRPOP").arg(&keys).arg(secs).to_owned();
+        let reply = tokio::time::timeout(timeout + BRPOP_GRACE, brpop.query_async(&mut c)).await;
+        let popped: Option<(String, Vec<u8>)> = match reply {
+            Ok(r) => self.brpop.check(r).await?,
+            Err(_) => {
+                self.brpop.reset().await;
+                return Err(BrokerError::Connection("BRPOP reply overdue".into()));
+            }
+        };
+        let Some((list, raw)) = popped else {
+            return Ok(None);
+        };
+        let queue = keys::queue_of_list(&list).to_owned();
+        self.rotation.lock().expect("rotation lock").rotate(&queue);
+        Ok(Some(self.hold(queue, raw).await))
+    }
+
+    /// kombu's `MULTI; ZADD unacked_index; HSET unacked; EXEC` plus our lease, retried while
+    /// Redis is away: the message exists only in our memory until this succeeds.
+    async fn hold(&self, queue: String, raw: Vec<u8>) -> Delivery {
+        let tag = envelope::delivery_tag(&raw).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let facts = EnvelopeFacts::read(&raw);
+        let rk = facts.routing_key.clone().unwrap_or_else(|| queue.clone());
+        let value = keys::unacked_value(&raw, facts.is_object, &facts.exchange, &rk);
+        let deadline = tokio::time::Instant::now() + HOLD_RETRY_FOR;
+        loop {
+            let now = unix_now();
+            let mut p = redis::pipe();
+            p.atomic();
+            p.cmd("ZADD").arg(UNACKED_INDEX).arg(now).arg(&tag).ignore();
+            p.cmd("HSET").arg(UNACKED).arg(&tag).arg(&value).ignore();
+            let expiry = now + self.opts.lease.as_secs_f64();
+            p.cmd("ZADD").arg(LEASES).arg(expiry).arg(&tag).ignore();
+            match self.run::<()>(&p, false).await {
+                Ok(()) => break,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(%tag, error = %e, "holding a fetched delivery failed; retrying");
+                }
+                Err(e) => {
+                    tracing::error!(%tag, error = %e, "delivery handed out without an unacked entry");
+                    break;
+                }
+            }
+        }
+        Delivery {
+            message: envelope::decode_redis(&raw),
+            tag,
+            queue,
+            redelivered: facts.redelivered,
+            raw,
+        }
+    }
+
+    /// Forget a held delivery (kombu's ack plus our lease), optionally pushing a record first.
+    async fn forget(&self, tag: &str, dead_letter: Option<String>) -> Result<(), BrokerError> {
+        let mut p = redis::pipe();
+        p.atomic();
+        if let Some(record) = dead_letter {
+            p.cmd("LPUSH")
+                .arg(&self.opts.dead_letter_key)
+                .arg(record)
+                .ignore();
+        }
+        p.cmd("ZREM").arg(UNACKED_INDEX).arg(tag).ignore();
+        p.cmd("HDEL").arg(UNACKED).arg(tag).ignore();
+        p.cmd("ZREM").arg(LEASES).arg(tag).ignore();
+        // A repeated dead-letter record is harmless; a lost message is not.
+        self.run(&p, true).await
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn fetch(
+        &self,
+        queues: &[String],
+        timeout: Duration,
+    ) -> Result<Option<Delivery>, BrokerError> {
+        if queues.is_empty() {
+            return Err(BrokerError::Protocol(
+                "fetch needs at least one queue".into(),
+            ));
+        }
+        // The BRPOP runs in its own task so a caller that gives up (shutdown, select!) cannot
+        // drop a popped message: an unclaimed delivery goes straight back to its queue.
+        let (tx, rx) = oneshot::channel();
+        let inner = self.inner.clone();
+        let queues = queues.to_vec();
+        tokio::spawn(async move {
+            let got = inner.fetch_one(&queues, timeout).await;
+            if let Err(Ok(Some(unclaimed))) = tx.send(got) {
+                if let Err(e) = inner.move_back(&unclaimed.tag, Move::Unclaimed).await {
+                    tracing::error!(tag = %unclaimed.tag, error = %e, "unclaimed delivery stays held until its lease expires");
+                }
+            }
+        });
+        rx.await
+            .map_err(|_| BrokerError::Connection("fetch task ended without a reply".into()))?
+    }
+
+    async fn ack(&self, delivery: &Delivery) -> Result<(), BrokerError> {
+        self.inner.forget(&delivery.tag, None).await
+    }
+
+    async fn requeue(&self, delivery: &Delivery) -> Result<(), BrokerError> {
+        match self.inner.move_back(&delivery.tag, Move::Requeue).await? {
+            true => Ok(()),
+            false => Err(BrokerError::LeaseLost(delivery.tag.clone())),
+        }
+    }
+
+    /// Renews every tag still held; if some lease is gone (restored by someone, or acked), the
+    /// others are still renewed and the first lost tag is reported.
+    async fn renew_leases(&self, tags: &[DeliveryTag]) -> Result<(), BrokerError> {
+        if tags.is_empty() {
+            return Ok(());
+        }
+        let now = unix_now();
+        let expiry = now + self.inner.opts.lease.as_secs_f64();
+        let mut p = redis::pipe();
+        p.atomic();
+        for tag in tags {
+            // XX: never resurrect an entry that was acked or restored meanwhile.
+            p.cmd("ZADD").arg(UNACKED_INDEX).arg("XX").arg("CH");
+            p.arg(now).arg(tag);
+            p.cmd("ZADD").arg(LEASES).arg("XX").arg("CH");
+            p.arg(expiry).arg(tag);
+        }
+        let changed: Vec<i64> = self.inner.run(&p, true).await?;
+        let lost = tags
+            .iter()
+            .zip(changed.chunks(2))
+            .find(|(_, c)| c.contains(&0));
+        match lost {
+            Some((tag, _)) => Err(BrokerError::LeaseLost(tag.clone())),
+            None => Ok(()),
+        }
+    }
+
+    async fn restore_expired(&self) -> Result<usize, BrokerError> {
+        self.inner.restore_expired().await
+    }
+
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), BrokerError> {
+        let record = json!({
+            "reason": reason,
+            "queue": delivery.queue,
+            "tag": delivery.tag,
+            "raw": String::from_utf8_lossy(&delivery.raw),
+            "at": chrono::Utc::now().to_rfc3339(),
+        });
+        tracing::warn!(tag = %delivery.tag, queue = %delivery.queue, %reason, "dead-lettered");
+        self.inner
+            .forget(&delivery.tag, Some(record.to_string()))
+            .await
+    }
+
+    async fn publish(&self, task: &OutgoingTask) -> Result<(), BrokerError> {
+        let tag = uuid::Uuid::new_v4().to_string();
+        let raw = envelope::encode_redis(task, &tag, &self.inner.reply_to);
+        let (binding, member) = keys::binding(&task.queue);
+        let mut p = redis::pipe();
+        p.atomic();
+        p.cmd("SADD").arg(binding).arg(member).ignore();
+        let list = keys::priority_list(&task.queue, task.priority);
+        p.cmd("LPUSH").arg(list).arg(raw).ignore();
+        // Not retried: a lost reply after EXEC would publish the task twice.
+        self.inner.run(&p, false).await
+    }
+}
+
+#[async_trait]
+impl ResultStore for RedisBroker {
+    /// Celery's `_store_result`: never overwrite a SUCCESS; SETEX and PUBLISH in one MULTI.
+    async fn store_result(&self, result: &TaskResult) -> Result<(), BrokerError> {
+        let key = result_codec::result_key(&result.task_id);
+        let mut get = redis::pipe();
+        get.cmd("GET").arg(&key);
+        let (current,): (Option<String>,) = self.inner.run(&get, true).await?;
+        let status = current
+            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+            .and_then(|v| v["status"].as_str().map(str::to_owned));
+        if status.as_deref() == Some("SUCCESS") {
+            return Ok(());
+        }
+        let doc = result_codec::encode_result(result);
+        let mut p = redis::pipe();
+        p.atomic();
+        p.cmd("SETEX")
+            .arg(&key)
+            .arg(RESULT_TTL_SECS)
+            .arg(&doc)
+            .ignore();
+        p.cmd("PUBLISH").arg(&key).arg(&doc).ignore();
+        self.inner.run(&p, true).await
+    }
+}

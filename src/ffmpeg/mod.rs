@@ -1,1 +1,12 @@
-//! ffmpeg adapters: the only process spawner, progress parsing, in-process probing, capabilities (pending).
+//! ffmpeg adapters: the only process spawner, progress parsing, in-process probing, capabilities.
+
+pub mod backend;
+pub mod caps;
+mod drain;
+mod hwtest;
+pub mod libav;
+pub mod probe;
+pub mod progress;
+pub mod report;
+pub mod run;
+mod stream_info;

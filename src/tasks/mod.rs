@@ -12,6 +12,17 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::celery::message::TaskMessage;
+use crate::mediacms::Disposition;
+
+pub mod beat;
+pub mod chunkize;
+pub mod create_hls;
+pub mod encode_media;
+pub mod env;
+pub mod pickle;
+pub mod remove_media_file;
+pub mod sprites;
+pub mod whisper;
 
 /// A Celery-shaped exception: `{exc_type, exc_message: [message], exc_module}`.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,5 +99,34 @@ impl Registry {
         let mut names: Vec<String> = self.handlers.keys().cloned().collect();
         names.sort();
         names
+    }
+}
+
+/// How long a task waits before giving its delivery back after a transient infrastructure
+/// error (database or volume unavailable), so a down dependency is not hammered.
+const INFRA_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The outcome of an infrastructure error, by its disposition: transient → the delivery goes
+/// back to the queue after a short pause (nothing lost, the Encoding row is claimed again by
+/// the re-run); permanent → FAILURE naming the cause.
+pub async fn infra_outcome(
+    task: &TaskMessage,
+    ctx: &JobContext,
+    message: &str,
+    disposition: Disposition,
+) -> Outcome {
+    match disposition {
+        Disposition::Retry => {
+            tracing::warn!(task = %task.name, id = %task.id, error = message, "transient error; requeueing");
+            tokio::select! {
+                _ = tokio::time::sleep(INFRA_BACKOFF) => {}
+                _ = ctx.cancel.cancelled() => {}
+            }
+            Outcome::Aborted
+        }
+        Disposition::Fail => {
+            tracing::error!(task = %task.name, id = %task.id, error = message, "task failed");
+            Outcome::Failure(TaskError::new("WorkerError", "mediacms_worker", message))
+        }
     }
 }

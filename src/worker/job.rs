@@ -113,9 +113,11 @@ impl Core {
             }
             _ => {}
         }
+        let started = std::time::Instant::now();
         let (outcome, reason) = self.execute(&d, &task, handler, &signals.abort).await;
         drop(permit);
         let settlement = dispatch::settle(outcome, reason, &task, Utc::now());
+        self.observe(&task, &settlement, started.elapsed());
         self.apply(&d, &task, settlement, true).await;
     }
 
@@ -136,6 +138,9 @@ impl Core {
         let deadline = soft
             .or(self.opts.soft_time_limit)
             .map(|s| tokio::time::Instant::now() + s);
+        if let Some(m) = &self.metrics {
+            m.task_started(&task.name);
+        }
         let ctx = JobContext {
             cancel,
             hostname: self.opts.hostname.clone(),
@@ -203,6 +208,23 @@ impl Core {
         }
         let processed = (ran && action == Action::Ack).then_some(task.name.as_str());
         self.state.release(&d.tag, processed);
+    }
+}
+
+impl Core {
+    /// One finished job in the metrics catalogue (outcome from what the settlement does).
+    fn observe(&self, task: &TaskMessage, s: &Settlement, took: Duration) {
+        use crate::celery::result::TaskState;
+        use crate::telemetry::Outcome as M;
+        let Some(m) = &self.metrics else { return };
+        let outcome = match (&s.action, s.result.as_ref().map(|r| r.state)) {
+            (Action::Requeue, _) => M::Requeued,
+            (_, Some(TaskState::Failure)) => M::Failure,
+            (_, Some(TaskState::Retry)) => M::Retry,
+            (_, Some(TaskState::Revoked)) => M::Revoked,
+            _ => M::Success,
+        };
+        m.task_finished(&task.name, outcome, took);
     }
 }
 

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::state::PoolState;
 use crate::broker::Broker;
+use crate::telemetry::Metrics;
 
 /// Runs until `stop` fires. Errors are logged and retried on the next tick: a transient broker
 /// outage must not stop renewals for the jobs that keep running meanwhile.
@@ -17,6 +18,7 @@ pub(crate) async fn lease_loop(
     state: PoolState,
     renew_every: Duration,
     restore_every: Duration,
+    metrics: Option<Arc<Metrics>>,
     stop: CancellationToken,
 ) {
     let mut renew = tokio::time::interval(renew_every.max(Duration::from_millis(1)));
@@ -35,7 +37,12 @@ pub(crate) async fn lease_loop(
             }
             _ = restore.tick() => match broker.restore_expired().await {
                 Ok(0) => {}
-                Ok(n) => tracing::warn!(restored = n, "restored deliveries whose lease expired"),
+                Ok(n) => {
+                    tracing::warn!(restored = n, "restored deliveries whose lease expired");
+                    if let Some(m) = &metrics {
+                        m.restored(n as u64);
+                    }
+                }
                 Err(e) => tracing::warn!(error = %e, "restoring expired deliveries failed"),
             },
         }

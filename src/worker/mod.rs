@@ -25,6 +25,7 @@ pub use state::{Phase, PoolState};
 use crate::broker::{Broker, Delivery, ResultStore};
 use crate::celery::control::WorkerSnapshot;
 use crate::tasks::Registry;
+use crate::telemetry::Metrics;
 
 /// How the pool consumes.
 #[derive(Debug, Clone)]
@@ -115,6 +116,7 @@ pub(crate) struct Core {
     opts: PoolOptions,
     state: PoolState,
     slots: Arc<Semaphore>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 pub struct WorkerPool {
@@ -147,7 +149,18 @@ impl WorkerPool {
                 opts,
                 state,
                 slots,
+                metrics: None,
             }),
+        }
+    }
+
+    /// Count tasks received / started / finished (by name and outcome) in this catalogue.
+    pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
+        let mut core =
+            Arc::try_unwrap(self.core).unwrap_or_else(|_| unreachable!("not shared yet"));
+        core.metrics = Some(metrics);
+        WorkerPool {
+            core: Arc::new(core),
         }
     }
 
@@ -166,6 +179,7 @@ impl WorkerPool {
             core.state.clone(),
             core.opts.lease_renew_every,
             core.opts.restore_every,
+            core.metrics.clone(),
             lease_stop.clone(),
         ));
         let jobs = TaskTracker::new();
@@ -224,6 +238,9 @@ impl Core {
             Ok(t) => (t.name.as_str(), t.id.as_str()),
             Err(_) => ("", ""),
         };
+        if let Some(m) = &self.metrics {
+            m.task_received(name);
+        }
         let handler = self.registry.get(name);
         let revoked = self.state.is_revoked(id);
         let disposition = dispatch::classify(&d, handler.is_some(), revoked, Utc::now());

@@ -1,0 +1,116 @@
+//! One lazily (re)connected Redis connection with capped exponential backoff between attempts.
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, RedisError};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::broker::BrokerError;
+
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+
+/// A connection slot: hands out the live connection, or reconnects (waiting out the backoff of
+/// earlier failed attempts first). A connection-class error empties the slot.
+pub(crate) struct Slot {
+    client: Client,
+    config: AsyncConnectionConfig,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    conn: Option<MultiplexedConnection>,
+    failures: u32,
+    next_try: Option<Instant>,
+}
+
+impl Slot {
+    /// `response_timeout: None` for the BRPOP connection, whose replies take as long as the block.
+    pub(crate) fn new(client: Client, response_timeout: Option<Duration>) -> Self {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(response_timeout);
+        Slot {
+            client,
+            config,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    pub(crate) async fn get(&self) -> Result<MultiplexedConnection, BrokerError> {
+        let mut st = self.state.lock().await;
+        if let Some(c) = &st.conn {
+            return Ok(c.clone());
+        }
+        if let Some(at) = st.next_try {
+            tokio::time::sleep_until(at).await;
+        }
+        let attempt = self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await;
+        match attempt {
+            Ok(c) => {
+                *st = State {
+                    conn: Some(c.clone()),
+                    ..State::default()
+                };
+                Ok(c)
+            }
+            Err(e) => {
+                st.failures = st.failures.saturating_add(1);
+                st.next_try = Some(Instant::now() + backoff(st.failures));
+                tracing::warn!(error = %e, failures = st.failures, "redis connect failed");
+                Err(BrokerError::Connection(e.to_string()))
+            }
+        }
+    }
+
+    /// Map a command error; a connection-class error drops the connection so the next `get`
+    /// reconnects.
+    pub(crate) async fn check<T>(&self, r: Result<T, RedisError>) -> Result<T, BrokerError> {
+        match r {
+            Ok(v) => Ok(v),
+            Err(e) if is_connection_error(&e) => {
+                self.reset().await;
+                Err(BrokerError::Connection(e.to_string()))
+            }
+            Err(e) => Err(BrokerError::Protocol(e.to_string())),
+        }
+    }
+
+    /// Forget the connection (its state is unknown, e.g. a transaction was interrupted).
+    pub(crate) async fn reset(&self) {
+        self.state.lock().await.conn = None;
+    }
+}
+
+fn is_connection_error(e: &RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_timeout()
+        || e.is_unrecoverable_error()
+}
+
+/// 100 ms, 200 ms, 400 ms … capped at 5 s.
+fn backoff(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    BACKOFF_BASE.saturating_mul(1 << exp).min(BACKOFF_CAP)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff(1), Duration::from_millis(100));
+        assert_eq!(backoff(2), Duration::from_millis(200));
+        assert_eq!(backoff(4), Duration::from_millis(800));
+        assert_eq!(backoff(30), BACKOFF_CAP);
+    }
+}

@@ -1,0 +1,222 @@
+//! Pure naming and layout rules of kombu's Redis transport: priority lists, BRPOP key order,
+//! round-robin rotation, and the `unacked` hash value `[message, exchange, routing_key]`.
+
+use serde_json::Value;
+
+use crate::broker::{priority_step, PRIORITY_STEPS};
+
+/// kombu's priority separator (`"\x06\x16"`), also used inside binding members.
+pub(crate) const SEP: &str = "\x06\x16";
+/// kombu's hash of held messages: tag → `[message, exchange, routing_key]`.
+pub(crate) const UNACKED: &str = "unacked";
+/// kombu's index of held messages: tag scored by fetch (for us: last renewal) time.
+pub(crate) const UNACKED_INDEX: &str = "unacked_index";
+/// kombu's restore mutex.
+pub(crate) const UNACKED_MUTEX: &str = "unacked_mutex";
+/// Our own zset of leases: tag scored by lease expiry (unix seconds). Only entries here are ever
+/// restored early by us; anything else in `unacked` belongs to a kombu consumer.
+pub(crate) const LEASES: &str = "mediacms-worker.leases";
+/// kombu's mutex lifetime (`SET … NX PX 300000`).
+pub(crate) const MUTEX_PX: u64 = 300_000;
+
+/// The Redis list holding `queue` messages of `priority` (kombu `_q_for_pri`).
+pub(crate) fn priority_list(queue: &str, priority: u8) -> String {
+    match priority_step(priority) {
+        0 => queue.to_owned(),
+        n => format!("{queue}{SEP}{n}"),
+    }
+}
+
+/// The queue a priority list belongs to (`q\x06\x169` → `q`).
+pub(crate) fn queue_of_list(key: &str) -> &str {
+    key.split_once(SEP).map_or(key, |(q, _)| q)
+}
+
+/// The binding set key and member a producer SADDs when declaring `queue` (anonymous exchange).
+pub(crate) fn binding(queue: &str) -> (String, String) {
+    (
+        format!("_kombu.binding.{queue}"),
+        format!("{queue}{SEP}{SEP}{queue}"),
+    )
+}
+
+/// BRPOP keys in kombu's order: every queue at step 0, then every queue at step 3, …
+pub(crate) fn brpop_keys(order: &[String]) -> Vec<String> {
+    PRIORITY_STEPS
+        .iter()
+        .flat_map(|p| order.iter().map(move |q| priority_list(q, *p)))
+        .collect()
+}
+
+/// kombu's round-robin cycle over the consumed queues.
+#[derive(Debug, Default)]
+pub(crate) struct Rotation {
+    order: Vec<String>,
+}
+
+impl Rotation {
+    /// Adopt the caller's queue set, keeping the current rotation for queues already known.
+    pub(crate) fn sync(&mut self, queues: &[String]) -> &[String] {
+        self.order.retain(|q| queues.contains(q));
+        for q in queues {
+            if !self.order.contains(q) {
+                self.order.push(q.clone());
+            }
+        }
+        &self.order
+    }
+
+    /// The queue that just delivered goes to the end of the cycle.
+    pub(crate) fn rotate(&mut self, queue: &str) {
+        if let Some(i) = self.order.iter().position(|q| q == queue) {
+            let q = self.order.remove(i);
+            self.order.push(q);
+        }
+    }
+}
+
+/// What the transport needs from an envelope, read leniently so a poison message still yields
+/// usable bookkeeping (the strict decode is the codec's job).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct EnvelopeFacts {
+    pub exchange: String,
+    pub routing_key: Option<String>,
+    pub priority: u8,
+    pub redelivered: bool,
+    /// The raw bytes are a JSON object, so they can be embedded verbatim in the unacked value.
+    pub is_object: bool,
+}
+
+impl EnvelopeFacts {
+    pub(crate) fn read(raw: &[u8]) -> Self {
+        let v: Value = serde_json::from_slice(raw).unwrap_or(Value::Null);
+        let props = &v["properties"];
+        let info = &props["delivery_info"];
+        let flag = |x: &Value| x.as_bool().unwrap_or(false);
+        EnvelopeFacts {
+            exchange: info["exchange"].as_str().unwrap_or_default().to_owned(),
+            routing_key: info["routing_key"].as_str().map(str::to_owned),
+            priority: props["priority"].as_u64().map_or(0, |p| p.min(255) as u8),
+            redelivered: flag(&info["redelivered"]) || flag(&v["headers"]["redelivered"]),
+            is_object: v.is_object(),
+        }
+    }
+}
+
+/// kombu's `unacked` value. A JSON-object message is embedded byte for byte (what Python's
+/// `dumps([message, ex, rk])` writes for a message it produced); anything else becomes a JSON
+/// string so the hash always holds valid JSON for kombu clients that read it.
+pub(crate) fn unacked_value(raw: &[u8], object: bool, exchange: &str, routing_key: &str) -> String {
+    let tail = unacked_tail(exchange, routing_key);
+    let message = if object {
+        String::from_utf8_lossy(raw).into_owned()
+    } else {
+        Value::String(String::from_utf8_lossy(raw).into_owned()).to_string()
+    };
+    format!("[{message}{tail}")
+}
+
+fn unacked_tail(exchange: &str, routing_key: &str) -> String {
+    let s = |x: &str| Value::String(x.to_owned()).to_string();
+    format!(", {}, {}]", s(exchange), s(routing_key))
+}
+
+/// A held entry read back from `unacked`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Held {
+    pub raw: Vec<u8>,
+    pub exchange: String,
+    pub routing_key: String,
+}
+
+/// Parse an `unacked` value. The message bytes are recovered verbatim when we wrote the value
+/// (known tail); otherwise (another writer's spacing) the message is re-serialized.
+pub(crate) fn parse_unacked(value: &str) -> Option<Held> {
+    let parts: Vec<Value> = serde_json::from_str(value).ok()?;
+    let [message, exchange, routing_key] = <[Value; 3]>::try_from(parts).ok()?;
+    let exchange = exchange.as_str()?.to_owned();
+    let routing_key = routing_key.as_str()?.to_owned();
+    let tail = unacked_tail(&exchange, &routing_key);
+    let raw = match (
+        &message,
+        value.strip_prefix('[').and_then(|v| v.strip_suffix(&tail)),
+    ) {
+        (Value::String(s), _) => s.clone().into_bytes(),
+        (_, Some(verbatim)) => verbatim.as_bytes().to_vec(),
+        (m, None) => m.to_string().into_bytes(),
+    };
+    Some(Held {
+        raw,
+        exchange,
+        routing_key,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priority_lists_round_down_like_kombu() {
+        assert_eq!(priority_list("q", 0), "q");
+        assert_eq!(priority_list("q", 2), "q");
+        assert_eq!(priority_list("q", 5), "q\x06\x163");
+        assert_eq!(priority_list("q", 8), "q\x06\x166");
+        assert_eq!(priority_list("q", 9), "q\x06\x169");
+        assert_eq!(queue_of_list("q\x06\x169"), "q");
+        assert_eq!(queue_of_list("q"), "q");
+    }
+
+    #[test]
+    fn brpop_order_interleaves_queues_per_priority_as_captured() {
+        let keys = brpop_keys(&["long_tasks".into(), "short_tasks".into()]);
+        let want = "long_tasks short_tasks long_tasks\x06\x163 short_tasks\x06\x163 \
+                    long_tasks\x06\x166 short_tasks\x06\x166 long_tasks\x06\x169 short_tasks\x06\x169";
+        assert_eq!(keys.join(" "), want);
+    }
+
+    #[test]
+    fn rotation_moves_the_delivering_queue_last_and_follows_the_queue_set() {
+        let mut r = Rotation::default();
+        let qs = vec!["a".to_string(), "b".into(), "c".into()];
+        assert_eq!(r.sync(&qs), qs.as_slice());
+        r.rotate("a");
+        assert_eq!(r.sync(&qs), ["b", "c", "a"]);
+        assert_eq!(r.sync(&["a".into(), "d".into()]), ["a", "d"]);
+    }
+
+    #[test]
+    fn facts_are_read_leniently() {
+        let raw = br#"{"headers": {"redelivered": true}, "properties": {"priority": 9,
+            "delivery_info": {"exchange": "", "routing_key": "long_tasks"}}}"#;
+        let f = EnvelopeFacts::read(raw);
+        assert_eq!(f.routing_key.as_deref(), Some("long_tasks"));
+        assert_eq!((f.priority, f.redelivered, f.is_object), (9, true, true));
+        let poison = EnvelopeFacts::read(b"\xffnot json");
+        assert_eq!((poison.priority, poison.is_object), (0, false));
+        assert_eq!(poison.routing_key, None);
+    }
+
+    #[test]
+    fn unacked_value_embeds_the_message_verbatim_and_reads_back() {
+        let raw = br#"{"body": "W10=", "headers": {"id": "x"}}"#;
+        let v = unacked_value(raw, true, "", "long_tasks");
+        assert_eq!(
+            v,
+            r#"[{"body": "W10=", "headers": {"id": "x"}}, "", "long_tasks"]"#
+        );
+        let held = parse_unacked(&v).unwrap();
+        assert_eq!(held.raw, raw.to_vec());
+        assert_eq!(held.routing_key, "long_tasks");
+    }
+
+    #[test]
+    fn non_json_messages_are_stored_as_strings_and_foreign_spacing_is_tolerated() {
+        let v = unacked_value(b"garbage", false, "", "q");
+        assert_eq!(v, r#"["garbage", "", "q"]"#);
+        assert_eq!(parse_unacked(&v).unwrap().raw, b"garbage".to_vec());
+        let foreign = parse_unacked(r#"[{"a":1},"","q"]"#).unwrap();
+        assert_eq!(foreign.raw, br#"{"a":1}"#.to_vec());
+        assert!(parse_unacked("[1, 2]").is_none());
+    }
+}

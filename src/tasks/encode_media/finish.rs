@@ -1,0 +1,165 @@
+//! The end of an `encode_media` run (contract §2.5, §2.6): validate and place the output, the
+//! failure/retry rules, soft-limit and shutdown cancellation, and the chunk concatenation.
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde_json::json;
+
+use super::{tmp_name, EncodeMedia, Job, MAX_RETRIES, RETRY_COUNTDOWN};
+use crate::ffmpeg::probe;
+use crate::mediacms::layout::LayoutError;
+use crate::mediacms::signals::{Completion, ConcatOutput, SignalError};
+use crate::mediacms::store::{ChunkKey, Started};
+use crate::plan;
+use crate::tasks::{JobContext, Outcome, TaskError};
+
+/// MediaCMS's exception for ffmpeg failures (`files.backends.VideoEncodingError`).
+fn encoding_error(tail: &str) -> TaskError {
+    TaskError::new("VideoEncodingError", "files.backends", tail)
+}
+
+impl EncodeMedia {
+    /// §2.6: a non-empty output that probes as video or audio succeeds; anything else fails
+    /// (MediaCMS returns False, so the task itself succeeds with `false`).
+    pub(super) async fn finish(
+        &self,
+        s: &Started,
+        output: &Path,
+        logs: &str,
+        tail: &str,
+        began: Instant,
+    ) -> Result<Outcome, SignalError> {
+        let non_empty = std::fs::metadata(output).is_ok_and(|m| m.len() > 0);
+        if non_empty && probe::validate_output(output).is_ok() {
+            return self.succeed(s, output, logs, began).await;
+        }
+        let follow_ups = self
+            .env
+            .signals
+            .on_failure(s.encoding.id, Some(tail))
+            .await?;
+        self.env.publish_follow_ups(&follow_ups).await;
+        Ok(Outcome::Success(json!(false)))
+    }
+
+    pub(super) async fn succeed(
+        &self,
+        s: &Started,
+        output: &Path,
+        logs: &str,
+        began: Instant,
+    ) -> Result<Outcome, SignalError> {
+        let run_secs = began.elapsed().as_secs().min(i32::MAX as u64) as i32;
+        let signals = &self.env.signals;
+        let completion = signals
+            .encoding_succeeded(&s.media, &s.profile, &s.encoding, output, logs, run_secs)
+            .await?;
+        let Completion::Saved { saved, .. } = completion else {
+            tracing::info!(
+                encoding = s.encoding.id,
+                "Encoding deleted before it finished"
+            );
+            return Ok(Outcome::Success(json!(false)));
+        };
+        self.env.publish_follow_ups(&saved.follow_ups).await;
+        if let Some(key) = saved.concat {
+            self.concatenate(&key).await?;
+        }
+        Ok(Outcome::Success(json!(true)))
+    }
+
+    /// §2.5: the row says `fail` with the stderr tail; one Celery retry after 5 s, then the
+    /// final failure (`on_failure`: status, media recompute, a failed chunk fails its set).
+    pub(super) async fn failed(
+        &self,
+        job: &Job<'_>,
+        s: &Started,
+        tail: &str,
+    ) -> Result<Outcome, SignalError> {
+        let signals = &self.env.signals;
+        if job.task.retries < MAX_RETRIES {
+            if let Some(enc) = signals
+                .store()
+                .mark_failed(s.encoding.id, Some(tail))
+                .await?
+            {
+                let saved = signals.encoding_saved(&enc).await?;
+                self.env.publish_follow_ups(&saved.follow_ups).await;
+            }
+            self.env.metrics.task_retried("encode_media");
+            return Ok(Outcome::Retry {
+                countdown: RETRY_COUNTDOWN,
+                error: encoding_error(tail),
+            });
+        }
+        let follow_ups = signals.on_failure(s.encoding.id, Some(tail)).await?;
+        self.env.publish_follow_ups(&follow_ups).await;
+        Ok(Outcome::Failure(encoding_error(tail)))
+    }
+
+    /// The job's token fired. Past the soft limit this is MediaCMS's `SoftTimeLimitExceeded`
+    /// (fail, one retry); otherwise it is a shutdown abort or a revoke: leave the row for the
+    /// re-run (the pool requeues the delivery, or writes REVOKED for a terminate).
+    pub(super) async fn cancelled(
+        &self,
+        job: &Job<'_>,
+        s: &Started,
+        ctx: &JobContext,
+    ) -> Result<Outcome, SignalError> {
+        let timed_out = ctx
+            .deadline
+            .is_some_and(|d| tokio::time::Instant::now() >= d);
+        if timed_out {
+            return self.failed(job, s, "soft time limit exceeded").await;
+        }
+        Ok(Outcome::Aborted)
+    }
+
+    /// §2.6 chunk finalisation: whichever worker finishes a set's last chunk concatenates it,
+    /// exactly once (the store's lock); a failed concat leaves the set for a re-run.
+    async fn concatenate(&self, key: &ChunkKey) -> Result<(), SignalError> {
+        let signals = &self.env.signals;
+        let Some(job) = signals.begin_concat(key).await? else {
+            return Ok(());
+        };
+        let dir = self
+            .env
+            .job_dir()
+            .map_err(|e| LayoutError::io("create job dir", &self.env.temp_root, e))?;
+        let list = dir.path().join(format!("{}.txt", tmp_name()));
+        let parts: Vec<String> = job
+            .parts
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        std::fs::write(&list, plan::concat_list(&parts))
+            .map_err(|e| LayoutError::io("write concat list", &list, e))?;
+        let output = dir
+            .path()
+            .join(format!("{}.{}", tmp_name(), job.profile.extension));
+        let argv = plan::plan_concat(&list.to_string_lossy(), &output.to_string_lossy());
+        // Never cancelled by the job's token: the chunk itself is already committed.
+        let never = tokio_util::sync::CancellationToken::new();
+        match self.env.ffmpeg(argv, &never, |_| {}).await {
+            Ok(out) => {
+                let done = signals
+                    .finish_concat(
+                        job,
+                        ConcatOutput {
+                            temp_file: &output,
+                            ffmpeg_stderr: &out.stderr_log,
+                        },
+                    )
+                    .await?;
+                tracing::info!(encoding = done.encoding.id, "chunks concatenated");
+                self.env.publish_follow_ups(&done.follow_ups).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "chunk concatenation failed; set left for a re-run");
+                job.abandon().await?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,345 @@
+//! `encode_media`: MediaCMS's encoding state machine (contract §2) — claim the Encoding, plan,
+//! run ffmpeg with progress and row-deletion cancellation, then replay Django's signals through
+//! `mediacms::signals` and publish their follow-ups. A chunk encode may end in the one
+//! concatenation of its set (`finish.rs`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::env::TaskEnv;
+use super::{infra_outcome, JobContext, Outcome, TaskError, TaskHandler};
+use crate::celery::args::{bind, LongTask};
+use crate::celery::message::TaskMessage;
+use crate::ffmpeg::backend::backend_name;
+use crate::ffmpeg::probe;
+use crate::ffmpeg::progress::{percent, Progress, ProgressThrottle};
+use crate::ffmpeg::run::RunError;
+use crate::mediacms::layout;
+use crate::mediacms::signals::SignalError;
+use crate::mediacms::store::{StartOutcome, StartRequest, Started};
+use crate::plan::{self, Backend, EncodeIo, MediaInfo, ProfileSpec};
+
+/// How often progress is saved while ffmpeg runs; each save also detects a deleted Encoding,
+/// so this bounds cancellation latency (MediaCMS: ~30 s).
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// MediaCMS: `self.retry(countdown=5, max_retries=1)`.
+const RETRY_COUNTDOWN: Duration = Duration::from_secs(5);
+const MAX_RETRIES: u32 = 1;
+
+pub struct EncodeMedia {
+    pub env: Arc<TaskEnv>,
+}
+
+/// The arguments of one `encode_media` message.
+struct Job<'a> {
+    task: &'a TaskMessage,
+    force: bool,
+    chunk_file_path: Option<String>,
+    encoding_id: i32,
+    profile_id: i32,
+    friendly_token: String,
+}
+
+/// How one ffmpeg pass ended.
+enum Pass {
+    Done(String),
+    /// The Encoding row was deleted (MediaCMS's cancellation): stop, write nothing.
+    RowDeleted,
+    /// The job's token fired (shutdown abort, revoke terminate, soft limit).
+    Cancelled,
+    Failed(String),
+}
+
+#[async_trait]
+impl TaskHandler for EncodeMedia {
+    async fn run(&self, task: &TaskMessage, ctx: JobContext) -> Outcome {
+        let job = match bind(task) {
+            Ok(LongTask::EncodeMedia {
+                friendly_token,
+                profile_id,
+                encoding_id,
+                force,
+                chunk,
+                chunk_file_path,
+                ..
+            }) => Job {
+                task,
+                force,
+                chunk_file_path: chunk.then_some(chunk_file_path),
+                encoding_id: encoding_id as i32,
+                profile_id: profile_id as i32,
+                friendly_token,
+            },
+            Ok(other) => return bad_args(format!("not an encode_media task: {other:?}")),
+            Err(e) => return bad_args(e.to_string()),
+        };
+        match self.encode(&job, &ctx).await {
+            Ok(outcome) => outcome,
+            Err(e) => infra_outcome(task, &ctx, &e.to_string(), e.disposition()).await,
+        }
+    }
+}
+
+fn bad_args(message: String) -> Outcome {
+    Outcome::Failure(TaskError::new("TypeError", "builtins", message))
+}
+
+impl EncodeMedia {
+    async fn encode(&self, job: &Job<'_>, ctx: &JobContext) -> Result<Outcome, SignalError> {
+        let req = StartRequest {
+            encoding_id: job.encoding_id,
+            friendly_token: &job.friendly_token,
+            profile_id: job.profile_id,
+            force: job.force,
+            chunk_file_path: job.chunk_file_path.as_deref(),
+            task_id: &job.task.id,
+            worker: &ctx.hostname,
+            retries: job.task.retries as i32,
+        };
+        let started = match self.env.signals.begin_encoding(&req).await? {
+            StartOutcome::Started(s) => s,
+            StartOutcome::Missing | StartOutcome::Dropped { .. } => {
+                return Ok(Outcome::Success(json!(false)))
+            }
+        };
+        let dir = self
+            .env
+            .job_dir()
+            .map_err(|e| layout::LayoutError::io("create job dir", &self.env.temp_root, e))?;
+        let began = Instant::now();
+        if started.profile.is_gif() {
+            return self.gif(&started, dir.path(), ctx, began).await;
+        }
+        self.video(job, &started, dir.path(), ctx, began).await
+    }
+
+    /// The input file: the chunk for chunk encodes, else the original, confined to MEDIA_ROOT.
+    fn input(&self, s: &Started) -> Result<PathBuf, SignalError> {
+        let path = if s.encoding.chunk {
+            PathBuf::from(&s.encoding.chunk_file_path)
+        } else {
+            PathBuf::from(&s.media.media_file)
+        };
+        Ok(layout::confine(self.env.media_root(), &path)?)
+    }
+
+    /// §2.2, with quirk §9.2 fixed: a failed gif ends `fail`, not `running`.
+    async fn gif(
+        &self,
+        s: &Started,
+        dir: &Path,
+        ctx: &JobContext,
+        began: Instant,
+    ) -> Result<Outcome, SignalError> {
+        let input = self.input(s)?;
+        let output = dir.join(format!("{}.gif", tmp_name()));
+        let argv = plan::plan_gif(&input.to_string_lossy(), &output.to_string_lossy());
+        let tail = match self.env.ffmpeg(argv, &ctx.cancel, |_| {}).await {
+            Ok(out) => out.stderr_tail,
+            Err(RunError::Cancelled { .. }) => return Ok(Outcome::Aborted),
+            Err(e) => e.stderr_tail().to_owned(),
+        };
+        if probe::validate_output(&output).is_ok() {
+            return self.succeed(s, &output, "", began).await;
+        }
+        let follow_ups = self
+            .env
+            .signals
+            .on_failure(s.encoding.id, Some(&tail))
+            .await?;
+        self.env.publish_follow_ups(&follow_ups).await;
+        Ok(Outcome::Success(json!(false)))
+    }
+
+    async fn video(
+        &self,
+        job: &Job<'_>,
+        s: &Started,
+        dir: &Path,
+        ctx: &JobContext,
+        began: Instant,
+    ) -> Result<Outcome, SignalError> {
+        let input = self.input(s)?;
+        let ext = &s.profile.extension;
+        let output = dir.join(format!("{}.{ext}", tmp_name()));
+        let pass_file = dir.join(format!("{}.{ext}", tmp_name()));
+        let codec = s.profile.codec.clone().unwrap_or_default();
+        let granted = self.env.accel.grant(&codec);
+        let mut backend = granted.choice.backend.clone();
+        let mut notes = String::new();
+        if let Some((asked, reason)) = self.env.accel.forced_fallback(&granted) {
+            // The operator asked for hardware that cannot run here: say so where they look.
+            self.env.metrics.hw_fallback(asked, "device_open");
+            notes = format!(
+                "[mediacms-worker] --hwaccel {asked} unavailable, encoded in software: {reason}\n"
+            );
+        }
+        loop {
+            let plan = match self.plan(s, &input, &output, &pass_file, &backend) {
+                Ok(p) => p,
+                Err(skip) => {
+                    tracing::info!(encoding = s.encoding.id, %skip, "no command for this profile");
+                    let follow_ups = self.env.signals.on_failure(s.encoding.id, None).await?;
+                    self.env.publish_follow_ups(&follow_ups).await;
+                    return Ok(Outcome::Success(json!(false)));
+                }
+            };
+            let store = self.env.signals.store();
+            let temp_file = output.to_string_lossy();
+            let commands = plan::commands_repr(&plan.passes);
+            store
+                .set_commands(s.encoding.id, &temp_file, &commands)
+                .await?;
+            match self.run_passes(s, &plan.passes, &plan.backend, ctx).await? {
+                Pass::Done(tail) => {
+                    let logs = format!("{notes}{tail}");
+                    return self.finish(s, &output, &logs, &tail, began).await;
+                }
+                Pass::RowDeleted => return Ok(Outcome::Success(json!(false))),
+                Pass::Cancelled => return self.cancelled(job, s, ctx).await,
+                Pass::Failed(tail) if plan.backend != Backend::Software => {
+                    // Hardware failure (init or mid-encode): redo this job in software.
+                    let name = backend_name(&plan.backend);
+                    self.env.accel.failed(&plan.backend, &tail);
+                    self.env.metrics.hw_fallback(name, fallback_class(&tail));
+                    notes = format!("[mediacms-worker] {name} failed, re-ran in software\n");
+                    backend = Backend::Software;
+                }
+                Pass::Failed(tail) => return self.failed(job, s, &tail).await,
+            }
+        }
+    }
+
+    fn plan(
+        &self,
+        s: &Started,
+        input: &Path,
+        output: &Path,
+        pass_file: &Path,
+        backend: &Backend,
+    ) -> Result<plan::EncodePlan, plan::PlanSkip> {
+        let io = EncodeIo {
+            input: &input.to_string_lossy(),
+            output: &output.to_string_lossy(),
+            pass_file: &pass_file.to_string_lossy(),
+            chunk: s.encoding.chunk,
+        };
+        let profile = ProfileSpec {
+            id: s.profile.id,
+            extension: s.profile.extension.clone(),
+            resolution: s.profile.resolution,
+            codec: s.profile.codec.clone(),
+        };
+        let info = MediaInfo::from_json(&s.media.media_info);
+        plan::plan_encode(&io, &info, &profile, &self.env.settings, backend)
+    }
+
+    /// Run every pass; MediaCMS goes on to the next pass after a "real ffmpeg error" and lets
+    /// the output check decide, so a final error is remembered and reported at the end.
+    async fn run_passes(
+        &self,
+        s: &Started,
+        passes: &[Vec<String>],
+        backend: &Backend,
+        ctx: &JobContext,
+    ) -> Result<Pass, SignalError> {
+        let mut last = String::new();
+        for argv in passes {
+            match self.run_pass(s, argv.clone(), backend, ctx).await? {
+                Pass::Done(tail) => last = tail,
+                Pass::Failed(tail) if plan::ffmpeg_error_is_final(&tail) => last = tail,
+                other => return Ok(other),
+            }
+        }
+        Ok(Pass::Done(last))
+    }
+
+    /// One ffmpeg run; progress is saved every [`PROGRESS_EVERY`], and a save that hits no row
+    /// (the Encoding was deleted) kills ffmpeg.
+    async fn run_pass(
+        &self,
+        s: &Started,
+        argv: Vec<String>,
+        backend: &Backend,
+        ctx: &JobContext,
+    ) -> Result<Pass, SignalError> {
+        let (tx, rx) = watch::channel(None::<Progress>);
+        let kill = ctx.cancel.child_token();
+        let run = self.env.ffmpeg(argv, &kill, move |p| {
+            let _ = tx.send(Some(p));
+        });
+        let saver = self.save_progress(s, rx, &kill);
+        let (result, saved) = tokio::join!(run, saver);
+        let last = saved?;
+        if let Some(p) = &last {
+            let speed = p.speed.unwrap_or(f64::NAN);
+            let fps = p.fps.unwrap_or(f64::NAN);
+            self.env
+                .metrics
+                .encode_observed(&s.profile.name, backend_name(backend), speed, fps);
+        }
+        Ok(match result {
+            Ok(out) => Pass::Done(out.stderr_tail),
+            Err(RunError::Cancelled { .. }) if !ctx.cancel.is_cancelled() => Pass::RowDeleted,
+            Err(RunError::Cancelled { .. }) => Pass::Cancelled,
+            Err(e) => {
+                tracing::warn!(encoding = s.encoding.id, error = %e, "ffmpeg failed");
+                Pass::Failed(e.stderr_tail().to_owned())
+            }
+        })
+    }
+
+    /// Saves progress until ffmpeg's sender is gone; returns the last reading.
+    async fn save_progress(
+        &self,
+        s: &Started,
+        mut rx: watch::Receiver<Option<Progress>>,
+        kill: &tokio_util::sync::CancellationToken,
+    ) -> Result<Option<Progress>, SignalError> {
+        let mut throttle = ProgressThrottle::new(PROGRESS_EVERY);
+        let mut last = None;
+        while rx.changed().await.is_ok() {
+            let Some(p) = rx.borrow_and_update().clone() else {
+                continue;
+            };
+            if throttle.should_save(Instant::now(), &p) {
+                let pct = percent(p.out_time, f64::from(s.media.duration)) as i16;
+                let store = self.env.signals.store();
+                if !store.update_progress(s.encoding.id, pct).await? {
+                    tracing::info!(encoding = s.encoding.id, "Encoding deleted: killing ffmpeg");
+                    kill.cancel();
+                }
+            }
+            last = Some(p);
+        }
+        Ok(last)
+    }
+}
+
+/// `tmpXXXXXXXX`, the shape of Python's NamedTemporaryFile names (they end up in gif names).
+pub(crate) fn tmp_name() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    let tag = Alphanumeric.sample_string(&mut rand::rng(), 8);
+    format!("tmp{}", tag.to_ascii_lowercase())
+}
+
+/// Bounded `reason_class` label of a hardware fallback.
+fn fallback_class(tail: &str) -> &'static str {
+    let t = tail.to_ascii_lowercase();
+    if t.contains("openencodesessionex") || t.contains("session") {
+        "session_limit"
+    } else if t.contains("device") || t.contains("cuda") && t.contains("init") {
+        "device_open"
+    } else if t.contains("no capable devices") || t.contains("error initializing") {
+        "encoder_init"
+    } else {
+        "mid_encode"
+    }
+}
+
+mod finish;

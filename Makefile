@@ -14,6 +14,11 @@ lint:
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 
+# Every test binary except the fault suite's, which runs last through its own script so it
+# can print `fault suite: N cases, N survived, N lost`.
+TESTS := $(patsubst tests/%.rs,--test %,$(filter-out tests/fault_%,$(wildcard tests/*.rs)))
+
 test: setup lint
 	./scripts/validate-docker.sh
-	cargo test --all-targets -- --test-threads=2
+	cargo test --lib --bins $(TESTS) -- --test-threads=2
+	./scripts/fault-suite.sh

@@ -114,7 +114,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     ));
     let cache = redis::Client::open(config.redis_location.as_str()).context("REDIS_LOCATION")?;
     let whisper = WhisperOptions::from_env(&config.whisper_model);
-    let registry = registry(env, cache, whisper);
+    let mut registry = registry(env.clone(), cache, whisper);
+    if config.chunkize {
+        crate::tasks::chunkize::register_chunkize(&mut registry, env);
+    }
     let pool = WorkerPool::new(broker, results, registry, pool_options(&config))
         .with_metrics(metrics.clone());
     let state = pool.state();
@@ -207,6 +210,7 @@ fn task_env(
         temp_root: config.temp_directory.clone(),
         metrics,
         accel: Accel::new(caps, config.hwaccel, config.hw_concurrency, HW_COOLDOWN),
+        decode_once: config.decode_once,
     }
 }
 

@@ -128,13 +128,21 @@ pub struct RawConfig {
     /// MediaCMS WHISPER_MODEL.
     #[arg(long, env = "WHISPER_MODEL")]
     pub whisper_model: Option<String>,
+    /// Also run `chunkize_media` (a short_tasks task): consume `short_tasks` too (`-Q`) to use it.
+    #[arg(long, env = "WORKER_CHUNKIZE")]
+    pub chunkize: Option<bool>,
     /// Run as root even though the worker refuses to by default.
     #[arg(long, env = "WORKER_ALLOW_ROOT")]
     pub allow_root: Option<bool>,
+    /// Decode-once ladder: one `encode_media` claims the media's other pending video
+    /// Encodings and encodes them all from one decode.
+    #[arg(long, env = "WORKER_DECODE_ONCE")]
+    pub decode_once: Option<bool>,
 }
 
-/// The validated configuration every component is built from (in `app`).
-#[derive(Debug, Clone, PartialEq)]
+/// The validated configuration every component is built from (in `app`). Its `Debug` (what
+/// `check-config` prints) redacts the password of every URL and of Postgres.
+#[derive(Clone, PartialEq)]
 pub struct Config {
     pub broker_url: String,
     pub redis_location: String,
@@ -163,7 +171,65 @@ pub struct Config {
     pub sprite_num_secs: u32,
     pub soft_time_limit: Duration,
     pub whisper_model: String,
+    pub chunkize: bool,
     pub allow_root: bool,
+    pub decode_once: bool,
+}
+
+impl std::fmt::Debug for Config {
+    // Credentials never reach logs or `check-config` output: URLs carry them in userinfo.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("broker_url", &redact_url(&self.broker_url))
+            .field("redis_location", &redact_url(&self.redis_location))
+            .field("result_backend", &redact_url(&self.result_backend))
+            .field("postgres", &self.postgres)
+            .field("media_root", &self.media_root)
+            .field("temp_directory", &self.temp_directory)
+            .field("ffmpeg_command", &self.ffmpeg_command)
+            .field("queues", &self.queues)
+            .field("concurrency", &self.concurrency)
+            .field("hostname", &self.hostname)
+            .field("log_filter", &self.log_filter)
+            .field("log_format", &self.log_format)
+            .field("prefetch_multiplier", &self.prefetch_multiplier)
+            .field("lease", &self.lease)
+            .field("drain", &self.drain)
+            .field("http_addr", &self.http_addr)
+            .field("forward_unknown_to", &self.forward_unknown_to)
+            .field("hwaccel", &self.hwaccel)
+            .field("hw_device", &self.hw_device)
+            .field("hw_concurrency", &self.hw_concurrency)
+            .field("ffmpeg_threads", &self.ffmpeg_threads)
+            .field("ffmpeg_nice", &self.ffmpeg_nice)
+            .field("ffmpeg_default_preset", &self.ffmpeg_default_preset)
+            .field(
+                "minimum_resolutions_to_encode",
+                &self.minimum_resolutions_to_encode,
+            )
+            .field("sprite_num_secs", &self.sprite_num_secs)
+            .field("soft_time_limit", &self.soft_time_limit)
+            .field("whisper_model", &self.whisper_model)
+            .field("allow_root", &self.allow_root)
+            .finish()
+    }
+}
+
+/// `scheme://user:password@host/…` → `scheme://user:<redacted>@host/…` (also with an empty
+/// user); URLs without a password are returned unchanged.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    // userinfo ends at the last '@' before the first '/' (passwords may contain '@').
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    match rest[..at].split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:<redacted>{}", &rest[at..]),
+        None => url.to_owned(),
+    }
 }
 
 #[derive(Clone, PartialEq)]
@@ -265,7 +331,9 @@ impl RawConfig {
             sprite_num_secs,
             celery_soft_time_limit,
             whisper_model,
-            allow_root
+            chunkize,
+            allow_root,
+            decode_once
         )
     }
 
@@ -379,7 +447,9 @@ impl RawConfig {
             whisper_model: self
                 .whisper_model
                 .unwrap_or_else(|| defaults::WHISPER_MODEL.into()),
+            chunkize: self.chunkize.unwrap_or(false),
             allow_root: self.allow_root.unwrap_or(false),
+            decode_once: self.decode_once.unwrap_or(false),
         })
     }
 }
@@ -532,5 +602,28 @@ mod tests {
         .resolve("h")
         .unwrap();
         assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    /// Regression: `check-config` printed `redis://user:password@…` URLs in full.
+    #[test]
+    fn check_config_redacts_url_passwords() {
+        let c = RawConfig {
+            redis_location: Some("redis://default:r3d@is-pw@cache:6379/1".into()),
+            broker_url: Some("amqp://guest:mq-pw@mq:5672//".into()),
+            ..Default::default()
+        }
+        .resolve("h")
+        .unwrap();
+        let shown = format!("{c:#?}");
+        assert!(
+            !shown.contains("is-pw") && !shown.contains("mq-pw"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("redis://default:<redacted>@cache:6379/1"),
+            "{shown}"
+        );
+        assert_eq!(redact_url("redis://cache:6379/1"), "redis://cache:6379/1");
+        assert_eq!(redact_url("redis://:pw@c/0"), "redis://:<redacted>@c/0");
     }
 }

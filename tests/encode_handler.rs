@@ -6,21 +6,15 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use mediacms_worker::broker::redis::{RedisBroker, RedisBrokerOptions};
 use mediacms_worker::celery::envelope::decode_redis;
 use mediacms_worker::config::HwAccel;
-use mediacms_worker::ffmpeg::caps::Capabilities;
-use mediacms_worker::mediacms::signals::Signals;
-use mediacms_worker::mediacms::store::Store;
-use mediacms_worker::plan::EncodeSettings;
 use mediacms_worker::tasks::encode_media::EncodeMedia;
-use mediacms_worker::tasks::env::{Accel, FfmpegOptions, TaskEnv};
+use mediacms_worker::tasks::env::TaskEnv;
 use mediacms_worker::tasks::{JobContext, Outcome, TaskHandler};
-use mediacms_worker::telemetry::Metrics;
 use serde_json::json;
 use support::db::{shared_dir, TestDb};
+use support::env::{task_env, EnvOptions};
 use support::media::{clip, ClipSpec};
 use support::redis::TestRedis;
 use tokio_util::sync::CancellationToken;
@@ -46,26 +40,12 @@ fn make_original(media_root: &Path) -> PathBuf {
 }
 
 async fn env(db: &TestDb, redis: &TestRedis, media_root: &Path, hwaccel: HwAccel) -> TaskEnv {
-    let store = Store::connect(&db.config(), 4).unwrap();
-    let broker = RedisBroker::connect(&redis.url, RedisBrokerOptions::default())
-        .await
-        .unwrap();
-    let caps = Capabilities::probe("ffmpeg", hwaccel, None).await;
-    TaskEnv {
-        signals: Signals::new(store, media_root),
-        publisher: Arc::new(broker),
-        ffmpeg: FfmpegOptions {
-            program: "ffmpeg".into(),
-            nice: 0,
-        },
-        settings: EncodeSettings {
-            preset: "ultrafast".into(),
-            ..EncodeSettings::default()
-        },
-        temp_root: media_root.join("tmp"),
-        metrics: Arc::new(Metrics::new()),
-        accel: Accel::new(caps, hwaccel, 1, Duration::from_secs(600)),
-    }
+    let opts = EnvOptions {
+        hwaccel,
+        ..EnvOptions::default()
+    };
+    let temp = media_root.join("tmp");
+    task_env(&db.config(), &redis.url, media_root, &temp, opts).await
 }
 
 fn message(name: &str) -> mediacms_worker::celery::message::TaskMessage {

@@ -11,18 +11,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mediacms_worker::broker::redis::{RedisBroker, RedisBrokerOptions};
 use mediacms_worker::celery::envelope::{decode_redis, encode_redis};
 use mediacms_worker::celery::message::{OutgoingTask, TaskMessage};
-use mediacms_worker::mediacms::signals::Signals;
-use mediacms_worker::mediacms::store::Store;
 use mediacms_worker::plan::EncodeSettings;
-use mediacms_worker::tasks::env::{Accel, FfmpegOptions, TaskEnv};
+use mediacms_worker::tasks::env::TaskEnv;
 use mediacms_worker::tasks::whisper::WhisperOptions;
 use mediacms_worker::tasks::{JobContext, Outcome, TaskHandler};
-use mediacms_worker::telemetry::Metrics;
 use serde_json::{json, Value};
 use support::db::TestDb;
+use support::env::{task_env, EnvOptions};
 use support::redis::TestRedis;
 use tokio_util::sync::CancellationToken;
 
@@ -50,22 +47,12 @@ impl Env {
         let root = tempfile::tempdir().unwrap();
         db.rebase_media_root(root.path()).await;
         let redis = TestRedis::claim();
-        let broker = RedisBroker::connect(&redis.url, RedisBrokerOptions::default())
-            .await
-            .unwrap();
-        let store = Store::connect(&db.config(), 8).unwrap();
-        let env = Arc::new(TaskEnv {
-            signals: Signals::new(store, root.path()),
-            publisher: Arc::new(broker),
-            ffmpeg: FfmpegOptions {
-                program: "ffmpeg".into(),
-                nice: 0,
-            },
+        let opts = EnvOptions {
             settings,
-            temp_root: root.path().join("tmp"),
-            metrics: Arc::new(Metrics::new()),
-            accel: Accel::software(),
-        });
+            ..EnvOptions::default()
+        };
+        let temp = root.path().join("tmp");
+        let env = Arc::new(task_env(&db.config(), &redis.url, root.path(), &temp, opts).await);
         let work = tempfile::tempdir().unwrap();
         Env {
             db,

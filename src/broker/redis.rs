@@ -76,8 +76,10 @@ struct Inner {
 impl RedisBroker {
     /// Connect to `url` (its DB number is honoured: MediaCMS uses `/1`) and check it answers.
     pub async fn connect(url: &str, opts: RedisBrokerOptions) -> Result<Self, BrokerError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| BrokerError::Connection(format!("redis url `{url}`: {e}")))?;
+        let client = redis::Client::open(url).map_err(|e| {
+            let shown = crate::config::redact_url(url);
+            BrokerError::Connection(format!("redis url `{shown}`: {e}"))
+        })?;
         let inner = Inner {
             cmd: Slot::new(client.clone(), Some(COMMAND_TIMEOUT)),
             brpop: Slot::new(client.clone(), None),

@@ -17,6 +17,7 @@
 pub mod extras;
 pub mod hls;
 pub mod hw;
+pub mod ladder;
 pub mod media_info;
 pub mod rational;
 pub mod repr;
@@ -28,6 +29,7 @@ pub use extras::{
     plan_sprite_strip, sprite_frame_count,
 };
 pub use hls::{avc1_codec_from_avcc, hls_variant_dirs, master_playlist, plan_hls, HlsInput};
+pub use ladder::{ladder_groups, plan_ladder, LadderRung, LadderSkip};
 pub use media_info::MediaInfo;
 pub use repr::commands_repr;
 pub use rules::Codec;

@@ -135,6 +135,9 @@ pub struct TaskEnv {
     pub temp_root: PathBuf,
     pub metrics: Arc<Metrics>,
     pub accel: Accel,
+    /// `--decode-once`: a non-chunk encode claims the media's other pending video Encodings
+    /// and produces all renditions from one decode (`tasks::encode_media::ladder`).
+    pub decode_once: bool,
 }
 
 impl TaskEnv {

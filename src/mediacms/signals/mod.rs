@@ -176,6 +176,11 @@ impl Signals {
         };
         match self.store.mark_success(encoding.id, &up).await {
             Ok(Some(enc)) => {
+                // A re-run (restored after a crash, a retry) replaces the file a previous run
+                // of this row placed; without this the old output stays in encoded/ forever.
+                if !encoding.media_file.is_empty() && encoding.media_file != placed {
+                    self.remove_quietly(&encoding.media_file);
+                }
                 let saved = self.encoding_saved(&enc).await?;
                 Ok(Completion::Saved {
                     encoding: Box::new(enc),

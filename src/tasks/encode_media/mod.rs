@@ -16,12 +16,12 @@ use super::{infra_outcome, JobContext, Outcome, TaskError, TaskHandler};
 use crate::celery::args::{bind, LongTask};
 use crate::celery::message::TaskMessage;
 use crate::ffmpeg::backend::backend_name;
-use crate::ffmpeg::probe;
 use crate::ffmpeg::progress::{percent, Progress, ProgressThrottle};
 use crate::ffmpeg::run::RunError;
 use crate::mediacms::layout;
 use crate::mediacms::signals::SignalError;
 use crate::mediacms::store::{StartOutcome, StartRequest, Started};
+use crate::mediacms::Disposition;
 use crate::plan::{self, Backend, EncodeIo, MediaInfo, ProfileSpec};
 
 /// How often progress is saved while ffmpeg runs; each save also detects a deleted Encoding,
@@ -80,7 +80,32 @@ impl TaskHandler for EncodeMedia {
         };
         match self.encode(&job, &ctx).await {
             Ok(outcome) => outcome,
-            Err(e) => infra_outcome(task, &ctx, &e.to_string(), e.disposition()).await,
+            Err(e) => {
+                let message = e.to_string();
+                if e.disposition() == Disposition::Fail {
+                    self.permanent_failure(job.encoding_id, &message).await;
+                }
+                infra_outcome(task, &ctx, &message, e.disposition()).await
+            }
+        }
+    }
+}
+
+impl EncodeMedia {
+    /// A permanent error (a DB path escaping MEDIA_ROOT, a foreign file type) ends the
+    /// Encoding `fail` with the reason in its log, as MediaCMS's `on_failure` does; otherwise
+    /// the row claimed at start would stay `running` forever with nothing to say why.
+    async fn permanent_failure(&self, encoding_id: i32, message: &str) {
+        match self
+            .env
+            .signals
+            .on_failure(encoding_id, Some(message))
+            .await
+        {
+            Ok(follow_ups) => self.env.publish_follow_ups(&follow_ups).await,
+            Err(e) => {
+                tracing::error!(encoding = encoding_id, error = %e, "marking the Encoding failed")
+            }
         }
     }
 }
@@ -101,6 +126,9 @@ impl EncodeMedia {
             worker: &ctx.hostname,
             retries: job.task.retries as i32,
         };
+        if let Some(done) = self.ladder_skip(job).await? {
+            return Ok(done); // another task's decode-once ladder owns this Encoding
+        }
         let started = match self.env.signals.begin_encoding(&req).await? {
             StartOutcome::Started(s) => s,
             StartOutcome::Missing | StartOutcome::Dropped { .. } => {
@@ -114,6 +142,12 @@ impl EncodeMedia {
         let began = Instant::now();
         if started.profile.is_gif() {
             return self.gif(&started, dir.path(), ctx, began).await;
+        }
+        if self.env.decode_once && !started.encoding.chunk {
+            let ladder = self.ladder(job, &started, dir.path(), ctx, began).await?;
+            if let Some(outcome) = ladder {
+                return Ok(outcome);
+            }
         }
         self.video(job, &started, dir.path(), ctx, began).await
     }
@@ -144,7 +178,9 @@ impl EncodeMedia {
             Err(RunError::Cancelled { .. }) => return Ok(Outcome::Aborted),
             Err(e) => e.stderr_tail().to_owned(),
         };
-        if probe::validate_output(&output).is_ok() {
+        // MediaCMS accepts the gif when `filetype` sees image magic bytes; `validate_output`
+        // rejects image formats (gif included) by design, so it cannot be used here.
+        if is_gif_file(&output) {
             return self.succeed(s, &output, "", began).await;
         }
         let follow_ups = self
@@ -184,7 +220,16 @@ impl EncodeMedia {
                 Ok(p) => p,
                 Err(skip) => {
                     tracing::info!(encoding = s.encoding.id, %skip, "no command for this profile");
-                    let follow_ups = self.env.signals.on_failure(s.encoding.id, None).await?;
+                    // MediaCMS leaves `logs` empty for a profile it skips by rule; an unusable
+                    // source (no video stream, unreadable file) is said in the log instead, or
+                    // the operator sees a bare `fail` with nothing to act on.
+                    let why = matches!(skip, plan::PlanSkip::InvalidMediaInfo(_))
+                        .then(|| format!("[mediacms-worker] not encoded: {skip}"));
+                    let follow_ups = self
+                        .env
+                        .signals
+                        .on_failure(s.encoding.id, why.as_deref())
+                        .await?;
                     self.env.publish_follow_ups(&follow_ups).await;
                     return Ok(Outcome::Success(json!(false)));
                 }
@@ -321,6 +366,15 @@ impl EncodeMedia {
     }
 }
 
+/// A GIF by its magic bytes (`GIF87a`/`GIF89a`), what Python's `filetype.is_image` sees.
+fn is_gif_file(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 6];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok_and(|()| &magic == b"GIF87a" || &magic == b"GIF89a")
+}
+
 /// `tmpXXXXXXXX`, the shape of Python's NamedTemporaryFile names (they end up in gif names).
 pub(crate) fn tmp_name() -> String {
     use rand::distr::{Alphanumeric, SampleString};
@@ -343,3 +397,4 @@ fn fallback_class(tail: &str) -> &'static str {
 }
 
 mod finish;
+mod ladder;

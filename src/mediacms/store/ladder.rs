@@ -1,0 +1,97 @@
+//! SQL of the decode-once ladder: the atomic claim of a media's other pending video Encodings,
+//! the check a later message runs before encoding ("already claimed by a ladder"), and the
+//! ownership check before a ladder output is committed.
+//!
+//! Marker: a claimed row gets `task_id` = the claiming task's id and `logs` starting with
+//! [`LADDER_NOTE_PREFIX`]. MediaCMS never writes that text, and a row's own message always
+//! carries a different task id, so "non-chunk, task id not ours, logs start with the prefix"
+//! identifies a row a ladder took over. `worker` stays the plain hostname, as one-by-one.
+
+use tokio_postgres::types::ToSql;
+
+use super::{encoding_from_row, Result, Store};
+use crate::mediacms::model::Encoding;
+
+/// First bytes of `logs` on every ladder-claimed row (kept on success, before the stderr tail).
+pub const LADDER_NOTE_PREFIX: &str = "[mediacms-worker] decode-once ladder";
+
+/// Who claims, for which media, and the note written into each claimed row's `logs`.
+#[derive(Debug, Clone)]
+pub struct LadderClaim<'a> {
+    pub media_id: i32,
+    /// The claiming task's own Encoding (already `running` through `start_encoding`).
+    pub own_encoding_id: i32,
+    pub task_id: &'a str,
+    pub worker: &'a str,
+    pub retries: i32,
+    /// Must start with [`LADDER_NOTE_PREFIX`].
+    pub note: &'a str,
+}
+
+impl Store {
+    /// Atomically claims the media's other non-chunk video Encodings that are `pending` (or
+    /// still `running` under this very task's earlier ladder claim: a re-run after a shutdown
+    /// abort or the Celery retry takes them back). One UPDATE: a concurrent claimer or a row's
+    /// own `start_encoding` blocks on the row lock and then sees it is no longer `pending`.
+    ///
+    /// Only rows that are alone for their (media, profile) are taken: their own message (force
+    /// or not) would delete nothing, so claiming skips no §2.1 deletion. Rows in id order.
+    pub async fn claim_ladder(&self, claim: &LadderClaim<'_>) -> Result<Vec<Encoding>> {
+        let c = self.conn().await?;
+        let sql = "UPDATE files_encoding e SET status = 'running', task_id = $3, worker = $4, \
+               retries = $5, logs = $6, update_date = now() \
+             FROM files_encodeprofile p \
+             WHERE p.id = e.profile_id AND e.media_id = $1 AND e.id <> $2 AND NOT e.chunk \
+               AND p.extension IN ('mp4', 'webm') AND p.resolution IS NOT NULL \
+               AND (e.status = 'pending' \
+                    OR (e.status = 'running' AND e.task_id = $3 AND left(e.logs, $8) = $7)) \
+               AND NOT EXISTS (SELECT 1 FROM files_encoding o WHERE o.media_id = e.media_id \
+                    AND o.profile_id = e.profile_id AND o.id <> e.id) \
+             RETURNING e.*";
+        let prefix_len = LADDER_NOTE_PREFIX.chars().count() as i32;
+        let params: [&(dyn ToSql + Sync); 8] = [
+            &claim.media_id,
+            &claim.own_encoding_id,
+            &claim.task_id,
+            &claim.worker,
+            &claim.retries,
+            &claim.note,
+            &LADDER_NOTE_PREFIX,
+            &prefix_len,
+        ];
+        let rows = c.query(sql, &params).await?;
+        let mut claimed: Vec<Encoding> = rows.iter().map(encoding_from_row).collect();
+        claimed.sort_by_key(|e| e.id);
+        Ok(claimed)
+    }
+
+    /// For a message about to start: `Some(status)` when its Encoding was claimed by another
+    /// task's ladder (running, or already finished), so the message must not encode it again.
+    pub async fn ladder_claimed_elsewhere(
+        &self,
+        encoding_id: i32,
+        task_id: &str,
+    ) -> Result<Option<String>> {
+        let c = self.conn().await?;
+        let sql = "SELECT status FROM files_encoding WHERE id = $1 AND NOT chunk \
+             AND task_id <> '' AND task_id <> $2 AND status IN ('running', 'success', 'fail') \
+             AND left(logs, $4) = $3";
+        let prefix_len = LADDER_NOTE_PREFIX.chars().count() as i32;
+        let row = c
+            .query_opt(
+                sql,
+                &[&encoding_id, &task_id, &LADDER_NOTE_PREFIX, &prefix_len],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Whether the Encoding still carries this task id. A row's own message that raced past its
+    /// check just before the claim committed restarts it under its own id; the ladder then
+    /// leaves that row to it (checked right before committing each output).
+    pub async fn ladder_still_owns(&self, encoding_id: i32, task_id: &str) -> Result<bool> {
+        let c = self.conn().await?;
+        let sql = "SELECT 1 FROM files_encoding WHERE id = $1 AND task_id = $2";
+        Ok(c.query_opt(sql, &[&encoding_id, &task_id]).await?.is_some())
+    }
+}

@@ -1,0 +1,357 @@
+//! Decode-once ladder (`--decode-once`): a non-chunk video `encode_media` claims the media's
+//! other pending video Encodings (`Store::claim_ladder`) and produces every rendition from one
+//! decode (`plan::plan_ladder`): the `MINIMUM_RESOLUTIONS_TO_ENCODE` rungs first in one quick
+//! process so the first playable rendition is not held back, then the rest in a second one.
+//! Each output then goes through the one-by-one ending (`finish` → `signals.encoding_succeeded`
+//! → follow-ups), so rows, media and follow-ups end as one-by-one leaves them, except:
+//! `task_id` is the claiming task's id, `commands` is the ladder argv, `logs` starts with the
+//! claim note (the marker) and `total_run_time` is the claiming task's run time.
+//!
+//! The claimed rows' own messages, when they arrive, end at [`EncodeMedia::ladder_skip`]
+//! without touching the row.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde_json::json;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::{tmp_name, EncodeMedia, Job, MAX_RETRIES, PROGRESS_EVERY};
+use crate::ffmpeg::progress::{percent, Progress, ProgressThrottle};
+use crate::ffmpeg::run::RunError;
+use crate::mediacms::signals::SignalError;
+use crate::mediacms::store::{LadderClaim, Started, LADDER_NOTE_PREFIX};
+use crate::plan::{self, ladder, Backend, LadderRung, MediaInfo, ProfileSpec};
+use crate::tasks::{JobContext, Outcome};
+
+/// One claimed rendition: its fresh rows (as `start_encoding` would return them) and output.
+struct Member {
+    started: Started,
+    output: PathBuf,
+}
+
+/// How one ladder process ended.
+enum GroupEnd {
+    Done(String),
+    /// Every Encoding of the group was deleted while encoding (cancellation).
+    AllDeleted,
+    Cancelled,
+    Failed(String),
+}
+
+type Res<T> = Result<T, SignalError>;
+
+fn spec(s: &Started) -> ProfileSpec {
+    ProfileSpec {
+        id: s.profile.id,
+        extension: s.profile.extension.clone(),
+        resolution: s.profile.resolution,
+        codec: s.profile.codec.clone(),
+    }
+}
+
+impl EncodeMedia {
+    /// Before `begin_encoding`: a row another task's ladder claimed (running or finished) is
+    /// left alone; the task succeeds with whether that row is a success.
+    pub(super) async fn ladder_skip(&self, job: &Job<'_>) -> Res<Option<Outcome>> {
+        if job.chunk_file_path.is_some() {
+            return Ok(None);
+        }
+        let store = self.env.signals.store();
+        let Some(status) = store
+            .ladder_claimed_elsewhere(job.encoding_id, &job.task.id)
+            .await?
+        else {
+            return Ok(None);
+        };
+        tracing::info!(encoding = job.encoding_id, %status, "claimed by a ladder: not re-encoded");
+        Ok(Some(Outcome::Success(json!(status == "success"))))
+    }
+
+    /// After our own Encoding started: `None` = no ladder here (nothing to claim, hardware,
+    /// two-pass, or MediaCMS would not encode our profile): the one-by-one path goes on.
+    pub(super) async fn ladder(
+        &self,
+        job: &Job<'_>,
+        own: &Started,
+        dir: &Path,
+        ctx: &JobContext,
+        began: Instant,
+    ) -> Res<Option<Outcome>> {
+        let info = MediaInfo::from_json(&own.media.media_info);
+        let settings = &self.env.settings;
+        if ladder::rung_decisions(&info, &spec(own), settings).is_err() || !self.software_only(own)
+        {
+            return Ok(None);
+        }
+        let note = format!(
+            "{LADDER_NOTE_PREFIX}: one decode by task {} (Encoding {})\n",
+            job.task.id, own.encoding.id
+        );
+        let Some(members) = self.claim(job, own, &info, &note, dir).await? else {
+            return Ok(None);
+        };
+        let resolutions: Vec<i32> = members
+            .iter()
+            .map(|m| m.started.profile.resolution.unwrap_or(0))
+            .collect();
+        let groups = ladder::ladder_groups(&resolutions, &settings.minimum_resolutions);
+        tracing::info!(
+            encoding = own.encoding.id,
+            rungs = members.len(),
+            "decode-once ladder"
+        );
+        self.run_ladder(job, &members, &groups, &info, &note, ctx, began)
+            .await
+            .map(Some)
+    }
+
+    /// The ladder runs only where one-by-one would run software (no hardware grant, no forced
+    /// hardware fallback note to write).
+    fn software_only(&self, own: &Started) -> bool {
+        let codec = own.profile.codec.clone().unwrap_or_default();
+        let granted = self.env.accel.grant(&codec);
+        granted.choice.backend == Backend::Software
+            && self.env.accel.forced_fallback(&granted).is_none()
+    }
+
+    /// Claims the siblings; a claimed row MediaCMS would not encode fails now, exactly as its
+    /// own message would (no commands → `fail`, post_encode_actions). `None`: nothing to share.
+    async fn claim(
+        &self,
+        job: &Job<'_>,
+        own: &Started,
+        info: &MediaInfo,
+        note: &str,
+        dir: &Path,
+    ) -> Res<Option<Vec<Member>>> {
+        let signals = &self.env.signals;
+        let claim = LadderClaim {
+            media_id: own.media.id,
+            own_encoding_id: own.encoding.id,
+            task_id: &job.task.id,
+            worker: &own.encoding.worker,
+            retries: own.encoding.retries,
+            note,
+        };
+        let claimed = signals.store().claim_ladder(&claim).await?;
+        let mut members = vec![member(own.clone(), dir)];
+        for encoding in claimed {
+            let Some(profile) = signals.store().profile(encoding.profile_id).await? else {
+                continue; // profile deleted meanwhile: the row's own message drops it
+            };
+            let started = Started {
+                media: own.media.clone(),
+                profile,
+                encoding,
+                replaced: vec![],
+            };
+            if ladder::rung_decisions(info, &spec(&started), &self.env.settings).is_err() {
+                let follow_ups = signals.on_failure(started.encoding.id, None).await?;
+                self.env.publish_follow_ups(&follow_ups).await;
+                continue;
+            }
+            members.push(member(started, dir));
+        }
+        Ok((members.len() > 1).then_some(members))
+    }
+
+    /// Runs the groups in order and ends every member; returns our own Encoding's outcome.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_ladder(
+        &self,
+        job: &Job<'_>,
+        members: &[Member],
+        groups: &[Vec<usize>],
+        info: &MediaInfo,
+        note: &str,
+        ctx: &JobContext,
+        began: Instant,
+    ) -> Res<Outcome> {
+        let own = &members[0].started;
+        let mut own_outcome = None;
+        for (n, group) in groups.iter().enumerate() {
+            let group: Vec<&Member> = group.iter().map(|&i| &members[i]).collect();
+            let end = self.run_group(&group, info, ctx).await?;
+            let tail = match end {
+                GroupEnd::Done(tail) => tail,
+                GroupEnd::Failed(tail) if plan::ffmpeg_error_is_final(&tail) => tail,
+                GroupEnd::AllDeleted => continue,
+                GroupEnd::Cancelled => {
+                    // Unfinished members stay claimed; the re-run or retry takes them back.
+                    return match own_outcome {
+                        Some(done) => Ok(done),
+                        None => self.cancelled(job, own, ctx).await,
+                    };
+                }
+                GroupEnd::Failed(tail) => {
+                    let rest: Vec<&Member> =
+                        groups[n..].iter().flatten().map(|&i| &members[i]).collect();
+                    return self.ladder_failed(job, own_outcome, &rest, &tail).await;
+                }
+            };
+            for m in group {
+                let outcome = self.end_member(job, m, note, &tail, began).await?;
+                if m.started.encoding.id == own.encoding.id {
+                    own_outcome = Some(outcome);
+                }
+            }
+        }
+        Ok(own_outcome.unwrap_or(Outcome::Success(json!(false))))
+    }
+
+    /// The one-by-one ending for one output, unless its own message took the row back.
+    async fn end_member(
+        &self,
+        job: &Job<'_>,
+        m: &Member,
+        note: &str,
+        tail: &str,
+        began: Instant,
+    ) -> Res<Outcome> {
+        let id = m.started.encoding.id;
+        if !self
+            .env
+            .signals
+            .store()
+            .ladder_still_owns(id, &job.task.id)
+            .await?
+        {
+            tracing::warn!(
+                encoding = id,
+                "restarted by its own message: ladder output dropped"
+            );
+            return Ok(Outcome::Success(json!(false)));
+        }
+        let logs = format!("{note}{tail}");
+        self.finish(&m.started, &m.output, &logs, tail, began).await
+    }
+
+    /// A retryable ladder failure. While our own Encoding is unfinished it takes MediaCMS's
+    /// path (one Celery retry, which re-claims the still-running members; or the final
+    /// failure, which fails them too). When ours already succeeded there is no retry to ride
+    /// on: the members fail now (one-by-one would have retried each once).
+    async fn ladder_failed(
+        &self,
+        job: &Job<'_>,
+        own_outcome: Option<Outcome>,
+        rest: &[&Member],
+        tail: &str,
+    ) -> Res<Outcome> {
+        let retrying = own_outcome.is_none() && job.task.retries < MAX_RETRIES;
+        if !retrying {
+            for m in rest
+                .iter()
+                .filter(|m| m.started.encoding.id != job.encoding_id)
+            {
+                let follow_ups = self
+                    .env
+                    .signals
+                    .on_failure(m.started.encoding.id, Some(tail))
+                    .await?;
+                self.env.publish_follow_ups(&follow_ups).await;
+            }
+        }
+        match (
+            own_outcome,
+            rest.iter()
+                .find(|m| m.started.encoding.id == job.encoding_id),
+        ) {
+            (Some(done), _) => Ok(done),
+            (None, Some(own)) => self.failed(job, &own.started, tail).await,
+            (None, None) => Ok(Outcome::Success(json!(false))),
+        }
+    }
+
+    /// One ffmpeg process for a group: commands on every row, progress saved to every row.
+    async fn run_group(
+        &self,
+        group: &[&Member],
+        info: &MediaInfo,
+        ctx: &JobContext,
+    ) -> Res<GroupEnd> {
+        let own = &group[0].started;
+        let input = self.input(own)?;
+        let rungs: Vec<LadderRung> = group
+            .iter()
+            .map(|m| LadderRung {
+                profile: spec(&m.started),
+                output: m.output.to_string_lossy().into_owned(),
+            })
+            .collect();
+        let argv =
+            match plan::plan_ladder(&input.to_string_lossy(), info, &rungs, &self.env.settings) {
+                Ok(argv) => argv,
+                Err(e) => return Ok(GroupEnd::Failed(e.to_string())),
+            };
+        let commands = plan::commands_repr(std::slice::from_ref(&argv));
+        let store = self.env.signals.store();
+        for m in group {
+            let temp_file = m.output.to_string_lossy();
+            store
+                .set_commands(m.started.encoding.id, &temp_file, &commands)
+                .await?;
+        }
+        let ids: Vec<i32> = group.iter().map(|m| m.started.encoding.id).collect();
+        let (tx, rx) = watch::channel(None::<Progress>);
+        let kill = ctx.cancel.child_token();
+        let run = self.env.ffmpeg(argv, &kill, move |p| {
+            let _ = tx.send(Some(p));
+        });
+        let duration = f64::from(own.media.duration);
+        let saver = self.save_group_progress(&ids, duration, rx, &kill);
+        let (result, saved) = tokio::join!(run, saver);
+        let all_deleted = saved?;
+        Ok(match result {
+            Ok(out) => GroupEnd::Done(out.stderr_tail),
+            Err(RunError::Cancelled { .. }) if ctx.cancel.is_cancelled() => GroupEnd::Cancelled,
+            Err(RunError::Cancelled { .. }) if all_deleted => GroupEnd::AllDeleted,
+            Err(RunError::Cancelled { .. }) => GroupEnd::Cancelled,
+            Err(e) => {
+                tracing::warn!(encodings = ?ids, error = %e, "ladder ffmpeg failed");
+                GroupEnd::Failed(e.stderr_tail().to_owned())
+            }
+        })
+    }
+
+    /// Saves the group's progress on every row. A deleted row just stops getting saves (its
+    /// output is dropped at the end by `encoding_succeeded`); ffmpeg is killed only when every
+    /// row of the group is gone. Returns whether that happened.
+    async fn save_group_progress(
+        &self,
+        ids: &[i32],
+        duration: f64,
+        mut rx: watch::Receiver<Option<Progress>>,
+        kill: &CancellationToken,
+    ) -> Res<bool> {
+        let mut throttle = ProgressThrottle::new(PROGRESS_EVERY);
+        let mut alive: Vec<i32> = ids.to_vec();
+        while rx.changed().await.is_ok() {
+            let Some(p) = rx.borrow_and_update().clone() else {
+                continue;
+            };
+            if !throttle.should_save(Instant::now(), &p) || alive.is_empty() {
+                continue;
+            }
+            let pct = percent(p.out_time, duration) as i16;
+            let mut still = Vec::with_capacity(alive.len());
+            for id in alive {
+                if self.env.signals.store().update_progress(id, pct).await? {
+                    still.push(id);
+                }
+            }
+            alive = still;
+            if alive.is_empty() {
+                tracing::info!(encodings = ?ids, "every ladder Encoding deleted: killing ffmpeg");
+                kill.cancel();
+            }
+        }
+        Ok(alive.is_empty())
+    }
+}
+
+fn member(started: Started, dir: &Path) -> Member {
+    let output = dir.join(format!("{}.{}", tmp_name(), started.profile.extension));
+    Member { started, output }
+}

@@ -1,0 +1,408 @@
+//! The decode-once ladder (`--decode-once`) against real Postgres, Redis and ffmpeg: the five
+//! video `encode_media` messages of the reference upload run one-by-one and as a ladder must
+//! leave the same rows, media and follow-ups, renditions of SSIM ≥ 0.99 against each other,
+//! with two ffmpeg processes instead of five; plus the planner's argv and the claim's atomicity.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use mediacms_worker::celery::envelope::decode_redis;
+use mediacms_worker::mediacms::store::{LadderClaim, Store, LADDER_NOTE_PREFIX};
+use mediacms_worker::plan::{plan_ladder, EncodeSettings, LadderRung, MediaInfo, ProfileSpec};
+use mediacms_worker::tasks::encode_media::EncodeMedia;
+use mediacms_worker::tasks::env::TaskEnv;
+use mediacms_worker::tasks::{JobContext, Outcome, TaskHandler};
+use mediacms_worker::telemetry::Metrics;
+use serde_json::json;
+use support::db::{shared_dir, TestDb};
+use support::env::{task_env, EnvOptions};
+use support::media::{clip, ClipSpec};
+use support::redis::TestRedis;
+use tokio_util::sync::CancellationToken;
+
+const UID: &str = "41905ce2087146cdba79c28a24c33a9a";
+/// encode_media-1..5: Encodings 1..5 of media 1, profiles 23, 2, 3, 13, 10 (144…720).
+const MESSAGES: [&str; 5] = [
+    "encode_media-1.json",
+    "encode_media-2.json",
+    "encode_media-3.json",
+    "encode_media-4.json",
+    "encode_media-5.json",
+];
+
+fn message(name: &str) -> mediacms_worker::celery::message::TaskMessage {
+    let raw = std::fs::read(shared_dir().join("mediacms/messages").join(name)).unwrap();
+    decode_redis(&raw).unwrap()
+}
+
+fn ctx() -> JobContext {
+    JobContext {
+        cancel: CancellationToken::new(),
+        hostname: "long@test".into(),
+        deadline: None,
+    }
+}
+
+/// One small source shared by both runs (the rows' media_info still says 8 s 1280x720 with
+/// audio, which is what the planner reads; the clip has audio so `-map 0:a:0` has a stream).
+fn source(dir: &Path) -> PathBuf {
+    let spec = ClipSpec {
+        width: 640,
+        height: 360,
+        fps: 30,
+        seconds: 2.0,
+        ..ClipSpec::default()
+    };
+    clip(dir, &spec)
+}
+
+async fn env(db: &TestDb, redis: &TestRedis, root: &Path, decode_once: bool) -> TaskEnv {
+    let opts = EnvOptions {
+        decode_once,
+        ..EnvOptions::default()
+    };
+    task_env(&db.config(), &redis.url, root, &root.join("tmp"), opts).await
+}
+
+/// Everything one run leaves behind.
+#[derive(Debug)]
+struct Run {
+    outcomes: Vec<Outcome>,
+    /// ffmpeg processes after the first message, and after all five.
+    spawned_first: u64,
+    spawned_all: u64,
+    /// id → the compared columns.
+    rows: BTreeMap<i32, Row>,
+    media: (String, bool, String, i32),
+    follow_ups: Vec<(String, String)>,
+    task_ids: Vec<String>,
+    /// id → rendition file, copied out of the run's MEDIA_ROOT.
+    files: BTreeMap<i32, PathBuf>,
+    row_commands: BTreeMap<i32, String>,
+    logs: BTreeMap<i32, String>,
+    row_task_ids: BTreeMap<i32, String>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Row {
+    status: String,
+    progress: i16,
+    media_file: String,
+    size_ok: bool,
+    retries: i32,
+    chunk: (bool, String, String),
+    worker: String,
+}
+
+fn spawned(metrics: &Metrics) -> u64 {
+    metrics
+        .encode_text()
+        .lines()
+        .filter(|l| l.starts_with("mediacms_worker_ffmpeg_exits_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+async fn run(src: &Path, keep: &Path, decode_once: bool) -> Run {
+    let db = TestDb::with_upload_example().await;
+    let redis = TestRedis::claim();
+    let root = tempfile::tempdir().unwrap();
+    db.rebase_media_root(root.path()).await;
+    let dir = root.path().join("original/user/refuser");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(src, dir.join(format!("{UID}.reference_720p.mp4"))).unwrap();
+    let env = Arc::new(env(&db, &redis, root.path(), decode_once).await);
+    let metrics = env.metrics.clone();
+    let handler = EncodeMedia { env };
+    let (mut outcomes, mut task_ids, mut spawned_first) = (vec![], vec![], 0);
+    for name in MESSAGES {
+        let task = message(name);
+        outcomes.push(handler.run(&task, ctx()).await);
+        task_ids.push(task.id.clone());
+        if spawned_first == 0 {
+            spawned_first = spawned(&metrics);
+        }
+    }
+    let mut out = snapshot(&db, root.path(), keep).await;
+    out.outcomes = outcomes;
+    out.task_ids = task_ids;
+    out.spawned_first = spawned_first;
+    out.spawned_all = spawned(&metrics);
+    out.follow_ups = queued(&redis);
+    out
+}
+
+async fn snapshot(db: &TestDb, root: &Path, keep: &Path) -> Run {
+    let c = db.client().await;
+    let size_re = |s: &str| s.ends_with("MB") && s.trim_end_matches("MB").parse::<f64>().is_ok();
+    let mut run = Run {
+        outcomes: vec![],
+        spawned_first: 0,
+        spawned_all: 0,
+        rows: BTreeMap::new(),
+        media: (String::new(), false, String::new(), 0),
+        follow_ups: vec![],
+        task_ids: vec![],
+        files: BTreeMap::new(),
+        row_commands: BTreeMap::new(),
+        logs: BTreeMap::new(),
+        row_task_ids: BTreeMap::new(),
+    };
+    let sql = "SELECT id, status, progress, media_file, size, retries, chunk, chunk_file_path, \
+               chunks_info, worker, commands, logs, task_id FROM files_encoding \
+               WHERE media_id = 1 ORDER BY id";
+    for r in c.query(sql, &[]).await.unwrap() {
+        let id: i32 = r.get(0);
+        let media_file: String = r.get(3);
+        if !media_file.is_empty() {
+            let kept = keep.join(format!("{id}.mp4"));
+            std::fs::copy(root.join(&media_file), &kept).unwrap();
+            run.files.insert(id, kept);
+        }
+        let row = Row {
+            status: r.get(1),
+            progress: r.get(2),
+            media_file,
+            size_ok: size_re(r.get(4)),
+            retries: r.get(5),
+            chunk: (r.get(6), r.get(7), r.get(8)),
+            worker: r.get(9),
+        };
+        run.rows.insert(id, row);
+        run.row_commands.insert(id, r.get(10));
+        run.logs.insert(id, r.get(11));
+        run.row_task_ids.insert(id, r.get(12));
+    }
+    let m = c
+        .query_one(
+            "SELECT m.encoding_status, m.listable, m.preview_file_path, u.media_count \
+             FROM files_media m JOIN users_user u ON u.id = m.user_id WHERE m.id = 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    run.media = (m.get(0), m.get(1), m.get(2), m.get(3));
+    run
+}
+
+/// Every queued follow-up as (task name, args JSON), sorted.
+fn queued(redis: &TestRedis) -> Vec<(String, String)> {
+    let mut r = redis.conn();
+    let mut all = vec![];
+    for queue in ["long_tasks", "short_tasks"] {
+        let raw: Vec<Vec<u8>> = redis::cmd("LRANGE")
+            .arg(queue)
+            .arg(0)
+            .arg(-1)
+            .query(&mut r)
+            .unwrap();
+        for m in raw {
+            let t = decode_redis(&m).unwrap();
+            all.push((t.name, json!(t.args).to_string()));
+        }
+    }
+    all.sort();
+    all
+}
+
+fn ssim(a: &Path, b: &Path) -> f64 {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-i"])
+        .arg(a)
+        .arg("-i")
+        .arg(b)
+        .args(["-lavfi", "ssim", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    let all = text.split("All:").nth(1).expect("ssim line");
+    all.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ladder_ends_every_row_like_one_by_one_with_two_ffmpeg_processes() {
+    let work = tempfile::tempdir().unwrap();
+    let src = source(work.path());
+    let (keep_a, keep_b) = (work.path().join("a"), work.path().join("b"));
+    std::fs::create_dir_all(&keep_a).unwrap();
+    std::fs::create_dir_all(&keep_b).unwrap();
+    let one = run(&src, &keep_a, false).await;
+    let lad = run(&src, &keep_b, true).await;
+
+    let all_true = vec![Outcome::Success(json!(true)); 5];
+    assert_eq!(one.outcomes, all_true);
+    assert_eq!(
+        lad.outcomes, all_true,
+        "skipped messages report the row's success"
+    );
+    assert_eq!(
+        one.rows, lad.rows,
+        "status, progress, media_file, size, retries, chunk, worker"
+    );
+    for id in 1..=5 {
+        let row = &lad.rows[&id];
+        assert_eq!(
+            (row.status.as_str(), row.progress),
+            ("success", 100),
+            "row {id}"
+        );
+        assert!(row.size_ok, "row {id}");
+        // task_id: one-by-one = the row's own message; ladder = the claiming message (1).
+        assert_eq!(one.row_task_ids[&id], one.task_ids[id as usize - 1]);
+        assert_eq!(lad.row_task_ids[&id], lad.task_ids[0]);
+        assert!(
+            lad.logs[&id].starts_with(LADDER_NOTE_PREFIX),
+            "marker on row {id}"
+        );
+        assert!(!one.logs[&id].starts_with(LADDER_NOTE_PREFIX));
+    }
+    assert_eq!(lad.rows[&6].status, "pending", "the gif is never claimed");
+    assert_eq!(
+        one.media, lad.media,
+        "encoding_status, listable, preview, media_count"
+    );
+    assert_eq!(one.media.0, "success");
+    assert_eq!(one.follow_ups, lad.follow_ups);
+    assert_eq!(one.follow_ups.len(), 5, "one create_hls per h264 success");
+
+    // One-by-one: one ffmpeg per message. Ladder: message 1 runs two processes (144+240 first,
+    // then 360+480+720), messages 2..5 none.
+    assert_eq!((one.spawned_first, one.spawned_all), (1, 5));
+    assert_eq!((lad.spawned_first, lad.spawned_all), (2, 2));
+    let cmd = &lad.row_commands;
+    assert_eq!(cmd[&1], cmd[&2], "144 and 240 share one process");
+    assert!(
+        cmd[&3] == cmd[&4] && cmd[&4] == cmd[&5],
+        "360/480/720 share one"
+    );
+    assert_ne!(cmd[&1], cmd[&3]);
+    assert!(cmd[&3].contains("'-filter_complex'"), "{}", cmd[&3]);
+
+    for id in 1..=5 {
+        let s = ssim(&lad.files[&id], &one.files[&id]);
+        eprintln!("rendition {id}: SSIM {s}");
+        assert!(s >= 0.99, "rendition {id}: SSIM {s}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_claims_split_the_pending_rows_and_skip_gif_and_chunks() {
+    let db = TestDb::with_upload_example().await;
+    let store = Store::connect(&db.config(), 4).unwrap();
+    let note = format!("{LADDER_NOTE_PREFIX}: test\n");
+    let claim = |own: i32, task: &'static str| LadderClaim {
+        media_id: 1,
+        own_encoding_id: own,
+        task_id: task,
+        worker: "w",
+        retries: 0,
+        note: &note,
+    };
+    let (a, b) = (claim(1, "task-a"), claim(5, "task-b"));
+    let (ra, rb) = tokio::join!(store.claim_ladder(&a), store.claim_ladder(&b));
+    let ids = |v: &[mediacms_worker::mediacms::model::Encoding]| -> Vec<i32> {
+        v.iter().map(|e| e.id).collect()
+    };
+    let (ia, ib) = (ids(&ra.unwrap()), ids(&rb.unwrap()));
+    let mut union: Vec<i32> = ia.iter().chain(&ib).copied().collect();
+    union.sort();
+    // Rows 2,3,4 are claimed exactly once; each claimer's own row (1 or 5) may go to the other
+    // claimer, never to both; the gif (6) and media 2's chunk rows never.
+    union.dedup();
+    assert_eq!(
+        ia.len() + ib.len(),
+        union.len(),
+        "no row claimed twice: {ia:?} {ib:?}"
+    );
+    assert!([2, 3, 4].iter().all(|id| union.contains(id)), "{union:?}");
+    assert!(!union.contains(&6) && union.iter().all(|&id| id <= 5));
+    // A claimed row is skipped by its own message, but not by the claiming task.
+    let row = ia.first().or(ib.first()).copied().unwrap();
+    let owner = if ia.contains(&row) {
+        "task-a"
+    } else {
+        "task-b"
+    };
+    let other = store
+        .ladder_claimed_elsewhere(row, "its-own-task")
+        .await
+        .unwrap();
+    assert_eq!(other.as_deref(), Some("running"));
+    assert_eq!(
+        store.ladder_claimed_elsewhere(row, owner).await.unwrap(),
+        None
+    );
+    // The same task claims its running rows back (re-run after an abort or the retry).
+    let again = store
+        .claim_ladder(&claim(if owner == "task-a" { 1 } else { 5 }, owner))
+        .await;
+    assert!(ids(&again.unwrap()).contains(&row));
+}
+
+const SCALE_144: &str = r"scale=if(lt(iw\,ih)\,144\,256):if(lt(iw\,ih)\,256\,144):force_original_aspect_ratio=decrease:force_divisible_by=2:flags=lanczos,fps=fps=30";
+const SCALE_720: &str = r"scale=if(lt(iw\,ih)\,720\,1280):if(lt(iw\,ih)\,1280\,720):force_original_aspect_ratio=decrease:force_divisible_by=2:flags=lanczos,fps=fps=30";
+
+fn rung(resolution: i32, out: &str) -> LadderRung {
+    LadderRung {
+        profile: ProfileSpec {
+            id: 0,
+            extension: "mp4".into(),
+            resolution: Some(resolution),
+            codec: Some("h264".into()),
+        },
+        output: out.into(),
+    }
+}
+
+#[test]
+fn ladder_argv_keeps_mediacms_encoder_options_per_output() {
+    let info = MediaInfo::from_json(
+        r#"{"video_frame_rate_n": "30", "video_frame_rate_d": "1", "video_height": 1080,
+            "video_width": 1920, "video_duration": 120.0, "has_audio": true}"#,
+    );
+    let settings = EncodeSettings::default();
+    let argv = plan_ladder(
+        "IN",
+        &info,
+        &[rung(144, "A.mp4"), rung(720, "B.mp4")],
+        &settings,
+    );
+    let x264 = |m: u32, out: &str| {
+        format!(
+            "-c:v libx264 -pix_fmt yuv420p -crf 23 -c:a aac -b:a 128k -ac 2 -maxrate {m}k \
+             -bufsize {m}k -force_key_frames expr:gte(t,n_forced*4) -x264-params \
+             keyint=240:keyint_min=120 -preset medium -profile:v main -level 4.2 -strict -2 {out}"
+        )
+    };
+    let expected = format!(
+        "ffmpeg -y -i IN -filter_complex [0:v:0]split=2[s0][s1];[s0]{SCALE_144}[v0];[s1]{SCALE_720}[v1] \
+         -map [v0] -map 0:a:0 {} -map [v1] -map 0:a:0 {}",
+        x264(225, "A.mp4"),
+        x264(3750, "B.mp4")
+    );
+    let expected: Vec<String> = expected.split(' ').map(str::to_owned).collect();
+    assert_eq!(argv.unwrap(), expected);
+}
+
+#[test]
+fn ladder_refuses_two_pass_and_deinterlaces_once() {
+    let short = MediaInfo::from_json(r#"{"video_height": 720, "video_duration": 1.5}"#);
+    let s = EncodeSettings::default();
+    assert!(plan_ladder("IN", &short, &[rung(144, "A.mp4")], &s).is_err());
+    let inter =
+        MediaInfo::from_json(r#"{"video_height": 720, "video_duration": 9.0, "interlaced": true}"#);
+    let argv = plan_ladder("IN", &inter, &[rung(144, "A.mp4"), rung(240, "B.mp4")], &s).unwrap();
+    assert!(
+        argv[5].starts_with("[0:v:0]yadif,split=2[s0][s1];"),
+        "{}",
+        argv[5]
+    );
+    assert_eq!(argv[5].matches("yadif").count(), 1);
+    assert!(
+        !argv.contains(&"0:a:0".to_string()),
+        "no audio map without audio"
+    );
+}

@@ -1,0 +1,69 @@
+//! A `TaskEnv` for driving task handlers through the library API against a test's own
+//! database, Redis and media root — the one place tests build it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mediacms_worker::broker::redis::{RedisBroker, RedisBrokerOptions};
+use mediacms_worker::config::{HwAccel, PostgresConfig};
+use mediacms_worker::ffmpeg::caps::Capabilities;
+use mediacms_worker::mediacms::signals::Signals;
+use mediacms_worker::mediacms::store::Store;
+use mediacms_worker::plan::EncodeSettings;
+use mediacms_worker::tasks::env::{Accel, FfmpegOptions, TaskEnv};
+use mediacms_worker::telemetry::Metrics;
+
+/// What varies between tests; the default is a fast software-only environment.
+pub struct EnvOptions {
+    pub settings: EncodeSettings,
+    /// Anything but `Software` probes the (absent) hardware for real.
+    pub hwaccel: HwAccel,
+    pub decode_once: bool,
+}
+
+impl Default for EnvOptions {
+    fn default() -> Self {
+        Self {
+            settings: EncodeSettings {
+                preset: "ultrafast".into(),
+                ..EncodeSettings::default()
+            },
+            hwaccel: HwAccel::Software,
+            decode_once: false,
+        }
+    }
+}
+
+pub async fn task_env(
+    pg: &PostgresConfig,
+    redis_url: &str,
+    media_root: &Path,
+    temp_root: &Path,
+    opts: EnvOptions,
+) -> TaskEnv {
+    let store = Store::connect(pg, 8).unwrap();
+    let broker = RedisBroker::connect(redis_url, RedisBrokerOptions::default())
+        .await
+        .unwrap();
+    let accel = match opts.hwaccel {
+        HwAccel::Software => Accel::software(),
+        h => {
+            let caps = Capabilities::probe("ffmpeg", h, None).await;
+            Accel::new(caps, h, 1, Duration::from_secs(600))
+        }
+    };
+    TaskEnv {
+        signals: Signals::new(store, media_root),
+        publisher: Arc::new(broker),
+        ffmpeg: FfmpegOptions {
+            program: "ffmpeg".into(),
+            nice: 0,
+        },
+        settings: opts.settings,
+        temp_root: temp_root.to_owned(),
+        metrics: Arc::new(Metrics::new()),
+        accel,
+        decode_once: opts.decode_once,
+    }
+}

@@ -81,15 +81,14 @@ python_start() {
 #   from $BENCH_REDIS_URL (broker and results), Postgres database $BENCH_DB on $PGHOST:$PGPORT
 #   as $PGUSER, concurrency 1 like celery_long; echo its pid on stdout. Return 3 to skip.
 # The measurement (seed / ready / latency / burst / idle RSS) is shared with the Python run.
-# Below is a best guess from src/config.rs's env names, enabled by OURS_DISPATCH=1 until the
-# worker consumes tasks; the lead adjusts flags and removes the guard.
+# Needs `cargo build --release` first (skipped, return 3, when the binary is missing).
 ours_start() {
   local queue=$1 bin=$ROOT/target/release/mediacms-worker
-  [ "${OURS_DISPATCH:-0}" = 1 ] && [ -x "$bin" ] || return 3
+  [ -x "$bin" ] || return 3
   BROKER_URL=$BENCH_REDIS_URL REDIS_LOCATION=$BENCH_REDIS_URL CELERY_RESULT_BACKEND=$BENCH_REDIS_URL \
     POSTGRES_HOST=$PGHOST POSTGRES_PORT=$PGPORT POSTGRES_NAME=$BENCH_DB POSTGRES_USER=$PGUSER \
     POSTGRES_PASSWORD=${PGPASSWORD:-} WORKER_QUEUES=$queue WORKER_CONCURRENCY=1 \
-    MEDIA_ROOT=$WORK/media TEMP_DIRECTORY=$WORK/tmp WORKER_ALLOW_ROOT=1 \
+    MEDIA_ROOT=$WORK/media TEMP_DIRECTORY=$WORK/tmp WORKER_ALLOW_ROOT=true WORKER_HTTP_ADDR=127.0.0.1:0 WORKER_HWACCEL=software \
     "$bin" run >"$WORK/ours-worker.log" 2>&1 &
   echo $!
 }

@@ -16,10 +16,13 @@
 //! | pidbox requests/replies, worker events | [`celery::control`] | pure |
 //! | the `Broker` trait, `Delivery`, priorities | [`broker`] | contract |
 //! | kombu-exact Redis transport (unacked, lease, restore) | [`broker::redis`] | adapter |
+//! | RabbitMQ transport (lapin), same semantics | [`broker::amqp`] | adapter |
+//! | `celery inspect`/control replies, worker heartbeats (Redis pidbox) | [`broker::pidbox`] | adapter |
 //! | in-memory broker for orchestration tests | [`broker::memory`] | adapter |
 //! | job slots, prefetch, ETA holding, dispatch, the one place that acks | [`worker`] | orchestration |
-//! | one handler per Celery task name | [`tasks`] | orchestration |
+//! | one handler per Celery task name (encode_media, create_hls, sprites, beat, whisper, …) | [`tasks`] | orchestration |
 //! | profile + media info + settings → ffmpeg argv | [`plan`] | pure |
+//! | decode-once ladder: one ffmpeg for several renditions (`--decode-once`) | [`plan::ladder`], [`tasks::encode_media`] | pure / orchestration |
 //! | the only process spawner; progress; stderr tail | [`ffmpeg::run`], [`ffmpeg::progress`] | adapter / pure |
 //! | in-process probe (`media_info` JSON), hardware capabilities | [`ffmpeg::probe`], [`ffmpeg::caps`] | adapter |
 //! | all SQL | [`mediacms::store`] | adapter |

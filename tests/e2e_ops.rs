@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::redis::run_py_raw;
-use support::worker::{metric, worker_command, Site, Worker, WorkerOpts, MEDIA1_TOKEN, QUEUE};
+use support::worker::{
+    metric, wait_for, worker_command, Site, Worker, WorkerOpts, MEDIA1_TOKEN, QUEUE,
+};
 
 /// h264-720 of the fixture: the slowest profile, so an encode is reliably still running
 /// when a test acts on it.
@@ -263,12 +265,13 @@ async fn kill_9_is_recovered_by_a_second_worker_within_the_lease() {
     let killed = Instant::now();
     // Regression (ffmpeg outlived kill -9 of its worker): the kernel kills the children of a
     // SIGKILLed worker (PR_SET_PDEATHSIG), so no orphan keeps encoding.
-    let gone = wait_for(Duration::from_secs(5), || w.orphans_alive() == 0).await;
-    assert!(
-        gone,
-        "{} ffmpeg process(es) outlived the killed worker",
-        w.orphans_alive()
-    );
+    let w_ref = &w;
+    wait_for(
+        Duration::from_secs(5),
+        "the killed worker's ffmpeg to die",
+        || async move { (w_ref.orphans_alive() == 0).then_some(()) },
+    )
+    .await;
     assert_eq!(
         site.unacked(),
         1,
@@ -345,16 +348,4 @@ async fn invalid_config_exits_64_naming_the_field() {
         assert_eq!(out.status.code(), Some(64), "{field}: {stderr}");
         assert!(stderr.contains(field), "{field} not named: {stderr}");
     }
-}
-
-/// Poll `ok` every 50 ms until it holds or `limit` passes.
-async fn wait_for(limit: Duration, ok: impl Fn() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if ok() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    ok()
 }

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value};
 use support::db::TestDb;
 use support::fault::{
-    envelope_of, files_under, lpush, result_doc, script, task_id, wait_until, Case, Endpoints,
-    WorkerProc, QUEUE,
+    envelope_of, lpush, result_doc, script, task_id, wait_until, Case, Endpoints, WorkerProc, QUEUE,
 };
 use support::media::{clip, ffmpeg, ClipSpec};
 use support::redis::TestRedis;
+use support::worker::files_under;
 
 const TOKEN: &str = "emp3s0aau";
 const PROFILE: i32 = 23;

@@ -15,10 +15,11 @@ use mediacms_worker::tasks::{Outcome, TaskHandler};
 use serde_json::json;
 use support::db::TestDb;
 use support::fault::{
-    encode_task, encoding_row, files_under, insert_media_and_encoding, job_ctx, task_env, Case,
+    encode_task, encoding_row, insert_media_and_encoding, job_ctx, task_env, Case,
 };
 use support::media::{self, clip, ffmpeg, ClipSpec};
 use support::redis::TestRedis;
+use support::worker::files_under;
 
 /// h264-144: in MINIMUM_RESOLUTIONS_TO_ENCODE, so even tiny sources get a command.
 const PROFILE: i32 = 23;

@@ -16,11 +16,12 @@ use mediacms_worker::tasks::{Outcome, TaskHandler};
 use serde_json::json;
 use support::db::TestDb;
 use support::fault::{
-    encode_task, encoding_row, files_under, insert_media_and_encoding, job_ctx, lpush, result_doc,
-    task_env, task_id, wait_until, Case, Endpoints, WorkerProc, QUEUE, WORKER_BIN,
+    encode_task, encoding_row, insert_media_and_encoding, job_ctx, lpush, result_doc, task_env,
+    task_id, wait_until, Case, Endpoints, WorkerProc, QUEUE, WORKER_BIN,
 };
 use support::media::{clip, ClipSpec};
 use support::redis::TestRedis;
+use support::worker::files_under;
 
 /// One encode whose Media.media_file is `media_file`: the outcome, the row, and proof that
 /// the encoded/ tree stayed empty.

@@ -6,8 +6,8 @@
 //! the helpers here exist because fault tests need endpoints they own (restartable servers,
 //! several workers on one DB), not a second copy of that runner.
 
+use super::worker::free_port;
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -49,14 +49,6 @@ impl Drop for Case {
         let verdict = if self.ok { "survived" } else { "lost" };
         println!("FAULT-CASE {} {verdict}", self.name);
     }
-}
-
-/// A free local TCP port (bound then released; good enough for tests).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 /// Poll `f` every 100 ms until it returns `Some`; panic naming `what` after `timeout`.
@@ -635,25 +627,6 @@ pub async fn encoding_row(c: &tokio_postgres::Client, id: i32) -> Option<(String
     .await
     .unwrap()
     .map(|r| (r.get(0), r.get(1)))
-}
-
-/// Every file below `dir` (relative paths), sorted.
-pub fn files_under(dir: &Path) -> Vec<String> {
-    fn walk(base: &Path, d: &Path, out: &mut Vec<String>) {
-        let Ok(rd) = std::fs::read_dir(d) else { return };
-        for e in rd.flatten() {
-            let p = e.path();
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                walk(base, &p, out);
-            } else {
-                out.push(p.strip_prefix(base).unwrap().display().to_string());
-            }
-        }
-    }
-    let mut out = vec![];
-    walk(dir, dir, &mut out);
-    out.sort();
-    out
 }
 
 impl WorkerProc {

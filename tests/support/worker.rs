@@ -684,7 +684,8 @@ pub fn ffprobe(path: &Path) -> Probe {
     }
 }
 
-/// Files (relative paths) under `dir`, recursively, sorted.
+/// Files (relative paths) under `dir`, recursively, sorted. Symlinked directories are listed,
+/// not followed (the security cases plant links that point outside the media root).
 pub fn files_under(dir: &Path) -> Vec<String> {
     fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
@@ -692,7 +693,7 @@ pub fn files_under(dir: &Path) -> Vec<String> {
         };
         for e in entries.flatten() {
             let p = e.path();
-            if p.is_dir() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
                 walk(base, &p, out);
             } else {
                 out.push(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());

@@ -1,6 +1,8 @@
 //! Orchestration tests of `worker::WorkerPool` against `MemoryBroker` with fake handlers:
 //! ordering, prefetch gate, ETA, exactly-once ack, unknown/poison/retry/abort/drain/revoke.
 
+mod support;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,8 +1,5 @@
 //! Real Python Celery 5.4 `inspect`/`control` against our pidbox on a private Redis DB: ping,
 //! active (args as the argsrepr string), terminate, and the worker events on `celeryev`.
-//! Carries its own tiny private-DB helper until `tests/support/redis.rs` lands on main.
-
-use std::path::PathBuf;
 
 use futures::StreamExt;
 use mediacms_worker::broker::pidbox::Pidbox;
@@ -11,60 +8,9 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
+use crate::support::redis::{python, TestRedis};
 
-const REDIS: &str = "redis://127.0.0.1:6379";
 const HOST: &str = "rust@test";
-
-/// A Redis DB index claimed for this test (`SET mediacms-worker-test:db<n> <pid> NX EX 900` on
-/// DB 0), flushed before use.
-struct PrivateDb {
-    index: u8,
-}
-
-impl PrivateDb {
-    async fn claim() -> Option<Self> {
-        let client = redis::Client::open(format!("{REDIS}/0")).ok()?;
-        let mut db0 = client.get_multiplexed_async_connection().await.ok()?;
-        for index in 2..=14u8 {
-            let key = format!("mediacms-worker-test:db{index}");
-            let opts = redis::SetOptions::default()
-                .conditional_set(redis::ExistenceCheck::NX)
-                .with_expiration(redis::SetExpiry::EX(900));
-            let won: Option<String> = db0.set_options(&key, std::process::id(), opts).await.ok()?;
-            if won.is_some() {
-                let db = Self { index };
-                let mut conn = db.client().get_multiplexed_async_connection().await.ok()?;
-                let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await.ok()?;
-                return Some(db);
-            }
-        }
-        None
-    }
-
-    fn url(&self) -> String {
-        format!("{REDIS}/{}", self.index)
-    }
-
-    fn client(&self) -> redis::Client {
-        redis::Client::open(self.url()).expect("valid url")
-    }
-
-    async fn release(self) {
-        if let Ok(client) = redis::Client::open(format!("{REDIS}/0")) {
-            if let Ok(mut c) = client.get_multiplexed_async_connection().await {
-                let _: Result<(), _> = c
-                    .del(format!("mediacms-worker-test:db{}", self.index))
-                    .await;
-            }
-        }
-    }
-}
-
-fn python() -> PathBuf {
-    std::env::var_os("MEDIACMS_WORKER_PY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"))
-}
 
 /// `python -m celery -b <url> <args…>`: JSON stdout parsed, or all output on a non-zero exit.
 async fn celery_try(url: &str, args: &[&str]) -> Result<Value, String> {
@@ -93,18 +39,18 @@ async fn celery(url: &str, args: &[&str]) -> Value {
 
 #[tokio::test]
 async fn python_celery_inspects_and_terminates_via_pidbox() {
-    if !python().exists() {
-        eprintln!("SKIP: no Python venv at {}", python().display());
-        return;
-    }
-    let Some(db) = PrivateDb::claim().await else {
-        eprintln!("SKIP: no Redis at {REDIS} or no free test DB");
-        return;
-    };
-    let url = db.url();
-    let mut events = db.client().get_async_pubsub().await.unwrap();
+    // A missing venv or Redis fails the test (TestRedis panics naming what is missing).
+    assert!(
+        python().exists(),
+        "no Python venv at {}",
+        python().display()
+    );
+    let db = TestRedis::claim();
+    let url = db.url.clone();
+    let client = || redis::Client::open(url.as_str()).expect("valid url");
+    let mut events = client().get_async_pubsub().await.unwrap();
     events
-        .psubscribe(format!("/{}.celeryev/worker.*", db.index))
+        .psubscribe(format!("/{}.celeryev/worker.*", db.db))
         .await
         .unwrap();
 
@@ -125,12 +71,8 @@ async fn python_celery_inspects_and_terminates_via_pidbox() {
     eventually("active", || run.state.snapshot().active.len() == 1).await;
 
     let stop = CancellationToken::new();
-    let pidbox = tokio::spawn(Pidbox::new(db.client(), run.state.clone()).run(stop.clone()));
-    let mut conn = db
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let pidbox = tokio::spawn(Pidbox::new(client(), run.state.clone()).run(stop.clone()));
+    let mut conn = client().get_multiplexed_async_connection().await.unwrap();
     let member = mediacms_worker::broker::pidbox::pidbox_member(HOST);
     for _ in 0..100 {
         if conn
@@ -211,5 +153,4 @@ async fn python_celery_inspects_and_terminates_via_pidbox() {
         .await
         .unwrap();
     assert!(!still_bound, "binding removed at shutdown");
-    db.release().await;
 }

@@ -11,13 +11,12 @@ use mediacms_worker::celery::envelope::decode_redis;
 use mediacms_worker::config::HwAccel;
 use mediacms_worker::tasks::encode_media::EncodeMedia;
 use mediacms_worker::tasks::env::TaskEnv;
-use mediacms_worker::tasks::{JobContext, Outcome, TaskHandler};
+use mediacms_worker::tasks::{Outcome, TaskHandler};
 use serde_json::json;
-use support::db::{shared_dir, TestDb};
-use support::env::{task_env, EnvOptions};
+use support::db::TestDb;
+use support::env::{job_ctx, real_message, task_env, EnvOptions};
 use support::media::{clip, ClipSpec};
 use support::redis::TestRedis;
-use tokio_util::sync::CancellationToken;
 
 const UID: &str = "41905ce2087146cdba79c28a24c33a9a";
 
@@ -48,19 +47,6 @@ async fn env(db: &TestDb, redis: &TestRedis, media_root: &Path, hwaccel: HwAccel
     task_env(&db.config(), &redis.url, media_root, &temp, opts).await
 }
 
-fn message(name: &str) -> mediacms_worker::celery::message::TaskMessage {
-    let raw = std::fs::read(shared_dir().join("mediacms/messages").join(name)).unwrap();
-    decode_redis(&raw).unwrap()
-}
-
-fn ctx() -> JobContext {
-    JobContext {
-        cancel: CancellationToken::new(),
-        hostname: "long@test".into(),
-        deadline: None,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forced_vaapi_falls_back_to_software_and_the_log_says_so() {
     let db = TestDb::with_upload_example().await;
@@ -72,8 +58,8 @@ async fn forced_vaapi_falls_back_to_software_and_the_log_says_so() {
     let metrics = env.metrics.clone();
     let handler = EncodeMedia { env };
     // encode_media-1: ["2SJorQ1Qe", 23, 1] (h264-144, Encoding 1), priority 9.
-    let task = message("encode_media-1.json");
-    let outcome = handler.run(&task, ctx()).await;
+    let task = real_message("encode_media-1.json");
+    let outcome = handler.run(&task, job_ctx(None)).await;
     assert_eq!(outcome, Outcome::Success(json!(true)));
 
     let c = db.client().await;

@@ -14,9 +14,8 @@ use mediacms_worker::tasks::encode_media::EncodeMedia;
 use mediacms_worker::tasks::{Outcome, TaskHandler};
 use serde_json::json;
 use support::db::TestDb;
-use support::fault::{
-    encode_task, encoding_row, insert_media_and_encoding, job_ctx, task_env, Case,
-};
+use support::env::job_ctx;
+use support::fault::{encode_task, encoding_row, insert_media_and_encoding, task_env, Case};
 use support::media::{self, clip, ffmpeg, ClipSpec};
 use support::redis::TestRedis;
 use support::worker::files_under;

@@ -128,13 +128,7 @@ async fn every_poison_class_gets_its_disposition_and_the_worker_stays_up() {
     let redis = TestRedis::claim();
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
-    let ep = Endpoints {
-        redis_url: redis.url.clone(),
-        pg: db.config(),
-        media_root: dir.path().join("media"),
-        temp_dir: dir.path().join("tmp"),
-    };
-    std::fs::create_dir_all(&ep.media_root).unwrap();
+    let ep = Endpoints::in_dir(&redis.url, db.config(), dir.path());
     let mut r = redis.conn();
 
     let dead = dead_letter_corpus();

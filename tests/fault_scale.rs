@@ -43,13 +43,7 @@ async fn three_workers_finalise_every_task_once_in_priority_order() {
     let redis = TestRedis::claim();
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
-    let ep = Endpoints {
-        redis_url: redis.url.clone(),
-        pg: db.config(),
-        media_root: dir.path().join("media"),
-        temp_dir: dir.path().join("tmp"),
-    };
-    std::fs::create_dir_all(&ep.media_root).unwrap();
+    let ep = Endpoints::in_dir(&redis.url, db.config(), dir.path());
     let mut r = redis.conn();
     let mut priority_of = HashMap::new();
     for i in 0..TASKS {

@@ -15,9 +15,10 @@ use mediacms_worker::tasks::remove_media_file::RemoveMediaFile;
 use mediacms_worker::tasks::{Outcome, TaskHandler};
 use serde_json::json;
 use support::db::TestDb;
+use support::env::job_ctx;
 use support::fault::{
-    encode_task, encoding_row, insert_media_and_encoding, job_ctx, lpush, result_doc, task_env,
-    task_id, wait_until, Case, Endpoints, WorkerProc, QUEUE, WORKER_BIN,
+    encode_task, encoding_row, insert_media_and_encoding, lpush, result_doc, task_env, task_id,
+    wait_until, Case, Endpoints, WorkerProc, QUEUE, WORKER_BIN,
 };
 use support::media::{clip, ClipSpec};
 use support::redis::TestRedis;
@@ -217,13 +218,7 @@ async fn credentials_never_reach_logs_or_check_config() {
         .replace("redis://", &format!("redis://default:{REDIS_SECRET}@"));
     let mut pg = db.config();
     pg.password = PG_SECRET.into();
-    let ep = Endpoints {
-        redis_url: url.clone(),
-        pg,
-        media_root: dir.path().join("media"),
-        temp_dir: dir.path().join("tmp"),
-    };
-    std::fs::create_dir_all(&ep.media_root).unwrap();
+    let ep = Endpoints::in_dir(&url, pg, dir.path());
     let mut r = redis.conn();
     let raw = support::fault::envelope_of(
         "encode_media",

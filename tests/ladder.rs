@@ -14,14 +14,13 @@ use mediacms_worker::mediacms::store::{LadderClaim, Store, LADDER_NOTE_PREFIX};
 use mediacms_worker::plan::{plan_ladder, EncodeSettings, LadderRung, MediaInfo, ProfileSpec};
 use mediacms_worker::tasks::encode_media::EncodeMedia;
 use mediacms_worker::tasks::env::TaskEnv;
-use mediacms_worker::tasks::{JobContext, Outcome, TaskHandler};
+use mediacms_worker::tasks::{Outcome, TaskHandler};
 use mediacms_worker::telemetry::Metrics;
 use serde_json::json;
-use support::db::{shared_dir, TestDb};
-use support::env::{task_env, EnvOptions};
+use support::db::TestDb;
+use support::env::{job_ctx, real_message, task_env, EnvOptions};
 use support::media::{clip, ClipSpec};
 use support::redis::TestRedis;
-use tokio_util::sync::CancellationToken;
 
 const UID: &str = "41905ce2087146cdba79c28a24c33a9a";
 /// encode_media-1..5: Encodings 1..5 of media 1, profiles 23, 2, 3, 13, 10 (144…720).
@@ -32,19 +31,6 @@ const MESSAGES: [&str; 5] = [
     "encode_media-4.json",
     "encode_media-5.json",
 ];
-
-fn message(name: &str) -> mediacms_worker::celery::message::TaskMessage {
-    let raw = std::fs::read(shared_dir().join("mediacms/messages").join(name)).unwrap();
-    decode_redis(&raw).unwrap()
-}
-
-fn ctx() -> JobContext {
-    JobContext {
-        cancel: CancellationToken::new(),
-        hostname: "long@test".into(),
-        deadline: None,
-    }
-}
 
 /// One small source shared by both runs (the rows' media_info still says 8 s 1280x720 with
 /// audio, which is what the planner reads; the clip has audio so `-map 0:a:0` has a stream).
@@ -119,8 +105,8 @@ async fn run(src: &Path, keep: &Path, decode_once: bool) -> Run {
     let handler = EncodeMedia { env };
     let (mut outcomes, mut task_ids, mut spawned_first) = (vec![], vec![], 0);
     for name in MESSAGES {
-        let task = message(name);
-        outcomes.push(handler.run(&task, ctx()).await);
+        let task = real_message(name);
+        outcomes.push(handler.run(&task, job_ctx(None)).await);
         task_ids.push(task.id.clone());
         if spawned_first == 0 {
             spawned_first = spawned(&metrics);

@@ -16,12 +16,11 @@ use mediacms_worker::celery::message::{OutgoingTask, TaskMessage};
 use mediacms_worker::plan::EncodeSettings;
 use mediacms_worker::tasks::env::TaskEnv;
 use mediacms_worker::tasks::whisper::WhisperOptions;
-use mediacms_worker::tasks::{JobContext, Outcome, TaskHandler};
+use mediacms_worker::tasks::{Outcome, TaskHandler};
 use serde_json::{json, Value};
 use support::db::TestDb;
-use support::env::{task_env, EnvOptions};
+use support::env::{job_ctx, task_env, EnvOptions};
 use support::redis::TestRedis;
-use tokio_util::sync::CancellationToken;
 
 const FT1: &str = "2SJorQ1Qe";
 const FT2: &str = "emp3s0aau";
@@ -104,16 +103,8 @@ fn message(name: &str, args: Value, kwargs: Value) -> TaskMessage {
     decode_redis(&encode_redis(&task, "tag", "reply")).unwrap()
 }
 
-fn ctx() -> JobContext {
-    JobContext {
-        cancel: CancellationToken::new(),
-        hostname: "long@test".into(),
-        deadline: None,
-    }
-}
-
 async fn run(h: &dyn TaskHandler, name: &str, args: Value, kwargs: Value) -> Outcome {
-    h.run(&message(name, args, kwargs), ctx()).await
+    h.run(&message(name, args, kwargs), job_ctx(None)).await
 }
 
 fn ok(v: bool) -> Outcome {

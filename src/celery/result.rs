@@ -66,8 +66,12 @@ impl TaskResult {
         message: &str,
         now: DateTime<Utc>,
     ) -> Self {
-        let exc = exception_value(exc_type, exc_module, message);
-        Self::new(task_id, TaskState::Failure, exc, now)
+        Self::raised(
+            task_id,
+            TaskState::Failure,
+            (exc_type, exc_module, message),
+            now,
+        )
     }
 
     /// RETRY, written after the retry message is published; same exception shape as FAILURE.
@@ -79,8 +83,12 @@ impl TaskResult {
         message: &str,
         now: DateTime<Utc>,
     ) -> Self {
-        let exc = exception_value(exc_type, exc_module, message);
-        Self::new(task_id, TaskState::Retry, exc, now)
+        Self::raised(
+            task_id,
+            TaskState::Retry,
+            (exc_type, exc_module, message),
+            now,
+        )
     }
 
     /// REVOKED with reason `"revoked"`, `"terminated"` or `"expired"` (`TaskRevokedError`).
@@ -93,6 +101,17 @@ impl TaskResult {
     pub fn with_traceback(mut self, traceback: impl Into<String>) -> Self {
         self.traceback = Some(traceback.into());
         self
+    }
+
+    /// A document whose result is an exception `(exc_type, exc_module, message)`.
+    fn raised(
+        task_id: &str,
+        state: TaskState,
+        exc: (&str, &str, &str),
+        now: DateTime<Utc>,
+    ) -> Self {
+        let value = exception_value(exc.0, exc.1, exc.2);
+        Self::new(task_id, state, value, now)
     }
 
     fn new(task_id: &str, state: TaskState, result: Value, now: DateTime<Utc>) -> Self {

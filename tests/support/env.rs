@@ -6,13 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mediacms_worker::broker::redis::{RedisBroker, RedisBrokerOptions};
+use mediacms_worker::celery::envelope::decode_redis;
+use mediacms_worker::celery::message::TaskMessage;
 use mediacms_worker::config::{HwAccel, PostgresConfig};
 use mediacms_worker::ffmpeg::caps::Capabilities;
 use mediacms_worker::mediacms::signals::Signals;
 use mediacms_worker::mediacms::store::Store;
 use mediacms_worker::plan::EncodeSettings;
 use mediacms_worker::tasks::env::{Accel, FfmpegOptions, TaskEnv};
+use mediacms_worker::tasks::JobContext;
 use mediacms_worker::telemetry::Metrics;
+use tokio_util::sync::CancellationToken;
 
 /// What varies between tests; the default is a fast software-only environment.
 pub struct EnvOptions {
@@ -66,4 +70,20 @@ pub async fn task_env(
         accel,
         decode_once: opts.decode_once,
     }
+}
+
+/// A job context as the pool gives one: a fresh token, hostname `long@test`, an optional soft
+/// limit.
+pub fn job_ctx(limit: Option<Duration>) -> JobContext {
+    JobContext {
+        cancel: CancellationToken::new(),
+        hostname: "long@test".into(),
+        deadline: limit.map(|l| tokio::time::Instant::now() + l),
+    }
+}
+
+/// One of the real MediaCMS messages in `shared/mediacms/messages/`, decoded.
+pub fn real_message(name: &str) -> TaskMessage {
+    let path = super::db::shared_dir().join("mediacms/messages").join(name);
+    decode_redis(&std::fs::read(path).unwrap()).unwrap()
 }

@@ -307,6 +307,20 @@ pub struct Endpoints {
     pub temp_dir: PathBuf,
 }
 
+impl Endpoints {
+    /// Media root `<dir>/media` (created) and temp dir `<dir>/tmp`.
+    pub fn in_dir(redis_url: &str, pg: PostgresConfig, dir: &Path) -> Endpoints {
+        let ep = Endpoints {
+            redis_url: redis_url.to_owned(),
+            pg,
+            media_root: dir.join("media"),
+            temp_dir: dir.join("tmp"),
+        };
+        std::fs::create_dir_all(&ep.media_root).unwrap();
+        ep
+    }
+}
+
 /// A `mediacms-worker run` child with its stderr/stdout in a log file; it and every process
 /// below it (ffmpeg runs in its own process group, so it would outlive the worker) are
 /// SIGKILLed on drop.
@@ -544,15 +558,6 @@ pub async fn task_env(
     temp_root: &Path,
 ) -> mediacms_worker::tasks::env::TaskEnv {
     super::env::task_env(pg, redis_url, media_root, temp_root, Default::default()).await
-}
-
-/// A job context with a fresh token and an optional soft limit.
-pub fn job_ctx(limit: Option<Duration>) -> mediacms_worker::tasks::JobContext {
-    mediacms_worker::tasks::JobContext {
-        cancel: tokio_util::sync::CancellationToken::new(),
-        hostname: "fault@test".into(),
-        deadline: limit.map(|l| tokio::time::Instant::now() + l),
-    }
 }
 
 /// An `encode_media(token, profile, encoding)` task message (kwargs `force: true`).

@@ -94,16 +94,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         shutdown.abort.clone(),
     ));
     tokio::spawn(shutdown.clone().watch_signals(config.drain));
-    let (broker, results, depths) = connect_broker(&config).await?;
+    // The capability probe (test encodes, ~0.1 s on a CPU-only node) overlaps the connects, so
+    // it does not delay consuming.
+    let (connected, caps) = tokio::join!(
+        connect_broker(&config),
+        Capabilities::probe(
+            &config.ffmpeg_command,
+            config.hwaccel,
+            config.hw_device.as_deref(),
+        )
+    );
+    let (broker, results, depths) = connected?;
     health.set_broker_up(true);
     let store = Store::connect(&config.postgres, config.concurrency + 4)
         .context("configuring the Postgres pool")?;
-    let caps = Capabilities::probe(
-        &config.ffmpeg_command,
-        config.hwaccel,
-        config.hw_device.as_deref(),
-    )
-    .await;
     tracing::info!("{}", crate::ffmpeg::report::report_text(&caps));
     let env = Arc::new(task_env(
         &config,

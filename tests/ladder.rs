@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use mediacms_worker::celery::envelope::decode_redis;
-use mediacms_worker::mediacms::store::{LadderClaim, Store, LADDER_NOTE_PREFIX};
+use mediacms_worker::mediacms::store::{EncodingPeek, LadderClaim, Store, LADDER_NOTE_PREFIX};
 use mediacms_worker::plan::{plan_ladder, EncodeSettings, LadderRung, MediaInfo, ProfileSpec};
 use mediacms_worker::tasks::encode_media::EncodeMedia;
 use mediacms_worker::tasks::env::TaskEnv;
@@ -251,8 +251,10 @@ async fn ladder_ends_every_row_like_one_by_one_with_two_ffmpeg_processes() {
         "encoding_status, listable, preview, media_count"
     );
     assert_eq!(one.media.0, "success");
-    assert_eq!(one.follow_ups, lad.follow_ups);
     assert_eq!(one.follow_ups.len(), 5, "one create_hls per h264 success");
+    // The ladder asks for the same create_hls once per process (group), not per rendition.
+    assert_eq!(lad.follow_ups.len(), 2, "one create_hls per ladder group");
+    assert!(lad.follow_ups.iter().all(|f| f == &one.follow_ups[0]));
 
     // One-by-one: one ffmpeg per message. Ladder: message 1 runs two processes (144+240 first,
     // then 360+480+720), messages 2..5 none.
@@ -312,14 +314,15 @@ async fn concurrent_claims_split_the_pending_rows_and_skip_gif_and_chunks() {
     } else {
         "task-b"
     };
-    let other = store
-        .ladder_claimed_elsewhere(row, "its-own-task")
-        .await
-        .unwrap();
-    assert_eq!(other.as_deref(), Some("running"));
+    let other = store.peek_encoding(row, "its-own-task").await.unwrap();
+    assert_eq!(other, EncodingPeek::ClaimedByLadder("running".into()));
     assert_eq!(
-        store.ladder_claimed_elsewhere(row, owner).await.unwrap(),
-        None
+        store.peek_encoding(row, owner).await.unwrap(),
+        EncodingPeek::Free
+    );
+    assert_eq!(
+        store.peek_encoding(999_999, owner).await.unwrap(),
+        EncodingPeek::Missing
     );
     // The same task claims its running rows back (re-run after an abort or the retry).
     let again = store

@@ -8,7 +8,8 @@ needs instrumenting.
   dispatch_bench.py seed QUEUE                 one message, before the worker starts; prints its id
   dispatch_bench.py ready ID T0 PID            waits for ID's result; prints seconds from T0 (epoch)
   dispatch_bench.py latency QUEUE M GAP_MS     M messages one at a time; send->result seconds
-  dispatch_bench.py burst QUEUE N              N messages at once; tasks/s to the last result
+  dispatch_bench.py prefill QUEUE N IDS        N messages queued (ids to file IDS), before the worker
+  dispatch_bench.py drain IDS SEED             tasks/s from SEED's result to the last of IDS
 
 Output is one JSON object per call on stdout.
 """
@@ -85,17 +86,22 @@ def main():
             "latency_p95_ms": round(pct(lat, 95) * 1000, 2),
             "latency_max_ms": round(max(lat) * 1000, 2),
         }))
-    elif mode == "burst":
-        queue, n = sys.argv[2], int(sys.argv[3])
+    elif mode == "prefill":
+        queue, n, path = sys.argv[2], int(sys.argv[3]), sys.argv[4]
         t0 = time.time()
-        ids = [send(queue, i) for i in range(n)]
-        t_sent = time.time()
+        ids = [send(queue, i + 1) for i in range(n)]
+        with open(path, "w") as f:
+            json.dump(ids, f)
+        print(json.dumps({"burst_n": n, "publish_s": round(time.time() - t0, 3)}))
+    elif mode == "drain":
+        # The backlog sits behind the seed (FIFO), so the drain runs from the seed's result to
+        # the last one: the worker's own rate, not the producer's.
+        ids, seed = json.load(open(sys.argv[2])), sys.argv[3]
+        first = done_at(seed)
         last = max(done_at(i, timeout=600) for i in ids)
         print(json.dumps({
-            "burst_n": n,
-            "publish_s": round(t_sent - t0, 3),
-            "burst_s": round(last - t0, 3),
-            "tasks_per_s": round(n / (last - t0), 1),
+            "burst_s": round(last - first, 3),
+            "tasks_per_s": round(len(ids) / (last - first), 1),
         }))
     else:
         raise SystemExit("unknown mode " + mode)

@@ -10,8 +10,9 @@
 #      (ffmpeg frames + ImageMagick `convert -append`), 360, 480, 720, 1080, gif, 144, 240.
 #      The argv come from the crate's planner (benches/print_commands.rs), so they are the argv
 #      the worker would give MediaCMS's ffmpeg.
-#   b  our worker: run_ours() below (a hook the lead fills; interim: the `transcode` CLI if the
-#      release binary has one). SSIM of each rendition against a's is reported.
+#   b  our worker end to end: MediaCMS's messages through Redis + Postgres to the release binary
+#      (run_ours below, scripts/bench/full_path.py). SSIM of each rendition against a's is
+#      reported.
 #   c  encoders-only bound: the six x264 encodes from pre-decoded, pre-scaled y4m (decoding and
 #      scaling are done beforehand and not timed), no audio, as perf-baseline.md measured it.
 #
@@ -47,12 +48,22 @@ ensure_tools() {
   command -v python3 >/dev/null || need+=(python3)
   # `convert` may be a stand-in script on PATH; MediaCMS needs the real ImageMagick 6.
   [ -x /usr/bin/convert ] || need+=(imagemagick)
+  # Variant b: psql for the scratch database, a venv with Celery's producer.
+  command -v psql >/dev/null || need+=(postgresql-client)
+  python3 -c 'import venv' 2>/dev/null || need+=(python3-venv)
   if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   fi
+  local venv=$ROOT/target/bench-venv
+  if ! "$venv/bin/python" -c 'import celery, psycopg, redis, kombu.transport.redis; assert celery.__version__ == "5.4.0"' 2>/dev/null; then
+    log "creating $venv (celery 5.4.0, psycopg[binary], redis, packaging)"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check 'celery==5.4.0' 'redis>=5' 'psycopg[binary]' packaging
+  fi
 }
+BENCH_PY=$ROOT/target/bench-venv/bin/python
 
 # ---------------------------------------------------------------------------------------------
 # Inputs: 30 s 1080p30 H.264/AAC, made once (perf-baseline.md "Inputs", same commands).
@@ -183,38 +194,36 @@ make_raw() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# HOOK for the lead — variant b, our worker end to end.
-#   run_ours SRC OUTDIR STEPLOG CMDLOG
-# Must transcode SRC into the same outputs as variant a (the six renditions as
-# OUTDIR/out_<H>.mp4 for H in 144 240 360 480 720 1080, plus the gif and sprites) and return
-# when everything is written. It runs under GNU time like a, so everything it starts must be a
-# child it waits for (or add its CPU yourself). The full path — a MediaCMS encode_media/
-# produce_sprite_from_video message set through Redis + Postgres, timed from enqueue to the
-# last result — belongs here once the worker runs tasks; scripts/bench/dispatch.sh shows the
-# Redis DB 13 / scratch-DB setup to reuse.
-# Interim (what it does now): if target/release/mediacms-worker has a `transcode` subcommand,
-# time `mediacms-worker transcode SRC --out OUTDIR` (the CLI only: no Redis, no Postgres), then
-# link its MP4s to out_<H>.mp4 by their height. Returns 3 when there is nothing to run.
+# Variant b, our worker end to end (scripts/bench/full_path.py): MediaCMS's message set for one
+# upload (produce_sprite_from_video + encode_media per active profile, MediaCMS's priorities)
+# published with Celery's producer into Redis DB 13, a scratch Postgres database with the
+# reference upload's rows pointing at SRC, the release binary `run -c 1` with --decode-once
+# (OURS_DECODE_ONCE=false measures the one-by-one path). prepare_ours is untimed; run_ours is
+# timed from the worker's launch to the last task result and links the renditions the worker
+# placed under MEDIA_ROOT/encoded to out_<H>.mp4. Returns 3 when the release binary is missing.
 # ---------------------------------------------------------------------------------------------
-run_ours() {
-  local src=$1 out=$2 steplog=$3 cmdlog=$4
-  local bin=$ROOT/target/release/mediacms-worker
-  if [ -x "$bin" ] && "$bin" --help 2>/dev/null | grep -qw transcode; then
-    /usr/bin/time -f "ours-transcode %e %U %S %M" -a -o "$steplog" \
-      "$bin" transcode "$src" --out "$out" </dev/null >>"$cmdlog" 2>&1
-    link_by_height "$out"
-    return 0
-  fi
-  return 3
+prepare_ours() {
+  local src=$1 info=$2 out=$3
+  [ -x "$ROOT/target/release/mediacms-worker" ] || return 3
+  "$BENCH_PY" "$ROOT/scripts/bench/full_path.py" prepare "$src" "$info" "$out/.."
 }
 
-# out_<H>.mp4 links for whatever MP4s a run left, named by their coded height.
+run_ours() {
+  local out=$1 steplog=$2 cmdlog=$3
+  /usr/bin/time -f "ours-full-path %e %U %S %M" -a -o "$steplog" \
+    "$BENCH_PY" "$ROOT/scripts/bench/full_path.py" run "$out/.." </dev/null >>"$cmdlog" 2>&1
+  # The driver's JSON line (per-task and per-rendition seconds) is the last line it printed.
+  grep '^{' "$cmdlog" | tail -n 1 >"$out/../full_path.json"
+  link_by_height "$out/../media/encoded" "$out"
+}
+
+# out_<H>.mp4 links in OUT for the MP4s under DIR, named by their coded height.
 link_by_height() {
-  local out=$1 f h
+  local dir=$1 out=$2 f h
   while IFS= read -r -d '' f; do
     h=$(ffprobe -v error -select_streams v:0 -show_entries stream=height -of csv=p=0 "$f")
     [ -e "$out/out_$h.mp4" ] || ln -s "$f" "$out/out_$h.mp4"
-  done < <(find "$out" -name '*.mp4' ! -name 'out_*.mp4' -print0)
+  done < <(find "$dir" -name '*.mp4' ! -name 'out_*.mp4' -print0)
 }
 
 # One timed run of one variant: appends "src variant rep wall cpu maxrss_kb" to results.tsv.
@@ -229,19 +238,19 @@ run_variant() {
     a) gen_a "$jsonl" "$script" ;;
     c) gen_c "$jsonl" "$script" "$WORK/$name/raw" ;;
     b)
-      # The hook runs inside the timed bash so its children are counted.
+      if ! prepare_ours "$src" "$WORK/$name.media_info.json" "$OUT"; then
+        log "b: no release binary (cargo build --release); skipped"
+        rm -rf "$dir"
+        return 0
+      fi
+      # run_ours runs inside the timed bash so the worker's and ffmpeg's CPU are counted.
       { echo 'set -euo pipefail'; declare -f run_ours link_by_height
-        echo "ROOT=$(printf %q "$ROOT")"
-        echo 'run_ours "$SRC" "$OUT" "$STEPLOG" "$CMDLOG"'; } >"$script" ;;
+        echo "ROOT=$(printf %q "$ROOT") BENCH_PY=$(printf %q "$BENCH_PY")"
+        echo 'run_ours "$OUT" "$STEPLOG" "$CMDLOG"'; } >"$script" ;;
   esac
   log "$name $variant run $rep"
   local rc=0
   SRC=$src /usr/bin/time -f "%e %U %S %M" -o "$total" bash "$script" || rc=$?
-  if [ "$variant" = b ] && [ "$rc" = 3 ]; then
-    log "b: run_ours() has nothing to run yet (hook for the lead); skipped"
-    rm -rf "$dir"
-    return 0
-  fi
   [ "$rc" = 0 ] || { log "$name $variant run $rep failed (rc $rc), see $dir"; tail -n 20 "$CMDLOG" >&2; exit 1; }
   # GNU time prefixes "Command exited with non-zero status" lines; the numbers are the last line.
   read -r wall user sys rss < <(tail -n 1 "$total")

@@ -2,11 +2,13 @@
 """Summarises a ladder.sh work directory as Markdown: medians per source x variant, ratios
 against MediaCMS's pipeline (a), per-command medians, and SSIM of b against a.
 
-Usage: summarize.py WORK_DIR  (reads WORK_DIR/results.tsv, */steps.log, *.ssim)
+Usage: summarize.py WORK_DIR  (reads WORK_DIR/results.tsv, */steps.log, *.ssim,
+*/b/r*/full_path.json)
 """
 
 import collections
 import glob
+import json
 import os
 import statistics
 import sys
@@ -71,6 +73,37 @@ def main(work):
                 f"| {src} | {variant} | {name} | {median([r[0] for r in rs]):.2f} | "
                 f"{median([r[1] for r in rs]):.2f} | {max(r[2] for r in rs) / 1024:.0f} |"
             )
+
+    # b against the encoders-only bound (issue 9's "CPU within 1.10x of c").
+    bound = []
+    for src in sorted({k[0] for k in runs}):
+        b, c = runs.get((src, "b")), runs.get((src, "c"))
+        if b and c:
+            cpu_b, cpu_c = median([r[1] for r in b]), median([r[1] for r in c])
+            bound.append(f"| {src} | {cpu_b:.2f} | {cpu_c:.2f} | {cpu_b / cpu_c:.3f} |")
+    if bound:
+        out.append("\nb's CPU against the encoders-only bound c (medians):\n")
+        out.append("| source | b CPU s | c CPU s | b / c |")
+        out.append("|---|---|---|---|")
+        out += bound
+
+    # b's own timeline (full_path.py): when the first rendition was playable.
+    timeline = collections.defaultdict(list)
+    for path in sorted(glob.glob(os.path.join(work, "*", "b", "r*", "full_path.json"))):
+        src = path.split(os.sep)[-4]
+        with open(path) as fh:
+            line = fh.read().strip()
+        if line:
+            timeline[src].append(json.loads(line))
+    if timeline:
+        out.append("\nb's timeline from the first publish (medians): the first playable rendition, "
+                   "and the last Encoding ending:\n")
+        out.append("| source | runs | first playable s | all ended s | first / all |")
+        out.append("|---|---|---|---|---|")
+        for src, ts in timeline.items():
+            first = median([t["first_playable_s"] for t in ts if t["first_playable_s"]])
+            wall = median([t["wall_s"] for t in ts])
+            out.append(f"| {src} | {len(ts)} | {first:.2f} | {wall:.2f} | {first / wall:.3f} |")
 
     ssim = []
     for path in sorted(glob.glob(os.path.join(work, "*.ssim"))):

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use redis::{FromRedisValue, Pipeline};
-use serde_json::{json, Value};
+use redis::{FromRedisValue, Pipeline, Script};
+use serde_json::json;
 use tokio::sync::{oneshot, Mutex};
 
 use self::conn::Slot;
@@ -28,6 +28,12 @@ use crate::celery::result::{self as result_codec, TaskResult};
 pub const DEFAULT_DEAD_LETTER_KEY: &str = "mediacms-worker.dead-letter";
 /// Celery's `result_expires` default (one day), used as the result key TTL.
 const RESULT_TTL_SECS: u64 = 86_400;
+/// The result write: leave a stored SUCCESS alone (Celery checks the current meta first).
+const STORE_RESULT_LUA: &str = "local cur = redis.call('get', KEYS[1]); \
+    if cur then local ok, meta = pcall(cjson.decode, cur); \
+    if ok and type(meta) == 'table' and meta['status'] == 'SUCCESS' then return 0 end end; \
+    redis.call('setex', KEYS[1], ARGV[2], ARGV[1]); redis.call('publish', KEYS[1], ARGV[1]); \
+    return 1";
 /// Commands other than BRPOP must answer within this (a loaded 2-core box is slow, not dead).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 /// A BRPOP reply later than its own timeout plus this means the connection is gone.
@@ -342,27 +348,31 @@ impl Broker for RedisBroker {
 
 #[async_trait]
 impl ResultStore for RedisBroker {
-    /// Celery's `_store_result`: never overwrite a SUCCESS; SETEX and PUBLISH in one MULTI.
+    /// Celery's `_store_result`: never overwrite a SUCCESS; SETEX and PUBLISH. One round trip
+    /// (a script), as it is on the path of every task.
     async fn store_result(&self, result: &TaskResult) -> Result<(), BrokerError> {
+        static SCRIPT: std::sync::LazyLock<Script> =
+            std::sync::LazyLock::new(|| Script::new(STORE_RESULT_LUA));
         let key = result_codec::result_key(&result.task_id);
-        let mut get = redis::pipe();
-        get.cmd("GET").arg(&key);
-        let (current,): (Option<String>,) = self.inner.run(&get, true).await?;
-        let status = current
-            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
-            .and_then(|v| v["status"].as_str().map(str::to_owned));
-        if status.as_deref() == Some("SUCCESS") {
-            return Ok(());
-        }
         let doc = result_codec::encode_result(result);
-        let mut p = redis::pipe();
-        p.atomic();
-        p.cmd("SETEX")
-            .arg(&key)
-            .arg(RESULT_TTL_SECS)
-            .arg(&doc)
-            .ignore();
-        p.cmd("PUBLISH").arg(&key).arg(&doc).ignore();
-        self.inner.run(&p, true).await
+        let mut last = BrokerError::Connection("no attempt".into());
+        // Idempotent: the same document written twice, a repeated PUBLISH is harmless.
+        for _ in 0..ATTEMPTS {
+            let mut c = match self.inner.cmd.get().await {
+                Ok(c) => c,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            let mut call = SCRIPT.key(&key);
+            call.arg(&doc).arg(RESULT_TTL_SECS);
+            let reply = call.invoke_async::<i64>(&mut c).await;
+            match self.inner.cmd.check(reply).await {
+                Err(e @ BrokerError::Connection(_)) => last = e,
+                other => return other.map(drop),
+            }
+        }
+        Err(last)
     }
 }

@@ -116,6 +116,7 @@ impl Core {
         let started = std::time::Instant::now();
         let (outcome, reason) = self.execute(&d, &task, handler, &signals.abort).await;
         drop(permit);
+        self.state.set_phase(&d.tag, Phase::Settling);
         let settlement = dispatch::settle(outcome, reason, &task, Utc::now());
         self.observe(&task, &settlement, started.elapsed());
         self.apply(&d, &task, settlement, true).await;

@@ -27,6 +27,10 @@ pub enum Phase {
     Reserved,
     /// Running.
     Active,
+    /// The handler returned; its result and ack are being written. Does not count against
+    /// prefetch, so the next fetch overlaps these writes (Celery acks before running, so its
+    /// next fetch never waits for them either). Reported nowhere: the task is over.
+    Settling,
 }
 
 struct Job {
@@ -114,13 +118,13 @@ impl PoolState {
         self.changed.notified()
     }
 
-    /// The prefetch gate: held deliveries, ETA-held ones excepted, below the limit.
+    /// The prefetch gate: held deliveries, ETA-held and settling ones excepted, below the limit.
     pub fn may_fetch(&self) -> bool {
         let st = self.lock();
         let counted = st
             .jobs
             .values()
-            .filter(|j| j.phase != Phase::Scheduled)
+            .filter(|j| !matches!(j.phase, Phase::Scheduled | Phase::Settling))
             .count();
         counted < st.prefetch_limit
     }
@@ -253,5 +257,41 @@ impl PoolState {
             uptime_secs: st.started.elapsed().as_secs_f64(),
             ..st.snapshot_base.clone()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::memory::test_task;
+
+    #[test]
+    fn settling_and_scheduled_deliveries_do_not_hold_the_prefetch_gate() {
+        let state = PoolState::new(WorkerSnapshot {
+            prefetch_count: 1,
+            ..WorkerSnapshot::default()
+        });
+        let task = test_task("encode_media", "a");
+        state.hold("t1", &task, false, Phase::Reserved);
+        assert!(
+            !state.may_fetch(),
+            "one reserved delivery fills a limit of one"
+        );
+        state.start("t1", CancellationToken::new(), 0.0);
+        assert!(!state.may_fetch());
+        assert_eq!(state.snapshot().active.len(), 1);
+        // The handler returned: the next fetch may overlap the result write and the ack.
+        state.set_phase("t1", Phase::Settling);
+        assert!(state.may_fetch());
+        let snap = state.snapshot();
+        assert!(snap.active.is_empty() && snap.reserved.is_empty());
+        assert_eq!(state.held(), 1, "still held (and leased) until acked");
+        state.hold("t2", &task, false, Phase::Scheduled);
+        assert!(
+            state.may_fetch(),
+            "an ETA-held delivery does not count either"
+        );
+        state.release("t1", Some("encode_media"));
+        assert_eq!(state.snapshot().total["encode_media"], 1);
     }
 }

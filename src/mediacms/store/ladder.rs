@@ -15,6 +15,17 @@ use crate::mediacms::model::Encoding;
 /// First bytes of `logs` on every ladder-claimed row (kept on success, before the stderr tail).
 pub const LADDER_NOTE_PREFIX: &str = "[mediacms-worker] decode-once ladder";
 
+/// What [`Store::peek_encoding`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EncodingPeek {
+    /// No such Encoding (deleted): MediaCMS's task returns False.
+    Missing,
+    /// Another task's ladder claimed it; the row's status.
+    ClaimedByLadder(String),
+    /// Its own message may start it.
+    Free,
+}
+
 /// Who claims, for which media, and the note written into each claimed row's `logs`.
 #[derive(Debug, Clone)]
 pub struct LadderClaim<'a> {
@@ -65,25 +76,23 @@ impl Store {
         Ok(claimed)
     }
 
-    /// For a message about to start: `Some(status)` when its Encoding was claimed by another
-    /// task's ladder (running, or already finished), so the message must not encode it again.
-    pub async fn ladder_claimed_elsewhere(
-        &self,
-        encoding_id: i32,
-        task_id: &str,
-    ) -> Result<Option<String>> {
+    /// What a message about to start finds, in one prepared query (the hot path of every
+    /// `encode_media`, and all of it for a deleted Encoding): no row, a row another task's
+    /// ladder claimed (running or finished; its status), or a row that is its own to start.
+    pub async fn peek_encoding(&self, encoding_id: i32, task_id: &str) -> Result<EncodingPeek> {
         let c = self.conn().await?;
-        let sql = "SELECT status FROM files_encoding WHERE id = $1 AND NOT chunk \
-             AND task_id <> '' AND task_id <> $2 AND status IN ('running', 'success', 'fail') \
-             AND left(logs, $4) = $3";
+        let sql = "SELECT status, (NOT chunk AND task_id <> '' AND task_id <> $2 \
+             AND status IN ('running', 'success', 'fail') AND left(logs, $4) = $3) \
+             FROM files_encoding WHERE id = $1";
         let prefix_len = LADDER_NOTE_PREFIX.chars().count() as i32;
-        let row = c
-            .query_opt(
-                sql,
-                &[&encoding_id, &task_id, &LADDER_NOTE_PREFIX, &prefix_len],
-            )
-            .await?;
-        Ok(row.map(|r| r.get(0)))
+        let stmt = c.prepare_cached(sql).await?;
+        let params: [&(dyn ToSql + Sync); 4] =
+            [&encoding_id, &task_id, &LADDER_NOTE_PREFIX, &prefix_len];
+        Ok(match c.query_opt(&stmt, &params).await? {
+            None => EncodingPeek::Missing,
+            Some(row) if row.get::<_, bool>(1) => EncodingPeek::ClaimedByLadder(row.get(0)),
+            Some(_) => EncodingPeek::Free,
+        })
     }
 
     /// Whether the Encoding still carries this task id. A row's own message that raced past its

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::{tmp_name, EncodeMedia, Job, MAX_RETRIES, RETRY_COUNTDOWN};
 use crate::ffmpeg::probe;
 use crate::mediacms::layout::LayoutError;
-use crate::mediacms::signals::{Completion, ConcatOutput, SignalError};
+use crate::mediacms::signals::{Completion, ConcatOutput, FollowUp, SignalError};
 use crate::mediacms::store::{ChunkKey, Started};
 use crate::plan;
 use crate::tasks::{JobContext, Outcome, TaskError};
@@ -21,7 +21,9 @@ fn encoding_error(tail: &str) -> TaskError {
 
 impl EncodeMedia {
     /// §2.6: a non-empty output that probes as video or audio succeeds; anything else fails
-    /// (MediaCMS returns False, so the task itself succeeds with `false`).
+    /// (MediaCMS returns False, so the task itself succeeds with `false`). The signals'
+    /// follow-ups go into `follow_ups` for the caller to publish (a ladder publishes each
+    /// distinct one once per group instead of once per rendition).
     pub(super) async fn finish(
         &self,
         s: &Started,
@@ -29,17 +31,18 @@ impl EncodeMedia {
         logs: &str,
         tail: &str,
         began: Instant,
+        follow_ups: &mut Vec<FollowUp>,
     ) -> Result<Outcome, SignalError> {
         let non_empty = std::fs::metadata(output).is_ok_and(|m| m.len() > 0);
         if non_empty && probe::validate_output(output).is_ok() {
-            return self.succeed(s, output, logs, began).await;
+            return self.succeed(s, output, logs, began, follow_ups).await;
         }
-        let follow_ups = self
+        let failed = self
             .env
             .signals
             .on_failure(s.encoding.id, Some(tail))
             .await?;
-        self.env.publish_follow_ups(&follow_ups).await;
+        follow_ups.extend(failed);
         Ok(Outcome::Success(json!(false)))
     }
 
@@ -49,6 +52,7 @@ impl EncodeMedia {
         output: &Path,
         logs: &str,
         began: Instant,
+        follow_ups: &mut Vec<FollowUp>,
     ) -> Result<Outcome, SignalError> {
         let run_secs = began.elapsed().as_secs().min(i32::MAX as u64) as i32;
         let signals = &self.env.signals;
@@ -62,8 +66,11 @@ impl EncodeMedia {
             );
             return Ok(Outcome::Success(json!(false)));
         };
-        self.env.publish_follow_ups(&saved.follow_ups).await;
+        follow_ups.extend(saved.follow_ups);
         if let Some(key) = saved.concat {
+            // The chunk's own follow-ups go out before the concatenation's, as MediaCMS's.
+            self.env.publish_follow_ups(follow_ups).await;
+            follow_ups.clear();
             self.concatenate(&key).await?;
         }
         Ok(Outcome::Success(json!(true)))

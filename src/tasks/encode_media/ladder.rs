@@ -3,11 +3,13 @@
 //! decode (`plan::plan_ladder`): the `MINIMUM_RESOLUTIONS_TO_ENCODE` rungs first in one quick
 //! process so the first playable rendition is not held back, then the rest in a second one.
 //! Each output then goes through the one-by-one ending (`finish` → `signals.encoding_succeeded`
-//! → follow-ups), so rows, media and follow-ups end as one-by-one leaves them, except:
-//! `task_id` is the claiming task's id, `commands` is the ladder argv, `logs` starts with the
-//! claim note (the marker) and `total_run_time` is the claiming task's run time.
+//! → follow-ups), so rows and media end as one-by-one leaves them, except: `task_id` is the
+//! claiming task's id, `commands` is the ladder argv, `logs` starts with the claim note (the
+//! marker) and `total_run_time` is the claiming task's run time. The identical `create_hls`
+//! every rendition's post_save asks for is published once per ladder process, not once per
+//! rendition.
 //!
-//! The claimed rows' own messages, when they arrive, end at [`EncodeMedia::ladder_skip`]
+//! The claimed rows' own messages, when they arrive, end at [`EncodeMedia::early_end`]
 //! without touching the row.
 
 use std::path::{Path, PathBuf};
@@ -20,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 use super::{tmp_name, EncodeMedia, Job, MAX_RETRIES, PROGRESS_EVERY};
 use crate::ffmpeg::progress::{percent, Progress, ProgressThrottle};
 use crate::ffmpeg::run::RunError;
-use crate::mediacms::signals::SignalError;
-use crate::mediacms::store::{LadderClaim, Started, LADDER_NOTE_PREFIX};
+use crate::mediacms::signals::{FollowUp, SignalError};
+use crate::mediacms::store::{EncodingPeek, LadderClaim, Started, LADDER_NOTE_PREFIX};
 use crate::plan::{self, ladder, Backend, LadderRung, MediaInfo, ProfileSpec};
 use crate::tasks::{JobContext, Outcome};
 
@@ -52,21 +54,19 @@ fn spec(s: &Started) -> ProfileSpec {
 }
 
 impl EncodeMedia {
-    /// Before `begin_encoding`: a row another task's ladder claimed (running or finished) is
-    /// left alone; the task succeeds with whether that row is a success.
-    pub(super) async fn ladder_skip(&self, job: &Job<'_>) -> Res<Option<Outcome>> {
-        if job.chunk_file_path.is_some() {
-            return Ok(None);
-        }
+    /// Before `begin_encoding`, one read: a deleted Encoding ends here (False, as MediaCMS),
+    /// and a row another task's ladder claimed (running or finished) is left alone — the task
+    /// succeeds with whether that row is a success.
+    pub(super) async fn early_end(&self, job: &Job<'_>) -> Res<Option<Outcome>> {
         let store = self.env.signals.store();
-        let Some(status) = store
-            .ladder_claimed_elsewhere(job.encoding_id, &job.task.id)
-            .await?
-        else {
-            return Ok(None);
-        };
-        tracing::info!(encoding = job.encoding_id, %status, "claimed by a ladder: not re-encoded");
-        Ok(Some(Outcome::Success(json!(status == "success"))))
+        match store.peek_encoding(job.encoding_id, &job.task.id).await? {
+            EncodingPeek::Missing => Ok(Some(Outcome::Success(json!(false)))),
+            EncodingPeek::ClaimedByLadder(status) => {
+                tracing::info!(encoding = job.encoding_id, %status, "claimed by a ladder: not re-encoded");
+                Ok(Some(Outcome::Success(json!(status == "success"))))
+            }
+            EncodingPeek::Free => Ok(None),
+        }
     }
 
     /// After our own Encoding started: `None` = no ladder here (nothing to claim, hardware,
@@ -191,12 +191,28 @@ impl EncodeMedia {
                     return self.ladder_failed(job, own_outcome, &rest, &tail).await;
                 }
             };
+            // Every rendition's post_save asks for the same create_hls: one per group is
+            // enough (the group's outputs land together), and a -c 1 worker does not spend a
+            // debounce per rendition on them.
+            let mut follow_ups = Vec::new();
+            let mut ended = Ok(());
             for m in group {
-                let outcome = self.end_member(job, m, note, &tail, began).await?;
-                if m.started.encoding.id == own.encoding.id {
-                    own_outcome = Some(outcome);
+                match self
+                    .end_member(job, m, note, &tail, began, &mut follow_ups)
+                    .await
+                {
+                    Ok(outcome) if m.started.encoding.id == own.encoding.id => {
+                        own_outcome = Some(outcome)
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        ended = Err(e);
+                        break;
+                    }
                 }
             }
+            self.env.publish_follow_ups(&distinct(follow_ups)).await;
+            ended?;
         }
         Ok(own_outcome.unwrap_or(Outcome::Success(json!(false))))
     }
@@ -209,6 +225,7 @@ impl EncodeMedia {
         note: &str,
         tail: &str,
         began: Instant,
+        follow_ups: &mut Vec<FollowUp>,
     ) -> Res<Outcome> {
         let id = m.started.encoding.id;
         if !self
@@ -225,7 +242,8 @@ impl EncodeMedia {
             return Ok(Outcome::Success(json!(false)));
         }
         let logs = format!("{note}{tail}");
-        self.finish(&m.started, &m.output, &logs, tail, began).await
+        self.finish(&m.started, &m.output, &logs, tail, began, follow_ups)
+            .await
     }
 
     /// A retryable ladder failure. While our own Encoding is unfinished it takes MediaCMS's
@@ -349,6 +367,17 @@ impl EncodeMedia {
         }
         Ok(alive.is_empty())
     }
+}
+
+/// Follow-ups without repeats, first occurrence order.
+fn distinct(follow_ups: Vec<FollowUp>) -> Vec<FollowUp> {
+    let mut out: Vec<FollowUp> = Vec::with_capacity(follow_ups.len());
+    for f in follow_ups {
+        if !out.contains(&f) {
+            out.push(f);
+        }
+    }
+    out
 }
 
 fn member(started: Started, dir: &Path) -> Member {

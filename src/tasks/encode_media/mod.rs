@@ -126,8 +126,8 @@ impl EncodeMedia {
             worker: &ctx.hostname,
             retries: job.task.retries as i32,
         };
-        if let Some(done) = self.ladder_skip(job).await? {
-            return Ok(done); // another task's decode-once ladder owns this Encoding
+        if let Some(done) = self.early_end(job).await? {
+            return Ok(done); // deleted, or another task's decode-once ladder owns it
         }
         let started = match self.env.signals.begin_encoding(&req).await? {
             StartOutcome::Started(s) => s,
@@ -181,7 +181,10 @@ impl EncodeMedia {
         // MediaCMS accepts the gif when `filetype` sees image magic bytes; `validate_output`
         // rejects image formats (gif included) by design, so it cannot be used here.
         if is_gif_file(&output) {
-            return self.succeed(s, &output, "", began).await;
+            let mut follow_ups = Vec::new();
+            let done = self.succeed(s, &output, "", began, &mut follow_ups).await;
+            self.env.publish_follow_ups(&follow_ups).await;
+            return done;
         }
         let follow_ups = self
             .env
@@ -243,7 +246,11 @@ impl EncodeMedia {
             match self.run_passes(s, &plan.passes, &plan.backend, ctx).await? {
                 Pass::Done(tail) => {
                     let logs = format!("{notes}{tail}");
-                    return self.finish(s, &output, &logs, &tail, began).await;
+                    let mut follow_ups = Vec::new();
+                    let done = self.finish(s, &output, &logs, &tail, began, &mut follow_ups);
+                    let done = done.await;
+                    self.env.publish_follow_ups(&follow_ups).await;
+                    return done;
                 }
                 Pass::RowDeleted => return Ok(Outcome::Success(json!(false))),
                 Pass::Cancelled => return self.cancelled(job, s, ctx).await,

@@ -10,13 +10,14 @@
 # broker pickup + one SQL read + the result write. Isolation: Redis DB 13 (FLUSHDB first), a
 # unique queue name, a scratch Postgres database loaded from the shared schema.sql.
 #
-# Environment: N (burst size, 500), M (latency samples, 30), GAP_MS (pause between latency
+# Environment: RUNS (3, interleaved per worker; medians in summary.md), N (burst size, 500), M (latency samples, 30), GAP_MS (pause between latency
 # samples, 20), WORKERS ("python ours"), REDIS_HOST/PORT (127.0.0.1:6379), PGHOST/PGPORT/PGUSER
 # (127.0.0.1/5432/postgres), BENCH_DB (mediacms_bench_dispatch).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
+RUNS=${RUNS:-3}
 N=${N:-500}
 M=${M:-30}
 GAP_MS=${GAP_MS:-20}
@@ -127,14 +128,33 @@ measure() {
 main() {
   ensure_tools
   prepare_db
-  local out=$WORK/results.jsonl kind
-  printf '{"started": "%s", "nproc": %s, "load": "%s", "N": %s, "M": %s}\n' "$(date -u +%FT%TZ)" \
-    "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)" "$N" "$M" >"$out"
-  for kind in $WORKERS; do
-    log "measuring $kind"
-    measure "$kind" | tee -a "$out"
+  local out=$WORK/results.jsonl kind rep
+  printf '{"started": "%s", "nproc": %s, "load": "%s", "N": %s, "M": %s, "RUNS": %s}\n' "$(date -u +%FT%TZ)" \
+    "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)" "$N" "$M" "$RUNS" >"$out"
+  # Interleaved (python, ours, python, ours, ...) so load drift hits both.
+  for rep in $(seq 1 "$RUNS"); do
+    for kind in $WORKERS; do
+      log "measuring $kind (run $rep)"
+      measure "$kind" | tee -a "$out"
+    done
   done
   redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" -n 13 FLUSHDB >/dev/null
+  "$VENV/bin/python" - "$out" <<'PY' | tee "$WORK/summary.md"
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"worker"' in l]
+keys = ["time_to_first_result_s", "idle_rss_kb", "latency_median_ms", "latency_p95_ms",
+        "tasks_per_s"]
+med = {}
+print("| worker | runs | " + " | ".join(keys) + " |")
+print("|---" * (len(keys) + 2) + "|")
+for w in dict.fromkeys(r["worker"] for r in rows):
+    rs = [r for r in rows if r["worker"] == w]
+    med[w] = {k: statistics.median(r[k] for r in rs) for k in keys}
+    print(f"| {w} | {len(rs)} | " + " | ".join(f"{med[w][k]:g}" for k in keys) + " |")
+if "python" in med and "ours" in med:
+    print("| ours / python | | " + " | ".join(
+        f"{med['ours'][k] / med['python'][k]:.3g}" for k in keys) + " |")
+PY
 }
 
 main "$@"

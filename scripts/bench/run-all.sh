@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every figure BENCHMARKS.md reports, from one run: the release build, the transcode benchmark
 # (variants a, c, b on both clips, RUNS each, interleaved) and the dispatch benchmark (RUNS
-# each, interleaved). Run it on an otherwise idle machine; about 45 minutes on 2 cores.
+# each, interleaved). Run it on an otherwise idle machine; about 40 minutes on 2 cores.
 #
 #   scripts/bench/run-all.sh            # RUNS=3
 #

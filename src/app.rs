@@ -118,7 +118,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     ));
     let cache = redis::Client::open(config.redis_location.as_str()).context("REDIS_LOCATION")?;
     let whisper = WhisperOptions::from_env(&config.whisper_model);
-    let mut registry = registry(env.clone(), cache, whisper);
+    let mut registry = registry(env.clone(), cache, whisper, config.concurrency);
     if config.chunkize {
         crate::tasks::chunkize::register_chunkize(&mut registry, env);
     }
@@ -230,11 +230,20 @@ pub fn encode_settings(config: &Config) -> EncodeSettings {
     }
 }
 
-/// Every long task name → its handler. `cache` is the Django cache (REDIS_LOCATION).
-pub fn registry(env: Arc<TaskEnv>, cache: redis::Client, whisper: WhisperOptions) -> Registry {
+/// Every long task name → its handler. `cache` is the Django cache (REDIS_LOCATION);
+/// `job_slots` the pool's concurrency.
+pub fn registry(
+    env: Arc<TaskEnv>,
+    cache: redis::Client,
+    whisper: WhisperOptions,
+    job_slots: usize,
+) -> Registry {
     let mut r = Registry::default();
     r.register("encode_media", Arc::new(EncodeMedia { env: env.clone() }));
-    r.register("create_hls", Arc::new(CreateHls::new(env.clone())));
+    r.register(
+        "create_hls",
+        Arc::new(CreateHls::new(env.clone(), job_slots)),
+    );
     r.register(
         "produce_sprite_from_video",
         Arc::new(ProduceSprites { env: env.clone() }),

@@ -8,8 +8,9 @@
 //! the old dir is renamed aside, the new one into place, and the old one deleted.
 //!
 //! Coalescing (MediaCMS publishes `create_hls` at least twice per h264 success, quirk §9.3):
-//! - **in-process debounce**: each call waits [`DEBOUNCE`]; if another `create_hls` for the same
-//!   media arrived meanwhile, this one returns `false` and the later one packages;
+//! - **in-process debounce**: with more than one job slot each call waits [`DEBOUNCE`]; if
+//!   another `create_hls` for the same media arrived meanwhile, this one returns `false` and the
+//!   later one packages ([`debounce_for`]: with one slot nothing can arrive, so no wait);
 //! - **per-media serialisation** in the process, so two runs never package one media at once;
 //! - **cross-worker guard: an inputs manifest.** The packaged tree records a fingerprint of its
 //!   inputs (path, size, mtime of each MP4, in order) in [`MANIFEST`]. A run whose inputs match
@@ -45,6 +46,17 @@ use tree::{
 
 /// How long a `create_hls` waits for a later one for the same media before packaging.
 pub const DEBOUNCE: Duration = Duration::from_secs(2);
+/// The debounce only helps when a later `create_hls` can start while this one waits, i.e. on
+/// another job slot. With one slot (`celery_long -c 1`) the waiting call holds the only slot,
+/// nothing can supersede it, and the wait would only delay every job behind it.
+pub fn debounce_for(job_slots: usize) -> Duration {
+    if job_slots > 1 {
+        DEBOUNCE
+    } else {
+        Duration::ZERO
+    }
+}
+
 /// The inputs fingerprint inside `hls/<H>/` (an md5: reveals no path to players).
 pub const MANIFEST: &str = ".mediacms-worker-inputs";
 /// Bumped when the packaging itself changes, so old trees are rebuilt once.
@@ -116,8 +128,9 @@ impl TaskHandler for CreateHls {
 }
 
 impl CreateHls {
-    pub fn new(env: Arc<TaskEnv>) -> Self {
-        Self::with_debounce(env, DEBOUNCE)
+    /// `job_slots`: the pool's concurrency (see [`debounce_for`]).
+    pub fn new(env: Arc<TaskEnv>, job_slots: usize) -> Self {
+        Self::with_debounce(env, debounce_for(job_slots))
     }
 
     pub fn with_debounce(env: Arc<TaskEnv>, debounce: Duration) -> Self {
@@ -313,3 +326,15 @@ fn bad_args(message: String) -> Outcome {
 }
 
 mod tree;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_pool_with_another_slot_waits_for_a_later_call() {
+        assert_eq!(debounce_for(1), Duration::ZERO);
+        assert_eq!(debounce_for(0), Duration::ZERO);
+        assert_eq!(debounce_for(2), DEBOUNCE);
+    }
+}

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use redis::aio::MultiplexedConnection;
 use redis::{FromRedisValue, Pipeline, Script};
 use serde_json::json;
 use tokio::sync::{oneshot, Mutex};
@@ -144,16 +145,27 @@ impl Inner {
     /// Run a pipeline on the command connection; `retry` only for idempotent ones.
     async fn run<T: FromRedisValue>(&self, p: &Pipeline, retry: bool) -> Result<T, BrokerError> {
         let attempts = if retry { ATTEMPTS } else { 1 };
+        self.on_cmd(attempts, |mut c| async move { p.query_async(&mut c).await })
+            .await
+    }
+
+    /// `op` on (a handle to) the command connection, attempted up to `attempts` times across
+    /// reconnects (connection errors only; anything else is returned as is).
+    async fn on_cmd<T, F, Fut>(&self, attempts: u32, mut op: F) -> Result<T, BrokerError>
+    where
+        F: FnMut(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
         let mut last = BrokerError::Connection("no attempt".into());
         for _ in 0..attempts {
-            let mut c = match self.cmd.get().await {
+            let c = match self.cmd.get().await {
                 Ok(c) => c,
                 Err(e) => {
                     last = e;
                     continue;
                 }
             };
-            match self.cmd.check(p.query_async(&mut c).await).await {
+            match self.cmd.check(op(c).await).await {
                 Err(e @ BrokerError::Connection(_)) => last = e,
                 other => return other,
             }
@@ -355,24 +367,15 @@ impl ResultStore for RedisBroker {
             std::sync::LazyLock::new(|| Script::new(STORE_RESULT_LUA));
         let key = result_codec::result_key(&result.task_id);
         let doc = result_codec::encode_result(result);
-        let mut last = BrokerError::Connection("no attempt".into());
+        let mut call = SCRIPT.key(&key);
+        call.arg(&doc).arg(RESULT_TTL_SECS);
         // Idempotent: the same document written twice, a repeated PUBLISH is harmless.
-        for _ in 0..ATTEMPTS {
-            let mut c = match self.inner.cmd.get().await {
-                Ok(c) => c,
-                Err(e) => {
-                    last = e;
-                    continue;
-                }
-            };
-            let mut call = SCRIPT.key(&key);
-            call.arg(&doc).arg(RESULT_TTL_SECS);
-            let reply = call.invoke_async::<i64>(&mut c).await;
-            match self.inner.cmd.check(reply).await {
-                Err(e @ BrokerError::Connection(_)) => last = e,
-                other => return other.map(drop),
-            }
-        }
-        Err(last)
+        self.inner
+            .on_cmd(ATTEMPTS, |mut c| {
+                let call = &call;
+                async move { call.invoke_async::<i64>(&mut c).await }
+            })
+            .await
+            .map(drop)
     }
 }

@@ -6,7 +6,7 @@
 //! the helpers here exist because fault tests need endpoints they own (restartable servers,
 //! several workers on one DB), not a second copy of that runner.
 
-use super::worker::free_port;
+use super::worker::{free_port, log_tail};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -375,14 +375,7 @@ impl WorkerProc {
 
     /// The last 40 log lines, for assertion messages.
     pub fn log_tail(&self) -> String {
-        let text = self.log_text();
-        let lines: Vec<&str> = text.lines().collect();
-        let from = lines.len().saturating_sub(40);
-        format!(
-            "--- {} ---\n{}",
-            self.log.display(),
-            lines[from..].join("\n")
-        )
+        log_tail(&self.log, &self.log.display().to_string())
     }
 
     pub fn alive(&mut self) -> bool {

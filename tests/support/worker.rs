@@ -326,6 +326,15 @@ pub struct Worker {
     orphans: Vec<u32>,
 }
 
+/// The last 40 lines of a worker's captured log under a `--- title ---` header, for panic
+/// messages (both worker wrappers, here and in `fault`).
+pub fn log_tail(log: &Path, title: &str) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let from = lines.len().saturating_sub(40);
+    format!("--- {title} ---\n{}", lines[from..].join("\n"))
+}
+
 /// A free local TCP port (bound then released; good enough for tests).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -392,14 +401,7 @@ impl Worker {
 
     /// The last lines of the log, for panic messages.
     pub fn log_tail(&self) -> String {
-        let text = self.log_text();
-        let lines: Vec<&str> = text.lines().collect();
-        let from = lines.len().saturating_sub(40);
-        format!(
-            "--- worker {} log tail ---\n{}",
-            self.hostname,
-            lines[from..].join("\n")
-        )
+        log_tail(&self.log, &format!("worker {} log tail", self.hostname))
     }
 
     /// Poll `f` every 250 ms until it returns `Some`; panic naming `what` (with the worker's

@@ -72,13 +72,14 @@ impl Inner {
             return Ok(0); // another restorer (ours or kombu's) is at work
         }
         let restored = self.restore_listed().await;
-        let mut c = self.cmd.get().await?;
-        let release = Script::new(RELEASE_LUA)
-            .key(UNACKED_MUTEX)
-            .arg(&token)
-            .invoke_async::<i64>(&mut c)
-            .await;
-        self.cmd.check(release).await?;
+        let script = Script::new(RELEASE_LUA);
+        let mut release = script.key(UNACKED_MUTEX);
+        release.arg(&token);
+        self.on_cmd(1, |mut c| {
+            let release = &release;
+            async move { release.invoke_async::<i64>(&mut c).await }
+        })
+        .await?;
         restored
     }
 

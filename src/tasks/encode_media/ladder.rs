@@ -23,7 +23,7 @@ use super::{tmp_name, EncodeMedia, Job, MAX_RETRIES, PROGRESS_EVERY};
 use crate::ffmpeg::progress::{percent, Progress, ProgressThrottle};
 use crate::ffmpeg::run::RunError;
 use crate::mediacms::signals::{FollowUp, SignalError};
-use crate::mediacms::store::{EncodingPeek, LadderClaim, Started, LADDER_NOTE_PREFIX};
+use crate::mediacms::store::{LadderClaim, Started, LADDER_NOTE_PREFIX};
 use crate::plan::{self, ladder, Backend, LadderRung, MediaInfo, ProfileSpec};
 use crate::tasks::{JobContext, Outcome};
 
@@ -54,21 +54,6 @@ fn spec(s: &Started) -> ProfileSpec {
 }
 
 impl EncodeMedia {
-    /// Before `begin_encoding`, one read: a deleted Encoding ends here (False, as MediaCMS),
-    /// and a row another task's ladder claimed (running or finished) is left alone — the task
-    /// succeeds with whether that row is a success.
-    pub(super) async fn early_end(&self, job: &Job<'_>) -> Res<Option<Outcome>> {
-        let store = self.env.signals.store();
-        match store.peek_encoding(job.encoding_id, &job.task.id).await? {
-            EncodingPeek::Missing => Ok(Some(Outcome::Success(json!(false)))),
-            EncodingPeek::ClaimedByLadder(status) => {
-                tracing::info!(encoding = job.encoding_id, %status, "claimed by a ladder: not re-encoded");
-                Ok(Some(Outcome::Success(json!(status == "success"))))
-            }
-            EncodingPeek::Free => Ok(None),
-        }
-    }
-
     /// After our own Encoding started: `None` = no ladder here (nothing to claim, hardware,
     /// two-pass, or MediaCMS would not encode our profile): the one-by-one path goes on.
     pub(super) async fn ladder(

@@ -20,7 +20,7 @@ use crate::ffmpeg::progress::{percent, Progress, ProgressThrottle};
 use crate::ffmpeg::run::RunError;
 use crate::mediacms::layout;
 use crate::mediacms::signals::SignalError;
-use crate::mediacms::store::{StartOutcome, StartRequest, Started};
+use crate::mediacms::store::{EncodingPeek, StartOutcome, StartRequest, Started};
 use crate::mediacms::Disposition;
 use crate::plan::{self, Backend, EncodeIo, MediaInfo, ProfileSpec};
 
@@ -106,6 +106,21 @@ impl EncodeMedia {
             Err(e) => {
                 tracing::error!(encoding = encoding_id, error = %e, "marking the Encoding failed")
             }
+        }
+    }
+
+    /// Before `begin_encoding`, one read: a deleted Encoding ends here (False, as MediaCMS),
+    /// and a row another task's ladder claimed (running or finished) is left alone — the task
+    /// succeeds with whether that row is a success.
+    async fn early_end(&self, job: &Job<'_>) -> Result<Option<Outcome>, SignalError> {
+        let store = self.env.signals.store();
+        match store.peek_encoding(job.encoding_id, &job.task.id).await? {
+            EncodingPeek::Missing => Ok(Some(Outcome::Success(json!(false)))),
+            EncodingPeek::ClaimedByLadder(status) => {
+                tracing::info!(encoding = job.encoding_id, %status, "claimed by a ladder: not re-encoded");
+                Ok(Some(Outcome::Success(json!(status == "success"))))
+            }
+            EncodingPeek::Free => Ok(None),
         }
     }
 }

@@ -13,7 +13,7 @@ import jsonschema
 from referencing import Registry, Resource
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SHARED = os.environ.get("MEDIACMS_SHARED", os.path.join(HERE, "..", "..", "shared"))
+SHARED = os.environ.get("MEDIACMS_SHARED", os.path.join(HERE, "..", "tests", "fixtures"))
 
 
 def load(name):

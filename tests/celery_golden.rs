@@ -23,7 +23,7 @@ const CHUNK_NAME: &str = "EdwGGQKxk_5af382d5f37447fa99853daeea4622fb.reference_l
 fn shared_dir() -> PathBuf {
     std::env::var_os("MEDIACMS_SHARED")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared")))
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures")))
 }
 
 fn golden(name: &str) -> Vec<u8> {

@@ -30,7 +30,7 @@ fn now() -> f64 {
 fn shared() -> PathBuf {
     std::env::var_os("MEDIACMS_SHARED")
         .map(PathBuf::from)
-        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared").into())
+        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures").into())
 }
 
 fn py_env(r: &TestRedis) -> HashMap<&'static str, String> {

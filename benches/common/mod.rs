@@ -4,11 +4,11 @@
 
 use std::path::PathBuf;
 
-/// The shared reference directory: `$MEDIACMS_SHARED`, else `../shared` next to the crate.
+/// The reference-data root: `$MEDIACMS_SHARED`, else the in-repo copy `tests/fixtures`.
 pub fn shared_dir() -> PathBuf {
     match std::env::var_os("MEDIACMS_SHARED") {
         Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared")),
+        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures")),
     }
 }
 

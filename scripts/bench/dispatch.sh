@@ -26,7 +26,7 @@ REDIS_HOST=${REDIS_HOST:-127.0.0.1}
 REDIS_PORT=${REDIS_PORT:-6379}
 export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres}
 BENCH_DB=${BENCH_DB:-mediacms_bench_dispatch}
-SHARED=${MEDIACMS_SHARED:-$ROOT/../shared}
+SHARED=${MEDIACMS_SHARED:-$ROOT/tests/fixtures}
 VENV=$ROOT/target/bench-venv
 WORK=$ROOT/target/bench-dispatch
 mkdir -p "$WORK"

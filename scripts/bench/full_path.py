@@ -32,7 +32,7 @@ import redis
 from celery import Celery
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-SHARED = os.environ.get("MEDIACMS_SHARED", os.path.join(ROOT, "..", "shared"))
+SHARED = os.environ.get("MEDIACMS_SHARED", os.path.join(ROOT, "tests", "fixtures"))
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 PG = {k: os.environ.get(e, d) for k, e, d in [
     ("host", "PGHOST", "127.0.0.1"), ("port", "PGPORT", "5432"), ("user", "PGUSER", "postgres")]}

@@ -6,7 +6,7 @@
 //! fixture gets a new name) and every test database is a `CREATE DATABASE … TEMPLATE` copy.
 //!
 //! Server: `PGHOST`/`PGPORT`/`PGUSER`/`PGPASSWORD`, default `127.0.0.1:5432`, user `postgres`
-//! (trust auth). Fixtures: `$MEDIACMS_SHARED/mediacms/`, default `<crate>/../shared/mediacms/`.
+//! (trust auth). Fixtures: `$MEDIACMS_SHARED/mediacms/`, default `<crate>/tests/fixtures/mediacms/` (see its PROVENANCE.md).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,11 +19,11 @@ pub const FIXTURE_MEDIA_ROOT: &str = "/home/mediacms.io/mediacms/media_files/";
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-/// The shared reference directory (`…/shared`).
+/// The reference-data root: `$MEDIACMS_SHARED`, else the in-repo copy `tests/fixtures`.
 pub fn shared_dir() -> PathBuf {
     match std::env::var_os("MEDIACMS_SHARED") {
         Some(p) => PathBuf::from(p),
-        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared")),
+        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures")),
     }
 }
 

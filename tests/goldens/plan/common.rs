@@ -89,10 +89,10 @@ pub fn fixture(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-/// A file of the shared spec folder: `$MEDIACMS_SHARED`, else `../shared` beside the crate.
+/// A file of the reference data: `$MEDIACMS_SHARED`, else the in-repo copy `tests/fixtures`.
 pub fn shared_file(rel: &str) -> String {
     let root = std::env::var("MEDIACMS_SHARED")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared").to_string());
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures").to_string());
     let path = format!("{root}/{rel}");
     std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{path}: {e} (set MEDIACMS_SHARED to the shared spec folder)"))

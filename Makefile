@@ -1,10 +1,16 @@
-# The two commands: `make run` (the worker) and `make test` (everything CI checks).
-.PHONY: run test setup lint build
+# The two commands: `make run` (installs what the build needs, builds, and transcodes a clip it
+# makes with MediaCMS's default ladder: the whole job, no services) and `make test` (everything CI
+# checks). `make worker` runs the Celery worker against the services named in the environment.
+.PHONY: run worker test setup lint build
 
 build:
+	./scripts/setup-build.sh
 	cargo build --release
 
 run: build
+	./target/release/mediacms-worker transcode --out target/demo
+
+worker: build
 	./target/release/mediacms-worker run
 
 setup:

@@ -31,10 +31,10 @@ use crate::worker::{PoolOptions, PoolState, WorkerPool};
 /// Arguments of `mediacms-worker transcode`.
 #[derive(Debug, clap::Args)]
 pub struct TranscodeArgs {
-    /// The source video.
-    pub input: PathBuf,
+    /// The source video (none: an 8 s 1280x720 test clip is made in the output directory).
+    pub input: Option<PathBuf>,
     /// Directory the renditions are written to.
-    #[arg(long)]
+    #[arg(long, default_value = "renditions")]
     pub out: PathBuf,
     /// Profile names or ids (default: MediaCMS's active profiles).
     #[arg(long, value_delimiter = ',')]
@@ -336,16 +336,24 @@ pub fn transcode(args: TranscodeArgs) -> anyhow::Result<()> {
         preset: args.preset.clone(),
         ..EncodeSettings::default()
     };
-    let written = runtime.block_on(crate::transcode::transcode(
-        &args.input,
-        &args.out,
-        &profiles,
-        &args.ffmpeg_command,
-        &settings,
-    ))?;
-    for path in written {
-        println!("{}", path.display());
-    }
+    let written = runtime.block_on(async {
+        let input = match &args.input {
+            Some(input) => input.clone(),
+            None => crate::transcode::make_demo_clip(&args.out, &args.ffmpeg_command).await?,
+        };
+        crate::transcode::transcode(
+            &input,
+            &args.out,
+            &profiles,
+            &args.ffmpeg_command,
+            &settings,
+        )
+        .await
+    })?;
+    print!(
+        "{}",
+        crate::transcode::summary_table(&crate::transcode::describe(&written))
+    );
     Ok(())
 }
 

@@ -1,7 +1,8 @@
 //! `mediacms-worker transcode`: MediaCMS's ladder for one local file, with no services — the same
-//! planner and runner the worker uses, a progress line per profile.
+//! planner and runner the worker uses, a progress line per profile, a summary of the renditions.
+//! Without an input it makes its own clip first, so `make run` shows the whole job on a fresh machine.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -85,6 +86,91 @@ pub fn select_profiles(wanted: &[String]) -> anyhow::Result<Vec<NamedProfile>> {
         .collect()
 }
 
+/// The clip `transcode` makes when it is given none: 8 s of 1280x720 test pattern with a tone,
+/// like the uploads the tests use, so every default rung up to 720p is exercised.
+pub async fn make_demo_clip(dir: &Path, ffmpeg: &str) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let clip = dir.join("demo-clip.mp4");
+    let argv = [
+        "ffmpeg",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=1280x720:rate=30",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-t",
+        "8",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-shortest",
+    ]
+    .into_iter()
+    .map(String::from)
+    .chain([s(&clip)])
+    .collect();
+    eprintln!("no input given: making an 8 s 1280x720 test clip, {}", clip.display());
+    run_with_bar("demo clip", ffmpeg, argv, 8.0).await?;
+    eprintln!();
+    Ok(clip)
+}
+
+/// One line of the summary printed after a transcode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenditionRow {
+    pub path: PathBuf,
+    pub width: u32,
+    pub height: u32,
+    pub duration: f64,
+    pub bytes: u64,
+}
+
+/// Facts of each written file for the summary (a file that cannot be probed shows as 0x0).
+pub fn describe(written: &[PathBuf]) -> Vec<RenditionRow> {
+    written
+        .iter()
+        .map(|path| {
+            let facts = probe::probe_summary(path).ok();
+            RenditionRow {
+                path: path.clone(),
+                width: facts.as_ref().map_or(0, |f| f.width),
+                height: facts.as_ref().map_or(0, |f| f.height),
+                duration: facts.as_ref().map_or(0.0, |f| f.duration),
+                bytes: std::fs::metadata(path).map_or(0, |m| m.len()),
+            }
+        })
+        .collect()
+}
+
+/// The summary table: size, duration, average bitrate and path of every rendition.
+pub fn summary_table(rows: &[RenditionRow]) -> String {
+    let mut out = format!(
+        "{:>9}  {:>6}  {:>9}  {:>8}  path\n",
+        "size", "secs", "kbit/s", "bytes"
+    );
+    for r in rows {
+        let kbps = if r.duration > 0.0 {
+            r.bytes as f64 * 8.0 / r.duration / 1000.0
+        } else {
+            0.0
+        };
+        let size = format!("{}x{}", r.width, r.height);
+        out += &format!(
+            "{size:>9}  {:>6.2}  {kbps:>9.0}  {:>8}  {}\n",
+            r.duration,
+            r.bytes,
+            r.path.display()
+        );
+    }
+    out
+}
+
 /// Encode `input` with every selected profile into `out`; returns the files written.
 pub async fn transcode(
     input: &Path,
@@ -145,14 +231,23 @@ async fn run_with_bar(
 ) -> anyhow::Result<()> {
     let spec = RunSpec::ffmpeg(ffmpeg, argv);
     let never = CancellationToken::new();
+    // A redrawn bar on a terminal; in a log (CI, `make run | tee`) only the final line.
+    let live = std::io::stderr().is_terminal();
+    let mut line = String::new();
     run::run(spec, &never, |p| {
         let pct = percent(p.out_time, duration);
         let speed = p.speed.map(|x| format!("{x:.2}x")).unwrap_or_default();
-        eprint!("\r{name:>10}: {pct:>3}% {speed:>8}");
-        let _ = std::io::stderr().flush();
+        line = format!("{name:>10}: {pct:>3}% {speed:>8}");
+        if live {
+            eprint!("\r{line}");
+            let _ = std::io::stderr().flush();
+        }
     })
     .await
     .with_context(|| format!("profile {name}"))?;
+    if !live {
+        eprint!("{line}");
+    }
     Ok(())
 }
 
@@ -179,6 +274,24 @@ mod tests {
                 "h264-1080"
             ]
         );
+    }
+
+    #[test]
+    fn summary_shows_size_duration_and_bitrate() {
+        let rows = [RenditionRow {
+            path: "out/h264-240.mp4".into(),
+            width: 426,
+            height: 240,
+            duration: 8.0,
+            bytes: 300_000,
+        }];
+        let table = summary_table(&rows);
+        let line = table.lines().nth(1).unwrap();
+        assert!(line.contains("426x240"), "{table}");
+        assert!(line.contains("8.00"), "{table}");
+        // 300 000 bytes over 8 s = 300 kbit/s.
+        assert!(line.contains(" 300 "), "{table}");
+        assert!(line.ends_with("out/h264-240.mp4"), "{table}");
     }
 
     #[test]

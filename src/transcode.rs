@@ -115,7 +115,10 @@ pub async fn make_demo_clip(dir: &Path, ffmpeg: &str) -> anyhow::Result<PathBuf>
     .map(String::from)
     .chain([s(&clip)])
     .collect();
-    eprintln!("no input given: making an 8 s 1280x720 test clip, {}", clip.display());
+    eprintln!(
+        "no input given: making an 8 s 1280x720 test clip, {}",
+        clip.display()
+    );
     run_with_bar("demo clip", ffmpeg, argv, 8.0).await?;
     eprintln!();
     Ok(clip)

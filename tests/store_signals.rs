@@ -435,12 +435,29 @@ async fn racing_chunk_finalisations_produce_one_final_encoding() {
         .into_iter()
         .map(|s| s.unwrap().concat.expect("complete"))
         .collect();
+    // No sleep standing in for ffmpeg: the winner finishes only once Postgres shows the other
+    // caller waiting on the chunk set's advisory lock, so the race provably overlaps.
+    let env_ref = &env;
     let race = |key: mediacms_worker::mediacms::store::ChunkKey, tag: &'static str| {
         let signals = env.signals.clone();
         let out = env.output(tag, 500);
         async move {
             let job = signals.begin_concat(&key).await.unwrap()?;
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await; // "ffmpeg"
+            support::worker::wait_for(
+                std::time::Duration::from_secs(30),
+                "the other finaliser to wait on the chunk set's lock",
+                || async move {
+                    let waiting = env_ref
+                        .count(
+                            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' \
+                             AND NOT granted AND database = \
+                             (SELECT oid FROM pg_database WHERE datname = current_database())",
+                        )
+                        .await;
+                    (waiting > 0).then_some(())
+                },
+            )
+            .await;
             let done = signals
                 .finish_concat(
                     job,

@@ -124,15 +124,17 @@ impl Pidbox {
 
     async fn session(&self, stop: &CancellationToken) -> Result<(), PidboxError> {
         let mut conn = self.client.get_multiplexed_async_connection().await?;
+        // Subscribe before advertising the binding: a client that finds us in the binding set
+        // publishes at once, and a message sent before PSUBSCRIBE would be lost.
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        pubsub
+            .psubscribe(format!("/{}.celery.pidbox", self.db))
+            .await?;
         let gossip = format!("worker.#{SEP}{SEP}celeryev.{}", self.node_id);
         let _: () = conn
             .sadd(PIDBOX_BINDINGS, pidbox_member(&self.hostname))
             .await?;
         let _: () = conn.sadd(EVENT_BINDINGS, gossip).await?;
-        let mut pubsub = self.client.get_async_pubsub().await?;
-        pubsub
-            .psubscribe(format!("/{}.celery.pidbox", self.db))
-            .await?;
         let mut messages = pubsub.on_message();
         self.send_event(&mut conn, WorkerEvent::Online).await?;
         let freq = Duration::from_secs_f64(control::HEARTBEAT_SECS);

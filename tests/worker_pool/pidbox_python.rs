@@ -84,7 +84,8 @@ async fn python_celery_inspects_and_terminates_via_pidbox() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await; // PSUBSCRIBE follows the SADD
+    // No settling sleep: the worker subscribes before it adds the binding, so the binding
+    // being visible means a ping now reaches it.
 
     let ping = celery(&url, &["inspect", "ping", "-d", HOST, "-j", "-t", "2"]).await;
     assert_eq!(ping, json!({HOST: {"ok": "pong"}}));

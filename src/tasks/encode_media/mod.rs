@@ -15,7 +15,7 @@ use super::env::TaskEnv;
 use super::{infra_outcome, JobContext, Outcome, TaskError, TaskHandler};
 use crate::celery::args::{bind, LongTask};
 use crate::celery::message::TaskMessage;
-use crate::ffmpeg::backend::backend_name;
+use crate::ffmpeg::backend::{backend_name, classify_hw_failure, HwFailure};
 use crate::ffmpeg::progress::{percent, Progress, ProgressThrottle};
 use crate::ffmpeg::run::RunError;
 use crate::mediacms::layout;
@@ -223,7 +223,7 @@ impl EncodeMedia {
         let output = dir.join(format!("{}.{ext}", tmp_name()));
         let pass_file = dir.join(format!("{}.{ext}", tmp_name()));
         let codec = s.profile.codec.clone().unwrap_or_default();
-        let granted = self.env.accel.grant(&codec);
+        let mut granted = self.env.accel.grant(&codec);
         let mut backend = granted.choice.backend.clone();
         let mut notes = String::new();
         if let Some((asked, reason)) = self.env.accel.forced_fallback(&granted) {
@@ -260,6 +260,7 @@ impl EncodeMedia {
                 .await?;
             match self.run_passes(s, &plan.passes, &plan.backend, ctx).await? {
                 Pass::Done(tail) => {
+                    self.env.accel.succeeded(&plan.backend);
                     let logs = format!("{notes}{tail}");
                     let mut follow_ups = Vec::new();
                     let f = &mut follow_ups;
@@ -270,11 +271,16 @@ impl EncodeMedia {
                 Pass::RowDeleted => return Ok(Outcome::Success(json!(false))),
                 Pass::Cancelled => return self.cancelled(job, s, ctx).await,
                 Pass::Failed(tail) if plan.backend != Backend::Software => {
-                    // Hardware failure (init or mid-encode): redo this job in software.
+                    // Redo this job in software; only a device-level failure touches the
+                    // device's health, and the slot goes back before the software run.
+                    let failure = classify_hw_failure(&tail);
+                    granted.release();
+                    let last = tail.lines().rev().find(|l| !l.trim().is_empty());
+                    let reason = last.unwrap_or("ffmpeg failed");
+                    self.env.accel.failed(&plan.backend, failure, reason);
                     let name = backend_name(&plan.backend);
-                    self.env.accel.failed(&plan.backend, &tail);
-                    self.env.metrics.hw_fallback(name, fallback_class(&tail));
-                    notes = format!("[mediacms-worker] {name} failed, re-ran in software\n");
+                    self.env.metrics.hw_fallback(name, failure.reason_class());
+                    notes = fallback_note(&plan.backend, failure, &tail);
                     backend = Backend::Software;
                 }
                 Pass::Failed(tail) => return self.failed(job, s, &tail).await,
@@ -319,7 +325,13 @@ impl EncodeMedia {
         for argv in passes {
             match self.run_pass(s, argv.clone(), backend, ctx).await? {
                 Pass::Done(tail) => last = tail,
-                Pass::Failed(tail) if plan::ffmpeg_error_is_final(&tail) => last = tail,
+                // MediaCMS's rule is about its software argv; a hardware run that printed such
+                // an error is re-run in software instead, so software decides the outcome.
+                Pass::Failed(tail)
+                    if *backend == Backend::Software && plan::ffmpeg_error_is_final(&tail) =>
+                {
+                    last = tail
+                }
                 other => return Ok(other),
             }
         }
@@ -404,18 +416,26 @@ pub(crate) fn tmp_name() -> String {
     format!("tmp{}", tag.to_ascii_lowercase())
 }
 
-/// Bounded `reason_class` label of a hardware fallback.
-fn fallback_class(tail: &str) -> &'static str {
-    let t = tail.to_ascii_lowercase();
-    if t.contains("openencodesessionex") || t.contains("session") {
-        "session_limit"
-    } else if t.contains("device") || t.contains("cuda") && t.contains("init") {
-        "device_open"
-    } else if t.contains("no capable devices") || t.contains("error initializing") {
-        "encoder_init"
-    } else {
-        "mid_encode"
-    }
+/// Lines of the hardware run's stderr kept in the Encoding log.
+const HW_TAIL_LINES: usize = 20;
+
+/// The Encoding log's account of a hardware attempt re-run in software: backend, device, class
+/// and the hardware run's own stderr tail; the software run's log follows it.
+fn fallback_note(backend: &Backend, failure: HwFailure, tail: &str) -> String {
+    let name = backend_name(backend);
+    let device = backend.device().unwrap_or("-");
+    let what = match failure {
+        HwFailure::UnsupportedInput => "this input cannot take the hardware path",
+        HwFailure::Device { .. } => "device failure: the device is avoided for a while",
+        HwFailure::Other => "no hardware cause found: the software run decides",
+    };
+    let lines: Vec<&str> = tail.lines().collect();
+    let kept = lines[lines.len().saturating_sub(HW_TAIL_LINES)..].join("\n");
+    format!(
+        "[mediacms-worker] {name} on device {device} failed ({}: {what}); re-ran in software. \
+         Hardware stderr tail:\n{kept}\n[mediacms-worker] software run:\n",
+        failure.reason_class()
+    )
 }
 
 mod finish;

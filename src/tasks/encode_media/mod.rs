@@ -264,7 +264,8 @@ impl EncodeMedia {
                     let logs = format!("{notes}{tail}");
                     let mut follow_ups = Vec::new();
                     let f = &mut follow_ups;
-                    let done = self.finish(s, &output, &logs, &tail, began, f).await;
+                    // A failed output's log keeps the hardware attempt's account too.
+                    let done = self.finish(s, &output, &logs, &logs, began, f).await;
                     self.env.publish_follow_ups(&follow_ups).await;
                     return done;
                 }
@@ -283,7 +284,10 @@ impl EncodeMedia {
                     notes = fallback_note(&plan.backend, failure, &tail);
                     backend = Backend::Software;
                 }
-                Pass::Failed(tail) => return self.failed(job, s, &tail).await,
+                // The log keeps any hardware attempt before the software run's own tail.
+                Pass::Failed(tail) => {
+                    return self.failed(job, s, &format!("{notes}{tail}"), &tail).await
+                }
             }
         }
     }

@@ -36,11 +36,7 @@ impl HwFailure {
 }
 
 /// NVENC could not get an encoder session (consumer cards' session cap, GPU memory).
-const SESSION: [&str; 3] = [
-    "openencodesessionex failed",
-    "no nvenc capable devices found",
-    "no capable devices found",
-];
+const SESSION: [&str; 1] = ["openencodesessionex failed"];
 
 /// The device or its driver did not open.
 const DEVICE_OPEN: [&str; 14] = [
@@ -60,8 +56,10 @@ const DEVICE_OPEN: [&str; 14] = [
     "failed to create a vaapi device",
 ];
 
-/// The encoder's driver side is missing or too old.
-const ENCODER_INIT: [&str; 6] = [
+/// The encoder's driver side is missing or too old, or the GPU has no such encoder.
+const ENCODER_INIT: [&str; 8] = [
+    "no nvenc capable devices found",
+    "no capable devices found",
     "cannot load libnvidia-encode",
     "minimum required nvidia driver",
     "driver does not support the required nvenc api version",

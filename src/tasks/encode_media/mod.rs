@@ -11,11 +11,12 @@ use async_trait::async_trait;
 use serde_json::json;
 use tokio::sync::watch;
 
+use self::fallback::fallback_note;
 use super::env::TaskEnv;
 use super::{infra_outcome, JobContext, Outcome, TaskError, TaskHandler};
 use crate::celery::args::{bind, LongTask};
 use crate::celery::message::TaskMessage;
-use crate::ffmpeg::backend::{backend_name, classify_hw_failure, HwFailure};
+use crate::ffmpeg::backend::{backend_name, classify_hw_failure};
 use crate::ffmpeg::progress::{percent, Progress, ProgressThrottle};
 use crate::ffmpeg::run::RunError;
 use crate::mediacms::layout;
@@ -252,6 +253,16 @@ impl EncodeMedia {
                     return Ok(Outcome::Success(json!(false)));
                 }
             };
+            if plan.route.uses_hardware() && !plan.route.why.is_empty() {
+                // Part of this input stays on the CPU (e.g. NVDEC cannot decode High 10).
+                let (name, route) = (backend_name(&plan.backend), &plan.route);
+                tracing::info!(
+                    encoding = s.encoding.id,
+                    backend = name,
+                    ?route,
+                    "hardware route"
+                );
+            }
             let store = self.env.signals.store();
             let temp_file = output.to_string_lossy();
             let commands = plan::commands_repr(&plan.passes);
@@ -420,27 +431,6 @@ pub(crate) fn tmp_name() -> String {
     format!("tmp{}", tag.to_ascii_lowercase())
 }
 
-/// Lines of the hardware run's stderr kept in the Encoding log.
-const HW_TAIL_LINES: usize = 20;
-
-/// The Encoding log's account of a hardware attempt re-run in software: backend, device, class
-/// and the hardware run's own stderr tail; the software run's log follows it.
-fn fallback_note(backend: &Backend, failure: HwFailure, tail: &str) -> String {
-    let name = backend_name(backend);
-    let device = backend.device().unwrap_or("-");
-    let what = match failure {
-        HwFailure::UnsupportedInput => "this input cannot take the hardware path",
-        HwFailure::Device { .. } => "device failure: the device is avoided for a while",
-        HwFailure::Other => "no hardware cause found: the software run decides",
-    };
-    let lines: Vec<&str> = tail.lines().collect();
-    let kept = lines[lines.len().saturating_sub(HW_TAIL_LINES)..].join("\n");
-    format!(
-        "[mediacms-worker] {name} on device {device} failed ({}: {what}); re-ran in software. \
-         Hardware stderr tail:\n{kept}\n[mediacms-worker] software run:\n",
-        failure.reason_class()
-    )
-}
-
+mod fallback;
 mod finish;
 mod ladder;

@@ -253,6 +253,11 @@ impl EncodeMedia {
                     return Ok(Outcome::Success(json!(false)));
                 }
             };
+            if plan.backend == Backend::Software {
+                // Nothing of this input runs on the GPU (e.g. High 10 on a GPU without NVENC):
+                // its slot goes to another job.
+                granted.release();
+            }
             if plan.route.uses_hardware() && !plan.route.why.is_empty() {
                 // Part of this input stays on the CPU (e.g. NVDEC cannot decode High 10).
                 let (name, route) = (backend_name(&plan.backend), &plan.route);

@@ -242,3 +242,47 @@ pub fn route(src: &SourceVideo, family: HwFamily, codec: Codec, out: (i64, i64))
         (Err(dec), Err(enc)) => Route::software(format!("{dec}; {enc}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pixel_formats_give_chroma_and_depth() {
+        let cases = [
+            ("yuv420p", Some((420, 8))),
+            ("yuvj420p", Some((420, 8))),
+            ("yuv420p10le", Some((420, 10))),
+            ("yuv422p10be", Some((422, 10))),
+            ("yuv444p12le", Some((444, 12))),
+            ("yuva420p", Some((420, 8))),
+            ("nv12", Some((420, 8))),
+            ("p010le", Some((420, 10))),
+            ("gray", Some((400, 8))),
+            ("rgb24", None),
+            ("bayer_rggb8", None),
+        ];
+        for (name, want) in cases {
+            assert_eq!(pix_fmt_layout(name), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn unknown_sources_never_reach_nvdec() {
+        let src = SourceVideo::from_info(&MediaInfo::from_json(
+            r#"{"video_width": 1920, "video_height": 1080}"#,
+        ));
+        assert_eq!(nvdec_decodes(&src), Err("source codec unknown".into()));
+        let r = route(
+            &src,
+            HwFamily::Nvidia { encoder: true },
+            Codec::H264,
+            (1280, 720),
+        );
+        assert_eq!(
+            (r.decode, r.scale, r.encode),
+            (Place::Software, Place::Hardware, Place::Hardware)
+        );
+        assert_eq!(src.label(), "unknown source");
+    }
+}

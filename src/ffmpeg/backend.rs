@@ -204,6 +204,19 @@ struct Strikes {
     count: u32,
 }
 
+/// The other backends that run on `backend`'s device (NVENC ↔ NVDEC offload on one GPU,
+/// VAAPI ↔ QSV on one render node).
+fn same_device(backend: &Backend) -> Vec<Backend> {
+    let device = backend.device().unwrap_or_default().to_owned();
+    match backend {
+        Backend::Nvenc { .. } => vec![Backend::NvdecDecodeOnly { device }],
+        Backend::NvdecDecodeOnly { .. } => vec![Backend::Nvenc { device }],
+        Backend::Vaapi { .. } => vec![Backend::Qsv { device }],
+        Backend::Qsv { .. } => vec![Backend::Vaapi { device }],
+        Backend::Software => Vec::new(),
+    }
+}
+
 impl Default for HealthBook {
     fn default() -> Self {
         Self::new(Duration::from_secs(600))
@@ -236,6 +249,22 @@ impl HealthBook {
             count,
         };
         self.failed.insert(backend.clone(), strikes);
+    }
+
+    /// Records a hardware failure by its class: nothing for an input-level one; the failed
+    /// backend for an encoder-level one (`session_limit`, `encoder_init`: the same GPU's NVDEC
+    /// offload still works); every backend on that device when the device itself failed
+    /// (`device_open`, `mid_encode`).
+    pub fn record(&mut self, backend: &Backend, failure: HwFailure, now: Instant, reason: &str) {
+        if !failure.locks_out_device() {
+            return;
+        }
+        self.mark_failed(backend, now, reason);
+        if matches!(failure.reason_class(), "device_open" | "mid_encode") {
+            for sibling in same_device(backend) {
+                self.mark_failed(&sibling, now, reason);
+            }
+        }
     }
 
     /// A success proves the device works again.
@@ -285,5 +314,29 @@ mod tests {
         assert!(book.is_healthy(&Backend::Software, t0));
         book.mark_ok(&gpu0);
         assert!(book.is_healthy(&gpu0, t1));
+    }
+
+    #[test]
+    fn a_device_failure_locks_the_whole_device_an_encoder_failure_only_the_encoder() {
+        let t0 = Instant::now();
+        let nvenc = Backend::Nvenc { device: "0".into() };
+        let offload = Backend::NvdecDecodeOnly { device: "0".into() };
+        let mut book = HealthBook::default();
+        let session = HwFailure::Device {
+            class: "session_limit",
+        };
+        book.record(&nvenc, session, t0, "OpenEncodeSessionEx failed");
+        assert!(!book.is_healthy(&nvenc, t0));
+        assert!(book.is_healthy(&offload, t0), "NVDEC still decodes");
+        let mut book = HealthBook::default();
+        let lost = HwFailure::Device {
+            class: "device_open",
+        };
+        book.record(&nvenc, lost, t0, "CUDA_ERROR_NO_DEVICE");
+        assert!(!book.is_healthy(&offload, t0));
+        let mut book = HealthBook::default();
+        book.record(&nvenc, HwFailure::UnsupportedInput, t0, "High 10");
+        book.record(&nvenc, HwFailure::Other, t0, "Invalid data found");
+        assert!(book.is_healthy(&nvenc, t0) && book.is_healthy(&offload, t0));
     }
 }

@@ -169,7 +169,7 @@ impl Accel {
             return;
         }
         let mut health = self.health.lock().expect("health book lock");
-        health.mark_failed(backend, Instant::now(), reason);
+        health.record(backend, failure, Instant::now(), reason);
         tracing::warn!(
             backend = backend_name(backend),
             device = backend.device().unwrap_or_default(),

@@ -31,8 +31,10 @@ HW_WORDS = ("_nvenc", "_vaapi", "_qsv", "scale_cuda", "yadif_cuda", "hwupload", 
 # hwcontext_cuda.c, libavcodec/nvenc.c); 0x55d0c0de stands for the pointers it prints.
 FAILURES = {
     "unsupported_input": [
-        "[Parsed_scale_cuda_0 @ 0x55d0c0de] Impossible to convert between the formats supported "
-        "by the filter 'graph 0 input from stream 0:0' and the filter 'auto_scale_0'",
+        # avfiltergraph.c logs on the graph; the two filter names depend on where the format
+        # negotiation breaks (here: software frames meeting scale_cuda's CUDA-only input).
+        "[AVFilterGraph @ 0x55d0c0de] Impossible to convert between the formats supported by "
+        "the filter 'auto_scale_0' and the filter 'Parsed_scale_cuda_0'",
         "Error reinitializing filters!",
         "Failed to inject frame into filter network: Function not implemented",
         "Error while processing the decoded data for stream #0:0",

@@ -41,6 +41,16 @@ if compose docker-compose -f docker/docker-compose.gpu-node.yaml config -q 2>/de
   exit 1
 fi
 
+echo "validate-docker: compose (standalone VAAPI/QSV node)"
+compose "${gpu_example[@]}" RENDER_GID=989 \
+  docker-compose -f docker/docker-compose.vaapi-node.yaml config -q
+# Without the host's render gid, uid 33 could not open /dev/dri/renderD*: refuse to start.
+if compose "${gpu_example[@]}" docker-compose -f docker/docker-compose.vaapi-node.yaml \
+     config -q 2>/dev/null; then
+  echo "validate-docker: vaapi-node compose accepted a missing RENDER_GID" >&2
+  exit 1
+fi
+
 echo "validate-docker: hadolint"
 hadolint --config docker/.hadolint.yaml docker/Dockerfile docker/Dockerfile.nvidia
 echo "validate-docker: ok"

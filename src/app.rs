@@ -319,7 +319,10 @@ pub fn probe(config: Config, json: bool) -> anyhow::Result<()> {
         config.hw_device.as_deref(),
     ));
     if json {
-        println!("{}", serde_json::to_string_pretty(&caps)?);
+        // The probe itself, plus the backend and per-source route each profile codec gets.
+        let mut doc = serde_json::to_value(&caps)?;
+        doc["decisions"] = serde_json::to_value(crate::ffmpeg::report::decisions(&caps))?;
+        println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         print!("{}", crate::ffmpeg::report::report_text(&caps));
     }

@@ -101,10 +101,11 @@ pub struct RawConfig {
     pub forward_unknown_to: Option<String>,
     #[arg(long, value_enum, env = "WORKER_HWACCEL")]
     pub hwaccel: Option<HwAccel>,
-    /// Hardware device (e.g. `/dev/dri/renderD128` or CUDA index `0`).
+    /// Hardware device(s), comma-separated (e.g. `/dev/dri/renderD128` or CUDA indices `0,1`);
+    /// unset: every CUDA device and render node the probe finds.
     #[arg(long, env = "WORKER_HW_DEVICE")]
     pub hw_device: Option<String>,
-    /// Hardware job slots (encoder sessions), separate from CPU slots.
+    /// Hardware job slots (encoder sessions) per device, separate from CPU slots.
     #[arg(long, env = "WORKER_HW_CONCURRENCY")]
     pub hw_concurrency: Option<usize>,
     /// `-threads` passed to each ffmpeg (0 = ffmpeg's choice, as MediaCMS).

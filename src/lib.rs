@@ -22,9 +22,12 @@
 //! | job slots, prefetch, ETA holding, dispatch, the one place that acks | [`worker`] | orchestration |
 //! | one handler per Celery task name (encode_media, create_hls, sprites, beat, whisper, …) | [`tasks`] | orchestration |
 //! | profile + media info + settings → ffmpeg argv | [`plan`] | pure |
+//! | per-input hardware eligibility: where decode / scale / encode run | [`plan::eligibility`], [`plan::hw`] | pure |
 //! | decode-once ladder: one ffmpeg for several renditions (`--decode-once`) | [`plan::ladder`], [`tasks::encode_media`] | pure / orchestration |
 //! | the only process spawner; progress; stderr tail | [`ffmpeg::run`], [`ffmpeg::progress`] | adapter / pure |
 //! | in-process probe (`media_info` JSON), hardware capabilities | [`ffmpeg::probe`], [`ffmpeg::caps`] | adapter |
+//! | backend and device per job, device health with backoff, hardware-failure classes | [`ffmpeg::backend`], [`ffmpeg::hwfail`] | pure |
+//! | hardware slot pools per device, the software re-run of a failed hardware job | [`tasks::env`], [`tasks::encode_media`] | orchestration |
 //! | all SQL | [`mediacms::store`] | adapter |
 //! | replayed Django signals (post_encode_actions, …) | [`mediacms::signals`] | orchestration |
 //! | paths under MEDIA_ROOT, Django file naming, confinement | [`mediacms::layout`] | pure + fs |

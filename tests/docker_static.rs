@@ -17,8 +17,12 @@ struct Run {
 }
 
 const BINARY: &str = "/usr/local/bin/mediacms-worker";
-/// Variables the NVIDIA Container Toolkit reads; not the worker's.
-const TOOLKIT_ENV: [&str; 2] = ["NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES"];
+/// Variables the NVIDIA Container Toolkit or libva read; not the worker's.
+const TOOLKIT_ENV: [&str; 3] = [
+    "NVIDIA_VISIBLE_DEVICES",
+    "NVIDIA_DRIVER_CAPABILITIES",
+    "LIBVA_DRIVER_NAME",
+];
 
 fn read(path: &str) -> String {
     let full = format!("{}/{path}", env!("CARGO_MANIFEST_DIR"));
@@ -360,6 +364,38 @@ fn gpu_node_requires_its_remote_settings_and_mounts_nfs_at_media_root() {
     assert!(devices
         .iter()
         .any(|l| l.contains("capabilities:") && l.contains("video")));
+    let volume = section(&section(&lines, "volumes", 0), "media_files", 2);
+    assert_eq!(scalar(&volume, "type", 6), Some("nfs"));
+}
+
+#[test]
+fn vaapi_node_maps_the_render_nodes_with_a_numeric_render_group() {
+    let text = read("docker/docker-compose.vaapi-node.yaml");
+    let lines: Vec<&str> = text.lines().collect();
+    let svc = section(&lines, "mediacms-worker-vaapi", 2);
+    let config = assert_worker_service(&svc);
+    assert_eq!(config.hwaccel, HwAccel::Vaapi);
+    assert_eq!(config.hw_device.as_deref(), Some("/dev/dri/renderD128"));
+    let env = environment(&svc);
+    for required in ["REDIS_LOCATION", "POSTGRES_HOST", "POSTGRES_PASSWORD"] {
+        assert!(
+            env.contains(&(required.into(), None)),
+            "{required} must be required"
+        );
+    }
+    assert!(env.contains(&("LIBVA_DRIVER_NAME".into(), Some("iHD".into()))));
+    let devices = section(&svc, "devices", 4);
+    assert_eq!(devices, vec!["      - /dev/dri:/dev/dri"]);
+    // uid 33 reaches the render node only through the host's render gid, given as a number
+    // (the image's /etc/group has no such group), and required: no guessed default.
+    let groups = section(&svc, "group_add", 4);
+    assert_eq!(groups.len(), 1);
+    let group = groups[0].trim().trim_start_matches("- ").trim_matches('"');
+    assert!(
+        group.starts_with("${RENDER_GID:?") || group.parse::<u32>().is_ok(),
+        "{group}"
+    );
+    assert!(scalar(&svc, "deploy", 4).is_none(), "no NVIDIA reservation");
     let volume = section(&section(&lines, "volumes", 0), "media_files", 2);
     assert_eq!(scalar(&volume, "type", 6), Some("nfs"));
 }

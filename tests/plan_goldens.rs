@@ -4,6 +4,8 @@
 
 #[path = "goldens/plan/common.rs"]
 mod common;
+#[path = "goldens/plan/eligibility.rs"]
+mod eligibility;
 #[path = "goldens/plan/extras.rs"]
 mod extras;
 #[path = "goldens/plan/hw.rs"]

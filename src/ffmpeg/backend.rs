@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::caps::{Capabilities, Family};
+pub use super::hwfail::{classify_hw_failure, HwFailure};
 use crate::config::HwAccel;
 pub use crate::plan::Backend;
 
@@ -28,13 +29,12 @@ impl Kind {
     }
 
     fn backend(self, device: &str) -> Backend {
+        let device = device.to_owned();
         match self {
-            Self::Nvenc => Backend::Nvenc,
-            Self::Qsv => Backend::Qsv,
-            Self::Vaapi => Backend::Vaapi {
-                device: device.to_owned(),
-            },
-            Self::Nvdec => Backend::NvdecDecodeOnly,
+            Self::Nvenc => Backend::Nvenc { device },
+            Self::Qsv => Backend::Qsv { device },
+            Self::Vaapi => Backend::Vaapi { device },
+            Self::Nvdec => Backend::NvdecDecodeOnly { device },
         }
     }
 }
@@ -43,10 +43,10 @@ impl Kind {
 pub fn backend_name(backend: &Backend) -> &'static str {
     match backend {
         Backend::Software => "software",
-        Backend::Nvenc => Kind::Nvenc.name(),
-        Backend::Qsv => Kind::Qsv.name(),
+        Backend::Nvenc { .. } => Kind::Nvenc.name(),
+        Backend::Qsv { .. } => Kind::Qsv.name(),
         Backend::Vaapi { .. } => Kind::Vaapi.name(),
-        Backend::NvdecDecodeOnly => Kind::Nvdec.name(),
+        Backend::NvdecDecodeOnly { .. } => Kind::Nvdec.name(),
     }
 }
 
@@ -57,6 +57,9 @@ pub struct Choice {
     /// The probed device it works on (CUDA index or render node), for logs.
     pub device: Option<String>,
     pub reason: String,
+    /// Every healthy device the chosen kind works on, `backend` first: the job may take any of
+    /// them (the caller spreads jobs across their slot pools).
+    pub candidates: Vec<Backend>,
 }
 
 /// ffmpeg's encoder-name stem for a MediaCMS profile codec (`h264`, `h265`, `vp9`).
@@ -86,25 +89,41 @@ fn requirements(kind: Kind, codec: &str) -> Result<(Family, Vec<String>), String
     })
 }
 
-/// The first device of the right family on which every required feature works, or why none.
-fn ready(caps: &Capabilities, kind: Kind, codec: &str) -> Result<String, String> {
+/// Every device of the right family on which every required feature works and that `avoid`
+/// does not rule out, or why none.
+fn ready(
+    caps: &Capabilities,
+    kind: Kind,
+    codec: &str,
+    avoid: &impl Fn(&Backend) -> Option<String>,
+) -> Result<Vec<String>, String> {
     let (family, features) = requirements(kind, codec)?;
     let mut why = Vec::new();
+    let mut devices = Vec::new();
     for report in caps.backends.iter().filter(|b| b.family == family) {
         let failed = features
             .iter()
-            .find_map(|f| report.check(f).err().map(|e| (f, e)));
+            .find_map(|f| {
+                report
+                    .check(f)
+                    .err()
+                    .map(|e| format!("{f} on {}: {e}", report.device))
+            })
+            .or_else(|| {
+                avoid(&kind.backend(&report.device)).map(|r| format!("{}: {r}", report.device))
+            });
         match failed {
-            None => return Ok(report.device.clone()),
-            Some((feature, reason)) => {
-                why.push(format!("{feature} on {}: {reason}", report.device))
-            }
+            None => devices.push(report.device.clone()),
+            Some(reason) => why.push(reason),
         }
     }
-    if why.is_empty() {
+    if why.is_empty() && devices.is_empty() {
         why.push(format!("{} not probed", family.as_str()));
     }
-    Err(why.join("; "))
+    match devices.is_empty() {
+        true => Err(why.join("; ")),
+        false => Ok(devices),
+    }
 }
 
 /// Picks the backend for one job. `auto`: nvenc > qsv > vaapi > nvdec decode-only > software;
@@ -122,16 +141,14 @@ pub fn choose_healthy(
     health: &HealthBook,
     now: Instant,
 ) -> Choice {
-    choose(caps, hwaccel, codec, |k| {
-        health.reason_by_name(k.name(), now)
-    })
+    choose(caps, hwaccel, codec, |b| health.unhealthy_reason(b, now))
 }
 
 fn choose(
     caps: &Capabilities,
     hwaccel: HwAccel,
     codec: &str,
-    avoid: impl Fn(Kind) -> Option<String>,
+    avoid: impl Fn(&Backend) -> Option<String>,
 ) -> Choice {
     let order: &[Kind] = match hwaccel {
         HwAccel::Software => return software("hwaccel=software".into()),
@@ -142,20 +159,18 @@ fn choose(
     };
     let mut why = Vec::new();
     for &kind in order {
-        let verdict = match avoid(kind) {
-            Some(reason) => Err(reason),
-            None => ready(caps, kind, codec),
-        };
-        match verdict {
-            Ok(device) => {
-                let mut reason = format!("{} works on {device}", kind.name());
+        match ready(caps, kind, codec, &avoid) {
+            Ok(devices) => {
+                let mut reason = format!("{} works on {}", kind.name(), devices.join(", "));
                 if !why.is_empty() {
                     reason = format!("{reason}; not used: {}", why.join("; "));
                 }
+                let candidates: Vec<Backend> = devices.iter().map(|d| kind.backend(d)).collect();
                 return Choice {
-                    backend: kind.backend(&device),
-                    device: Some(device),
+                    backend: candidates[0].clone(),
+                    device: Some(devices[0].clone()),
                     reason,
+                    candidates,
                 };
             }
             Err(reason) => why.push(format!("{}: {reason}", kind.name())),
@@ -169,14 +184,37 @@ fn software(reason: String) -> Choice {
         backend: Backend::Software,
         device: None,
         reason,
+        candidates: Vec::new(),
     }
 }
 
-/// Backends that failed recently, avoided until their cooldown ends (pure: time is passed in).
+/// Hardware devices that failed at the device level, avoided with exponential backoff (pure:
+/// time is passed in). Keyed by backend *and* device, so one bad GPU does not idle the others.
 #[derive(Debug, Clone)]
 pub struct HealthBook {
-    cooldown: Duration,
-    failed: HashMap<&'static str, (Instant, String)>,
+    first: Duration,
+    longest: Duration,
+    failed: HashMap<Backend, Strikes>,
+}
+
+#[derive(Debug, Clone)]
+struct Strikes {
+    until: Instant,
+    reason: String,
+    count: u32,
+}
+
+/// The other backends that run on `backend`'s device (NVENC ↔ NVDEC offload on one GPU,
+/// VAAPI ↔ QSV on one render node).
+fn same_device(backend: &Backend) -> Vec<Backend> {
+    let device = backend.device().unwrap_or_default().to_owned();
+    match backend {
+        Backend::Nvenc { .. } => vec![Backend::NvdecDecodeOnly { device }],
+        Backend::NvdecDecodeOnly { .. } => vec![Backend::Nvenc { device }],
+        Backend::Vaapi { .. } => vec![Backend::Qsv { device }],
+        Backend::Qsv { .. } => vec![Backend::Vaapi { device }],
+        Backend::Software => Vec::new(),
+    }
 }
 
 impl Default for HealthBook {
@@ -186,76 +224,66 @@ impl Default for HealthBook {
 }
 
 impl HealthBook {
-    pub fn new(cooldown: Duration) -> Self {
+    /// Backoff from 30 s (or `longest` if shorter), doubling per consecutive failure, capped at
+    /// `longest`.
+    pub fn new(longest: Duration) -> Self {
         Self {
-            cooldown,
+            first: Duration::from_secs(30).min(longest),
+            longest,
             failed: HashMap::new(),
         }
     }
 
-    /// Records a hardware failure of `backend` at `now`; later jobs avoid it for the cooldown.
+    /// Records a device-level failure of `backend` at `now`; later jobs avoid that device for
+    /// the backoff, which doubles with each failure until a success resets it.
     pub fn mark_failed(&mut self, backend: &Backend, now: Instant, reason: impl Into<String>) {
-        if *backend != Backend::Software {
-            let until = now + self.cooldown;
-            self.failed
-                .insert(backend_name(backend), (until, reason.into()));
+        if *backend == Backend::Software {
+            return;
+        }
+        let count = self.failed.get(backend).map_or(0, |s| s.count) + 1;
+        let factor = 1u32 << (count - 1).min(16);
+        let cooldown = self.first.saturating_mul(factor).min(self.longest);
+        let strikes = Strikes {
+            until: now + cooldown,
+            reason: reason.into(),
+            count,
+        };
+        self.failed.insert(backend.clone(), strikes);
+    }
+
+    /// Records a hardware failure by its class: nothing for an input-level one; the failed
+    /// backend for an encoder-level one (`session_limit`, `encoder_init`: the same GPU's NVDEC
+    /// offload still works); every backend on that device when the device itself failed
+    /// (`device_open`, `mid_encode`).
+    pub fn record(&mut self, backend: &Backend, failure: HwFailure, now: Instant, reason: &str) {
+        if !failure.locks_out_device() {
+            return;
+        }
+        self.mark_failed(backend, now, reason);
+        if matches!(failure.reason_class(), "device_open" | "mid_encode") {
+            for sibling in same_device(backend) {
+                self.mark_failed(&sibling, now, reason);
+            }
         }
     }
 
-    /// A success proves the backend works again.
+    /// A success proves the device works again.
     pub fn mark_ok(&mut self, backend: &Backend) {
-        self.failed.remove(backend_name(backend));
+        self.failed.remove(backend);
     }
 
     pub fn is_healthy(&self, backend: &Backend, now: Instant) -> bool {
-        self.reason_by_name(backend_name(backend), now).is_none()
+        self.unhealthy_reason(backend, now).is_none()
     }
 
     /// Why `backend` is avoided at `now`, if it is.
     pub fn unhealthy_reason(&self, backend: &Backend, now: Instant) -> Option<String> {
-        self.reason_by_name(backend_name(backend), now)
-    }
-
-    fn reason_by_name(&self, name: &str, now: Instant) -> Option<String> {
-        let (until, reason) = self.failed.get(name)?;
-        (now < *until).then(|| {
-            let left = until.saturating_duration_since(now).as_secs();
-            format!("unhealthy for {left} s more after: {reason}")
+        let s = self.failed.get(backend)?;
+        (now < s.until).then(|| {
+            let left = s.until.saturating_duration_since(now).as_secs();
+            format!("unhealthy for {left} s more after: {}", s.reason)
         })
     }
-}
-
-/// stderr markers of a hardware (driver, device, session) failure rather than bad input.
-const HW_MARKERS: [&str; 22] = [
-    "nvenc",
-    "cuda_error",
-    "cuda error",
-    "cuvid",
-    "nvdec",
-    "openencodesessionex",
-    "no capable devices found",
-    "no nvenc capable devices",
-    "cannot load libcuda",
-    "cannot load libnvidia-encode",
-    "hwaccel initialisation returned error",
-    "failed setup for format cuda",
-    "device creation failed",
-    "failed to initialise vaapi",
-    "vaapi",
-    "failed to create va",
-    "vainitialize",
-    "mfx",
-    "qsv",
-    "error initializing an internal mfx session",
-    "hwupload",
-    "hwdownload",
-];
-
-/// Whether a failed encode's stderr tail points at the hardware path (then the job is retried
-/// in software and the backend marked unhealthy) rather than at the input.
-pub fn is_hw_failure(stderr_tail: &str) -> bool {
-    let text = stderr_tail.to_ascii_lowercase();
-    HW_MARKERS.iter().any(|m| text.contains(m))
 }
 
 #[cfg(test)]
@@ -263,31 +291,52 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hw_failure_heuristics() {
-        assert!(is_hw_failure(
-            "[h264_nvenc @ 0x55] OpenEncodeSessionEx failed: unsupported device (2)"
-        ));
-        assert!(is_hw_failure(
-            "[AVHWDeviceContext @ 0x1] cu->cuInit(0) failed -> CUDA_ERROR_NO_DEVICE"
-        ));
-        assert!(is_hw_failure("Device creation failed: -542398533."));
-        assert!(!is_hw_failure(
-            "in.mp4: Invalid data found when processing input"
-        ));
-        assert!(!is_hw_failure("Output file is empty, nothing was encoded"));
+    fn health_book_backs_off_per_device() {
+        let mut book = HealthBook::new(Duration::from_secs(600));
+        let gpu0 = Backend::Nvenc { device: "0".into() };
+        let gpu1 = Backend::Nvenc { device: "1".into() };
+        let t0 = Instant::now();
+        book.mark_failed(&gpu0, t0, "CUDA_ERROR_LAUNCH_FAILED");
+        assert!(!book.is_healthy(&gpu0, t0 + Duration::from_secs(29)));
+        assert!(book.is_healthy(&gpu0, t0 + Duration::from_secs(30)));
+        assert!(book.is_healthy(&gpu1, t0), "another GPU stays usable");
+        // A second failure doubles the backoff; it never exceeds the ceiling.
+        let t1 = t0 + Duration::from_secs(30);
+        book.mark_failed(&gpu0, t1, "again");
+        assert!(!book.is_healthy(&gpu0, t1 + Duration::from_secs(59)));
+        assert!(book.is_healthy(&gpu0, t1 + Duration::from_secs(60)));
+        for _ in 0..10 {
+            book.mark_failed(&gpu0, t1, "again");
+        }
+        assert!(!book.is_healthy(&gpu0, t1 + Duration::from_secs(599)));
+        assert!(book.is_healthy(&gpu0, t1 + Duration::from_secs(600)));
+        book.mark_failed(&Backend::Software, t0, "never avoided");
+        assert!(book.is_healthy(&Backend::Software, t0));
+        book.mark_ok(&gpu0);
+        assert!(book.is_healthy(&gpu0, t1));
     }
 
     #[test]
-    fn health_book_expires() {
-        let mut book = HealthBook::new(Duration::from_secs(60));
+    fn a_device_failure_locks_the_whole_device_an_encoder_failure_only_the_encoder() {
         let t0 = Instant::now();
-        book.mark_failed(&Backend::Nvenc, t0, "CUDA_ERROR_LAUNCH_FAILED");
-        assert!(!book.is_healthy(&Backend::Nvenc, t0 + Duration::from_secs(59)));
-        assert!(book.is_healthy(&Backend::Nvenc, t0 + Duration::from_secs(60)));
-        assert!(book.is_healthy(&Backend::Qsv, t0));
-        book.mark_failed(&Backend::Software, t0, "never avoided");
-        assert!(book.is_healthy(&Backend::Software, t0));
-        book.mark_ok(&Backend::Nvenc);
-        assert!(book.is_healthy(&Backend::Nvenc, t0));
+        let nvenc = Backend::Nvenc { device: "0".into() };
+        let offload = Backend::NvdecDecodeOnly { device: "0".into() };
+        let mut book = HealthBook::default();
+        let session = HwFailure::Device {
+            class: "session_limit",
+        };
+        book.record(&nvenc, session, t0, "OpenEncodeSessionEx failed");
+        assert!(!book.is_healthy(&nvenc, t0));
+        assert!(book.is_healthy(&offload, t0), "NVDEC still decodes");
+        let mut book = HealthBook::default();
+        let lost = HwFailure::Device {
+            class: "device_open",
+        };
+        book.record(&nvenc, lost, t0, "CUDA_ERROR_NO_DEVICE");
+        assert!(!book.is_healthy(&offload, t0));
+        let mut book = HealthBook::default();
+        book.record(&nvenc, HwFailure::UnsupportedInput, t0, "High 10");
+        book.record(&nvenc, HwFailure::Other, t0, "Invalid data found");
+        assert!(book.is_healthy(&nvenc, t0) && book.is_healthy(&offload, t0));
     }
 }

@@ -16,7 +16,8 @@ use super::run::{run, RunSpec};
 use crate::config::HwAccel;
 
 pub use super::backend::{
-    backend_name, choose_backend, choose_healthy, is_hw_failure, Backend, Choice, HealthBook,
+    backend_name, choose_backend, choose_healthy, classify_hw_failure, Backend, Choice, HealthBook,
+    HwFailure,
 };
 
 /// A hardware vendor API, probed per device.
@@ -129,13 +130,36 @@ impl Capabilities {
         } else {
             let scratch = Scratch::new();
             let mut sample = Sample::new(ffmpeg, scratch.path());
-            let cuda = device.filter(|d| !d.starts_with('/'));
-            let node = device.filter(|d| d.starts_with('/'));
-            let mut reports = vec![probe_nvidia(ffmpeg, cuda, &mut sample).await];
-            for node in render_nodes(node) {
-                reports.push(probe_vaapi(ffmpeg, &node, &mut sample).await);
+            // `--hw-device` may list several devices (`0,1` or render nodes), comma-separated.
+            let listed: Vec<&str> = device
+                .map(|d| {
+                    d.split(',')
+                        .map(str::trim)
+                        .filter(|d| !d.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let cuda: Vec<&str> = listed
+                .iter()
+                .copied()
+                .filter(|d| !d.starts_with('/'))
+                .collect();
+            let nodes: Vec<&str> = listed
+                .iter()
+                .copied()
+                .filter(|d| d.starts_with('/'))
+                .collect();
+            let mut reports = Vec::new();
+            for idx in cuda_devices(&cuda).await {
+                reports.push(probe_nvidia(ffmpeg, &idx, &mut sample).await);
             }
-            reports.push(probe_qsv(ffmpeg).await);
+            let nodes = render_nodes(&nodes);
+            for node in &nodes {
+                reports.push(probe_vaapi(ffmpeg, node, &mut sample).await);
+            }
+            for node in &nodes {
+                reports.push(probe_qsv(ffmpeg, node).await);
+            }
             reports
         };
         Capabilities {
@@ -200,10 +224,34 @@ async fn open_device_blocking(kind: &'static str, device: Option<String>) -> Res
 
 const SKIPPED: &str = "skipped: the device did not open";
 
-/// NVIDIA: the filters and encoder options the planner's CUDA argv use (`plan::hw`).
-async fn probe_nvidia(ffmpeg: &str, index: Option<&str>, sample: &mut Sample<'_>) -> BackendReport {
-    let idx = index.unwrap_or("0").to_owned();
-    let opened = open_device_blocking("cuda", index.map(String::from)).await;
+/// Most CUDA devices looked for when `--hw-device` names none.
+const MAX_CUDA_DEVICES: u32 = 16;
+
+/// The CUDA indices to probe: the configured ones, else `0`, `1`, … while each opens in-process
+/// (so every GPU of a multi-GPU node gets its own report, device and slot pool). Index `0` is
+/// kept even when it does not open, so the report says why NVIDIA is out.
+async fn cuda_devices(configured: &[&str]) -> Vec<String> {
+    if !configured.is_empty() {
+        return configured.iter().map(|d| d.to_string()).collect();
+    }
+    let mut found = vec!["0".to_owned()];
+    for idx in 1..MAX_CUDA_DEVICES {
+        if open_device_blocking("cuda", Some(idx.to_string()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        found.push(idx.to_string());
+    }
+    found
+}
+
+/// NVIDIA on CUDA device `idx`: the filters and encoder options the planner's CUDA argv use
+/// (`plan::hw`), naming the device the same way.
+async fn probe_nvidia(ffmpeg: &str, idx: &str, sample: &mut Sample<'_>) -> BackendReport {
+    let idx = idx.to_owned();
+    let opened = open_device_blocking("cuda", Some(idx.clone())).await;
     let mut features = vec![outcome("device", opened)];
     let names = [
         "nvdec",
@@ -276,16 +324,26 @@ async fn probe_vaapi(ffmpeg: &str, node: &str, sample: &mut Sample<'_>) -> Backe
     report(Family::Vaapi, node.into(), features)
 }
 
-/// Quick Sync on libav's default device, as the planner uses it (`-init_hw_device qsv=hw`).
-async fn probe_qsv(ffmpeg: &str) -> BackendReport {
+/// Quick Sync on one render node, as the planner uses it (QSV derived from a VAAPI device on
+/// that node). The in-process open uses libav's default QSV device: libav has no node option
+/// for it, and the test encodes below name the node.
+async fn probe_qsv(ffmpeg: &str, node: &str) -> BackendReport {
     let mut features = vec![outcome("device", open_device_blocking("qsv", None).await)];
     let names = ["h264_qsv", "hevc_qsv", "vp9_qsv"];
     if !features[0].works {
         features.extend(names.map(|n| broken(n, SKIPPED)));
-        return report(Family::Qsv, "default".into(), features);
+        return report(Family::Qsv, node.into(), features);
     }
+    let va = format!("vaapi=va:{node}");
     for enc in names {
-        let pre = ["-init_hw_device", "qsv=hw", "-filter_hw_device", "hw"];
+        let pre = [
+            "-init_hw_device",
+            &va,
+            "-init_hw_device",
+            "qsv=hw@va",
+            "-filter_hw_device",
+            "hw",
+        ];
         let vf = [
             "-vf",
             "format=nv12,hwupload=extra_hw_frames=64,scale_qsv=w=160:h=120",
@@ -293,7 +351,7 @@ async fn probe_qsv(ffmpeg: &str) -> BackendReport {
         let argv = encode_args(&pre, &vf, &["-c:v", enc, "-b:v", "500k"]);
         features.push(outcome(enc, run_test(ffmpeg, argv).await));
     }
-    report(Family::Qsv, "default".into(), features)
+    report(Family::Qsv, node.into(), features)
 }
 
 /// `<pre> -i <input> -vf <vf> -f null -` (the caller adds `ffmpeg -v error`).
@@ -311,10 +369,10 @@ fn report(family: Family, device: String, features: Vec<FeatureReport>) -> Backe
     }
 }
 
-/// Render nodes to probe: the configured one, or every `/dev/dri/renderD*`.
-fn render_nodes(configured: Option<&str>) -> Vec<String> {
-    if let Some(node) = configured {
-        return vec![node.to_owned()];
+/// Render nodes to probe: the configured ones, or every `/dev/dri/renderD*`.
+fn render_nodes(configured: &[&str]) -> Vec<String> {
+    if !configured.is_empty() {
+        return configured.iter().map(|n| n.to_string()).collect();
     }
     let mut nodes: Vec<String> = std::fs::read_dir("/dev/dri")
         .into_iter()

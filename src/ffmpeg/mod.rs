@@ -3,6 +3,7 @@
 pub mod backend;
 pub mod caps;
 mod drain;
+pub mod hwfail;
 mod hwtest;
 pub mod libav;
 pub mod probe;

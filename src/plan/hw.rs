@@ -1,56 +1,103 @@
 //! Hardware backends: the same decisions as MediaCMS (height box, table bitrate, 4 s GOP,
 //! maxrate/bufsize ×1.5, audio, container) mapped onto NVENC, VAAPI, QSV, or NVDEC decode with a
-//! software encoder.
+//! software encoder, along the per-input [`Route`] of [`super::eligibility`].
 //!
 //! Choices, documented once:
 //! - Hardware scalers take plain numbers, so the output size is computed here from the source
 //!   dimensions in `media_info` exactly as ffmpeg's `scale` would ([`fit_box`]: aspect kept, even
 //!   dims, never above the box). Unknown dimensions ⇒ the encode is planned as software.
-//! - CUDA paths keep frames on the GPU, where ffmpeg's auto-rotation (a CPU filter) cannot run:
-//!   rotated sources are planned as software. VAAPI/QSV decode in software, so rotation works and
-//!   the box is computed from the rotated size.
-//! - Hardware encoders always run one pass (no pass logs): `-b:v` is the table rate and the
-//!   ceiling is `-maxrate`/`-bufsize` = 1.5× like x264's VBV.
-//! - NVENC quality: `-rc vbr -cq <q>` with q = MediaCMS's CRF (NVENC's `-cq` uses the same 0–51 QP
-//!   scale); a tuning knob in [`nvenc_cq`].
-//! - Keyframes: `-g` = MediaCMS's max GOP (x264/x265 `keyint` = 8 s, VP9 `-g` = 4 s) plus the same forced keyframes every 4 s, made
-//!   IDR (`-forced-idr`/`-forced_idr`) so MP4 sync samples and HLS segment cuts land every 4 s.
+//! - Routes: hardware decode keeps frames on the GPU (`-hwaccel cuda`, `scale_cuda`); software
+//!   decode uploads (`hwupload_cuda=device=N` / `hwupload`) after the CPU filters (`yadif`,
+//!   `fps`, `format=nv12`, and `scale` for odd-sized sources); a route with no hardware encoder
+//!   downloads after `scale_cuda` into MediaCMS's software encoder; a route with no hardware
+//!   stage at all is MediaCMS's software command.
+//! - Devices: every argv names its device — `-hwaccel_device N` and `hwupload_cuda=device=N`
+//!   (the frames' device is the one NVENC encodes on), `-gpu N` (NVENC's own pick when it opens
+//!   a device itself), `-vaapi_device NODE`, and QSV derived from the VAAPI node.
+//! - Rate control: hardware encoders run one pass (no pass logs) at `-b:v` = the table rate with
+//!   `-maxrate`/`-bufsize` = 1.5× like x264's VBV. MediaCMS's profiles are bitrate-capped: the
+//!   table says what a rendition should weigh and the 1.5× VBV is what HLS variants and players
+//!   rely on. NVENC's `-cq` would make `-rc vbr` ignore `-b:v` and `-bufsize` (only `-maxrate`
+//!   still caps), and its quality scale is not x264's CRF scale, so `-cq 23` would reproduce
+//!   neither MediaCMS's quality nor its sizes; NVENC therefore gets `-rc vbr` with the three
+//!   rates and no `-cq` (docker/README.md, "Rate control on NVENC").
+//! - Keyframes: `-g` = MediaCMS's max GOP (x264/x265 `keyint` = 8 s, VP9 `-g` = 4 s) plus the
+//!   same forced keyframes every 4 s, made IDR (`-forced-idr`/`-forced_idr`) so MP4 sync samples
+//!   and HLS segment cuts land every 4 s.
 //! - No `-pix_fmt` on hardware encoders (frames are hardware surfaces, nv12 via the scaler).
 
+use super::eligibility::{self, Place, Route, SourceVideo};
 use super::media_info::MediaInfo;
 use super::rules::{fit_box, Codec, Decisions, FORCE_KEY_FRAMES};
 use super::software::{self, audio_args, fps_filter, push, tail_args, Pass};
 use super::{Backend, EncodeIo, EncodePlan, EncodeSettings};
 
-const CUDA_DECODE: [&str; 4] = ["-hwaccel", "cuda", "-hwaccel_output_format", "cuda"];
-
-/// NVENC `-cq` for a codec: MediaCMS's CRF value.
-pub fn nvenc_cq(codec: Codec) -> u32 {
-    codec.crf()
+/// `-hwaccel cuda -hwaccel_device N -hwaccel_output_format cuda`.
+fn cuda_decode(device: &str) -> Vec<String> {
+    let mut a = Vec::new();
+    push(&mut a, &["-hwaccel", "cuda", "-hwaccel_device", device]);
+    push(&mut a, &["-hwaccel_output_format", "cuda"]);
+    a
 }
 
-/// Plans `backend`; `None` when it cannot serve this encode (the caller plans software).
+/// Plans `backend` along the input's route; `Err(route)` when no stage can use the hardware
+/// (the caller plans software and keeps the route's reason).
 pub fn passes(
     io: &EncodeIo<'_>,
     info: &MediaInfo,
     d: &Decisions,
     settings: &EncodeSettings,
     backend: &Backend,
-) -> Option<EncodePlan> {
-    let (w, h) = info.display_dims()?;
+) -> Result<EncodePlan, Route> {
+    let family = backend
+        .family()
+        .ok_or_else(|| Route::software("software"))?;
+    let device = backend.device().unwrap_or_default();
+    let (w, h) = info
+        .display_dims()
+        .ok_or_else(|| Route::software("source size unknown"))?;
     let size = fit_box(w, h, d.resolution);
-    let cuda_ok = info.rotation.rem_euclid(360) == 0;
-    let passes = match backend {
-        Backend::Software => return None,
-        Backend::Nvenc if cuda_ok && d.codec != Codec::Vp9 => vec![nvenc(io, d, settings, size)],
-        Backend::Vaapi { device } => vec![vaapi(io, d, settings, size, device)],
-        Backend::Qsv => vec![qsv(io, d, settings, size)],
-        Backend::NvdecDecodeOnly if cuda_ok => decode_only(io, d, settings, size),
-        Backend::Nvenc | Backend::NvdecDecodeOnly => return None,
+    let route = eligibility::route(&SourceVideo::from_info(info), family, d.codec, size);
+    let hw_decode = route.decode == Place::Hardware;
+    let sw_scale = route.scale == Place::Software;
+    let passes = match (backend, route.encode) {
+        _ if !route.uses_hardware() => return Err(route),
+        (Backend::Nvenc { .. } | Backend::NvdecDecodeOnly { .. }, Place::Software) => {
+            decode_only(io, d, settings, size, device)
+        }
+        (Backend::Nvenc { .. }, Place::Hardware) if hw_decode => {
+            let filters = format!("{},{}", cuda_scale(d, size), fps_filter(d));
+            vec![nvenc(
+                io,
+                d,
+                settings,
+                &cuda_decode(device),
+                &filters,
+                device,
+            )]
+        }
+        (Backend::Nvenc { .. }, Place::Hardware) => {
+            let upload = format!("hwupload_cuda=device={device}");
+            let filters = upload_chain(d, &upload, sw_scale, size, |(w, h)| {
+                format!("scale_cuda={w}:{h}:interp_algo=lanczos:format=nv12")
+            });
+            vec![nvenc(io, d, settings, &[], &filters, device)]
+        }
+        (Backend::Vaapi { .. }, _) => vec![vaapi(io, d, settings, size, sw_scale, device)],
+        (Backend::Qsv { .. }, _) => vec![qsv(io, d, settings, size, sw_scale, device)],
+        (Backend::Software | Backend::NvdecDecodeOnly { .. }, _) => return Err(route),
     };
-    Some(EncodePlan {
+    // A route that left the encoder out runs on the decode offload.
+    let backend = match (backend, route.encode) {
+        (Backend::Nvenc { device }, Place::Software) => Backend::NvdecDecodeOnly {
+            device: device.clone(),
+        },
+        _ => backend.clone(),
+    };
+    Ok(EncodePlan {
         passes,
-        backend: backend.clone(),
+        backend,
+        route,
     })
 }
 
@@ -60,12 +107,25 @@ fn cuda_scale(d: &Decisions, (w, h): (i64, i64)) -> String {
     format!("{deint}scale_cuda={w}:{h}:interp_algo=lanczos:format=nv12")
 }
 
-/// `[yadif,]fps=…,format=nv12,<upload>,<scaler>=w=W:h=H` for encoders fed by software decode:
-/// deinterlace and drop frames on the CPU before uploading.
-fn upload_chain(d: &Decisions, upload: &str, scaler: &str, (w, h): (i64, i64)) -> String {
+/// `[yadif,]fps=…,format=nv12,<upload>,<hw scaler>` for encoders fed by software decode:
+/// deinterlace and drop frames on the CPU before uploading. Odd-sized sources are scaled on the
+/// CPU instead (`…,scale=W:H,format=nv12,<upload>`), so the GPU only sees even sizes.
+fn upload_chain(
+    d: &Decisions,
+    upload: &str,
+    sw_scale: bool,
+    size: (i64, i64),
+    hw_scaler: impl Fn((i64, i64)) -> String,
+) -> String {
     let deint = if d.interlaced { "yadif," } else { "" };
     let fps = fps_filter(d);
-    format!("{deint}{fps},format=nv12,{upload},{scaler}=w={w}:h={h}")
+    match sw_scale {
+        true => format!(
+            "{deint}{fps},scale={}:{},format=nv12,{upload}",
+            size.0, size.1
+        ),
+        false => format!("{deint}{fps},format=nv12,{upload},{}", hw_scaler(size)),
+    }
 }
 
 /// `-b:v R -maxrate 1.5R -bufsize 1.5R`.
@@ -102,22 +162,28 @@ fn main_profile(codec: Codec) -> Vec<String> {
     }
 }
 
-fn nvenc(io: &EncodeIo<'_>, d: &Decisions, s: &EncodeSettings, size: (i64, i64)) -> Vec<String> {
+/// NVENC on `device`; `pre` are the input options (CUDA decode, or none for uploads).
+fn nvenc(
+    io: &EncodeIo<'_>,
+    d: &Decisions,
+    s: &EncodeSettings,
+    pre: &[String],
+    filters: &str,
+    device: &str,
+) -> Vec<String> {
     let encoder = if d.codec == Codec::H264 {
         "h264_nvenc"
     } else {
         "hevc_nvenc"
     };
-    let filters = format!("{},{}", cuda_scale(d, size), fps_filter(d));
-    let mut a = Vec::with_capacity(52);
+    let mut a = Vec::with_capacity(56);
     push(&mut a, &["ffmpeg", "-y"]);
-    push(&mut a, &CUDA_DECODE);
+    a.extend_from_slice(pre);
+    push(&mut a, &["-i", io.input, "-c:v", encoder, "-gpu", device]);
     push(
         &mut a,
-        &["-i", io.input, "-c:v", encoder, "-filter:v", &filters],
+        &["-filter:v", filters, "-preset", "p5", "-rc", "vbr"],
     );
-    push(&mut a, &["-preset", "p5", "-rc", "vbr"]);
-    push(&mut a, &["-cq", &nvenc_cq(d.codec).to_string()]);
     a.extend(vbr_rates(d));
     a.extend(audio_args(d));
     a.extend(gop(d, Some("-forced-idr")));
@@ -134,6 +200,7 @@ fn vaapi(
     d: &Decisions,
     s: &EncodeSettings,
     size: (i64, i64),
+    sw_scale: bool,
     device: &str,
 ) -> Vec<String> {
     let encoder = match d.codec {
@@ -141,7 +208,9 @@ fn vaapi(
         Codec::H265 => "hevc_vaapi",
         Codec::Vp9 => "vp9_vaapi",
     };
-    let filters = upload_chain(d, "hwupload", "scale_vaapi", size);
+    let filters = upload_chain(d, "hwupload", sw_scale, size, |(w, h)| {
+        format!("scale_vaapi=w={w}:h={h}")
+    });
     let mut a = Vec::with_capacity(48);
     push(&mut a, &["ffmpeg", "-y", "-vaapi_device", device]);
     push(
@@ -157,16 +226,32 @@ fn vaapi(
     a
 }
 
-fn qsv(io: &EncodeIo<'_>, d: &Decisions, s: &EncodeSettings, size: (i64, i64)) -> Vec<String> {
+/// Quick Sync on the render node `device`: a VAAPI device on that node, QSV derived from it
+/// (`-init_hw_device qsv=hw@va`), the only way ffmpeg 5.1 pins QSV to one node.
+fn qsv(
+    io: &EncodeIo<'_>,
+    d: &Decisions,
+    s: &EncodeSettings,
+    size: (i64, i64),
+    sw_scale: bool,
+    device: &str,
+) -> Vec<String> {
     let encoder = match d.codec {
         Codec::H264 => "h264_qsv",
         Codec::H265 => "hevc_qsv",
         Codec::Vp9 => "vp9_qsv",
     };
-    let filters = upload_chain(d, "hwupload=extra_hw_frames=64", "scale_qsv", size);
-    let mut a = Vec::with_capacity(48);
-    push(&mut a, &["ffmpeg", "-y", "-init_hw_device", "qsv=hw"]);
-    push(&mut a, &["-filter_hw_device", "hw"]);
+    let upload = "hwupload=extra_hw_frames=64";
+    let filters = upload_chain(d, upload, sw_scale, size, |(w, h)| {
+        format!("scale_qsv=w={w}:h={h}")
+    });
+    let va = format!("vaapi=va:{device}");
+    let mut a = Vec::with_capacity(52);
+    push(&mut a, &["ffmpeg", "-y", "-init_hw_device", &va]);
+    push(
+        &mut a,
+        &["-init_hw_device", "qsv=hw@va", "-filter_hw_device", "hw"],
+    );
     push(
         &mut a,
         &["-i", io.input, "-c:v", encoder, "-filter:v", &filters],
@@ -180,21 +265,24 @@ fn qsv(io: &EncodeIo<'_>, d: &Decisions, s: &EncodeSettings, size: (i64, i64)) -
     a
 }
 
-/// NVDEC decode + CUDA scale, then download and MediaCMS's software encode (both passes when
-/// MediaCMS would do two-pass).
+/// NVDEC decode + CUDA scale on `device`, then download and MediaCMS's software encode (both
+/// passes when MediaCMS would do two-pass).
 fn decode_only(
     io: &EncodeIo<'_>,
     d: &Decisions,
     s: &EncodeSettings,
     size: (i64, i64),
+    device: &str,
 ) -> Vec<Vec<String>> {
     let filters = format!(
         "{},hwdownload,format=nv12,format=yuv420p,{}",
         cuda_scale(d, size),
         fps_filter(d)
     );
+    let pre = cuda_decode(device);
+    let pre: Vec<&str> = pre.iter().map(String::as_str).collect();
     Pass::list(d.two_pass)
         .iter()
-        .map(|&pass| software::argv_with(io, d, s, pass, &CUDA_DECODE, &filters))
+        .map(|&pass| software::argv_with(io, d, s, pass, &pre, &filters))
         .collect()
 }

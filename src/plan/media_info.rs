@@ -27,6 +27,12 @@ pub struct MediaInfo {
     /// matrix side data); 0 when absent. MediaCMS ignores it; hardware planning needs it because
     /// ffmpeg auto-rotates while decoding, which swaps the picture's width and height.
     pub rotation: i32,
+    /// Source video codec (`video_codec`, else `video_info.codec_name`): `h264`, `hevc`, `prores`…
+    pub video_codec: Option<String>,
+    /// ffprobe's codec profile (`video_info.profile`): `High 10`, `Main 10`, `4:2:2 HQ`…
+    pub video_profile: Option<String>,
+    /// ffprobe's decoded pixel format (`video_info.pix_fmt`): `yuv420p`, `yuv420p10le`…
+    pub pix_fmt: Option<String>,
 }
 
 impl MediaInfo {
@@ -49,6 +55,12 @@ impl MediaInfo {
             has_audio: map.get("has_audio").is_some_and(truthy),
             interlaced: map.get("interlaced").is_some_and(truthy),
             rotation: map.get("video_info").map(rotation_of).unwrap_or(0),
+            video_codec: map
+                .get("video_codec")
+                .and_then(text_of)
+                .or_else(|| stream_text(map, "codec_name")),
+            video_profile: stream_text(map, "profile"),
+            pix_fmt: stream_text(map, "pix_fmt"),
         }
     }
 
@@ -64,6 +76,11 @@ impl MediaInfo {
             Some((w, h))
         }
     }
+}
+
+/// A text field of the raw ffprobe stream MediaCMS keeps in `video_info`.
+fn stream_text(map: &Map<String, Value>, key: &str) -> Option<String> {
+    map.get("video_info")?.get(key).and_then(text_of)
 }
 
 /// Strings as-is; integral numbers as their decimal text (so `int()` semantics still apply).

@@ -14,6 +14,7 @@
 //!
 //! The argv are MediaCMS's; the process runner adds its own `-nostdin -progress …` options.
 
+pub mod eligibility;
 pub mod extras;
 pub mod hls;
 pub mod hw;
@@ -24,6 +25,7 @@ pub mod repr;
 pub mod rules;
 pub mod software;
 
+pub use eligibility::{HwFamily, Place, Route, SourceVideo};
 pub use extras::{
     concat_list, ffmpeg_error_is_final, plan_concat, plan_gif, plan_sprite_frames,
     plan_sprite_strip, sprite_frame_count,
@@ -70,19 +72,46 @@ impl Default for EncodeSettings {
     }
 }
 
-/// Where video is decoded, scaled and encoded (ARCHITECTURE decision 10).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where video is decoded, scaled and encoded (ARCHITECTURE decision 10). Every hardware
+/// backend carries the device the probe validated, and every argv it plans names that device.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Backend {
     /// libx264/libx265/libvpx-vp9 exactly as MediaCMS.
     Software,
-    /// NVDEC decode + CUDA scale + NVENC encode (vp9 has no NVENC: planned as software).
-    Nvenc,
+    /// NVDEC decode + CUDA scale + NVENC encode on CUDA device `device` (an index); inputs NVDEC
+    /// cannot decode are decoded in software and uploaded ([`eligibility`]).
+    Nvenc { device: String },
     /// Software decode, VAAPI scale + encode on the given render node (e.g. `/dev/dri/renderD128`).
     Vaapi { device: String },
-    /// Software decode, Quick Sync scale + encode on the default QSV device.
-    Qsv,
-    /// NVDEC decode + CUDA scale, software encode (GPUs without NVENC, e.g. A100/H100).
-    NvdecDecodeOnly,
+    /// Software decode, Quick Sync scale + encode on the given render node.
+    Qsv { device: String },
+    /// NVDEC decode + CUDA scale on CUDA device `device`, software encode (GPUs without NVENC,
+    /// e.g. A100/H100).
+    NvdecDecodeOnly { device: String },
+}
+
+impl Backend {
+    /// The device every argv of this backend names (`None` for software).
+    pub fn device(&self) -> Option<&str> {
+        match self {
+            Backend::Software => None,
+            Backend::Nvenc { device }
+            | Backend::Vaapi { device }
+            | Backend::Qsv { device }
+            | Backend::NvdecDecodeOnly { device } => Some(device),
+        }
+    }
+
+    /// The vendor family the eligibility rules apply to (`None` for software).
+    pub fn family(&self) -> Option<HwFamily> {
+        Some(match self {
+            Backend::Software => return None,
+            Backend::Nvenc { .. } => HwFamily::Nvidia { encoder: true },
+            Backend::NvdecDecodeOnly { .. } => HwFamily::Nvidia { encoder: false },
+            Backend::Vaapi { .. } => HwFamily::Vaapi,
+            Backend::Qsv { .. } => HwFamily::Qsv,
+        })
+    }
 }
 
 /// The file-level inputs of one encode (MediaCMS's `media_file`, `output_filename`, `pass_file`,
@@ -104,8 +133,11 @@ pub struct EncodePlan {
     /// Full argv per ffmpeg run, in order (`argv[0] == "ffmpeg"`): one for CRF, two for two-pass.
     pub passes: Vec<Vec<String>>,
     /// The backend the argv actually uses: differs from the requested one when a hardware backend
-    /// cannot serve this encode (vp9 on NVENC, unknown or rotated source dimensions).
+    /// cannot serve this encode (unknown source dimensions, an input no stage of it can take; VP9
+    /// or a tiny rendition on NVENC becomes the NVDEC decode offload).
     pub backend: Backend,
+    /// Where decode, scale and encode run for this input, and why not on the hardware.
+    pub route: Route,
 }
 
 /// Why MediaCMS's `produce_ffmpeg_commands` would return False (or raise) for this encode.
@@ -134,12 +166,13 @@ pub fn plan_encode(
     backend: &Backend,
 ) -> Result<EncodePlan, PlanSkip> {
     let decisions = rules::decide(info, profile, settings)?;
-    let software = || EncodePlan {
+    let software = |route: Route| EncodePlan {
         passes: software::passes(io, &decisions, settings),
         backend: Backend::Software,
+        route,
     };
     if *backend == Backend::Software {
-        return Ok(software());
+        return Ok(software(Route::software("software backend")));
     }
     Ok(hw::passes(io, info, &decisions, settings, backend).unwrap_or_else(software))
 }

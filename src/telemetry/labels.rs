@@ -19,7 +19,8 @@ pub const TASKS: [&str; 7] = [
 ];
 
 /// Encode backends (ARCHITECTURE decision 10); `auto` is resolved before anything is measured.
-pub const BACKENDS: [&str; 4] = ["software", "nvenc", "vaapi", "qsv"];
+/// `nvdec` is the decode offload (NVDEC + CUDA scale, software encode) of GPUs without NVENC.
+pub const BACKENDS: [&str; 5] = ["software", "nvenc", "vaapi", "qsv", "nvdec"];
 
 /// Why a hardware job fell back to software, by class (never the raw error text).
 pub const FALLBACK_REASONS: [&str; 5] = [

@@ -6,6 +6,7 @@
 pub mod db;
 pub mod env;
 pub mod fault;
+pub mod gpu;
 pub mod media;
 pub mod redis;
 pub mod worker;

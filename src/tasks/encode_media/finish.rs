@@ -29,7 +29,8 @@ impl EncodeMedia {
         s: &Started,
         output: &Path,
         logs: &str,
-        tail: &str,
+        // What a failed output leaves in the log.
+        fail_log: &str,
         began: Instant,
         follow_ups: &mut Vec<FollowUp>,
     ) -> Result<Outcome, SignalError> {
@@ -40,7 +41,7 @@ impl EncodeMedia {
         let failed = self
             .env
             .signals
-            .on_failure(s.encoding.id, Some(tail))
+            .on_failure(s.encoding.id, Some(fail_log))
             .await?;
         follow_ups.extend(failed);
         Ok(Outcome::Success(json!(false)))
@@ -78,17 +79,20 @@ impl EncodeMedia {
 
     /// §2.5: the row says `fail` with the stderr tail; one Celery retry after 5 s, then the
     /// final failure (`on_failure`: status, media recompute, a failed chunk fails its set).
+    /// `logs` goes to the Encoding (any hardware attempt's account, then `tail`); the task's
+    /// error carries `tail` alone, as MediaCMS's does.
     pub(super) async fn failed(
         &self,
         job: &Job<'_>,
         s: &Started,
+        logs: &str,
         tail: &str,
     ) -> Result<Outcome, SignalError> {
         let signals = &self.env.signals;
         if job.task.retries < MAX_RETRIES {
             if let Some(enc) = signals
                 .store()
-                .mark_failed(s.encoding.id, Some(tail))
+                .mark_failed(s.encoding.id, Some(logs))
                 .await?
             {
                 let saved = signals.encoding_saved(&enc).await?;
@@ -100,7 +104,7 @@ impl EncodeMedia {
                 error: encoding_error(tail),
             });
         }
-        let follow_ups = signals.on_failure(s.encoding.id, Some(tail)).await?;
+        let follow_ups = signals.on_failure(s.encoding.id, Some(logs)).await?;
         self.env.publish_follow_ups(&follow_ups).await;
         Ok(Outcome::Failure(encoding_error(tail)))
     }
@@ -118,7 +122,8 @@ impl EncodeMedia {
             .deadline
             .is_some_and(|d| tokio::time::Instant::now() >= d);
         if timed_out {
-            return self.failed(job, s, "soft time limit exceeded").await;
+            let why = "soft time limit exceeded";
+            return self.failed(job, s, why, why).await;
         }
         Ok(Outcome::Aborted)
     }

@@ -262,7 +262,7 @@ impl EncodeMedia {
                 .find(|m| m.started.encoding.id == job.encoding_id),
         ) {
             (Some(done), _) => Ok(done),
-            (None, Some(own)) => self.failed(job, &own.started, tail).await,
+            (None, Some(own)) => self.failed(job, &own.started, tail, tail).await,
             (None, None) => Ok(Outcome::Success(json!(false))),
         }
     }

@@ -11,11 +11,12 @@ use async_trait::async_trait;
 use serde_json::json;
 use tokio::sync::watch;
 
+use self::fallback::fallback_note;
 use super::env::TaskEnv;
 use super::{infra_outcome, JobContext, Outcome, TaskError, TaskHandler};
 use crate::celery::args::{bind, LongTask};
 use crate::celery::message::TaskMessage;
-use crate::ffmpeg::backend::backend_name;
+use crate::ffmpeg::backend::{backend_name, classify_hw_failure};
 use crate::ffmpeg::progress::{percent, Progress, ProgressThrottle};
 use crate::ffmpeg::run::RunError;
 use crate::mediacms::layout;
@@ -223,7 +224,7 @@ impl EncodeMedia {
         let output = dir.join(format!("{}.{ext}", tmp_name()));
         let pass_file = dir.join(format!("{}.{ext}", tmp_name()));
         let codec = s.profile.codec.clone().unwrap_or_default();
-        let granted = self.env.accel.grant(&codec);
+        let mut granted = self.env.accel.grant(&codec);
         let mut backend = granted.choice.backend.clone();
         let mut notes = String::new();
         if let Some((asked, reason)) = self.env.accel.forced_fallback(&granted) {
@@ -252,6 +253,21 @@ impl EncodeMedia {
                     return Ok(Outcome::Success(json!(false)));
                 }
             };
+            if plan.backend == Backend::Software {
+                // Nothing of this input runs on the GPU (e.g. High 10 on a GPU without NVENC):
+                // its slot goes to another job.
+                granted.release();
+            }
+            if plan.route.uses_hardware() && !plan.route.why.is_empty() {
+                // Part of this input stays on the CPU (e.g. NVDEC cannot decode High 10).
+                let (name, route) = (backend_name(&plan.backend), &plan.route);
+                tracing::info!(
+                    encoding = s.encoding.id,
+                    backend = name,
+                    ?route,
+                    "hardware route"
+                );
+            }
             let store = self.env.signals.store();
             let temp_file = output.to_string_lossy();
             let commands = plan::commands_repr(&plan.passes);
@@ -260,24 +276,34 @@ impl EncodeMedia {
                 .await?;
             match self.run_passes(s, &plan.passes, &plan.backend, ctx).await? {
                 Pass::Done(tail) => {
+                    self.env.accel.succeeded(&plan.backend);
                     let logs = format!("{notes}{tail}");
                     let mut follow_ups = Vec::new();
                     let f = &mut follow_ups;
-                    let done = self.finish(s, &output, &logs, &tail, began, f).await;
+                    // A failed output's log keeps the hardware attempt's account too.
+                    let done = self.finish(s, &output, &logs, &logs, began, f).await;
                     self.env.publish_follow_ups(&follow_ups).await;
                     return done;
                 }
                 Pass::RowDeleted => return Ok(Outcome::Success(json!(false))),
                 Pass::Cancelled => return self.cancelled(job, s, ctx).await,
                 Pass::Failed(tail) if plan.backend != Backend::Software => {
-                    // Hardware failure (init or mid-encode): redo this job in software.
+                    // Redo this job in software; only a device-level failure touches the
+                    // device's health, and the slot goes back before the software run.
+                    let failure = classify_hw_failure(&tail);
+                    granted.release();
+                    let last = tail.lines().rev().find(|l| !l.trim().is_empty());
+                    let reason = last.unwrap_or("ffmpeg failed");
+                    self.env.accel.failed(&plan.backend, failure, reason);
                     let name = backend_name(&plan.backend);
-                    self.env.accel.failed(&plan.backend, &tail);
-                    self.env.metrics.hw_fallback(name, fallback_class(&tail));
-                    notes = format!("[mediacms-worker] {name} failed, re-ran in software\n");
+                    self.env.metrics.hw_fallback(name, failure.reason_class());
+                    notes = fallback_note(&plan.backend, failure, &tail);
                     backend = Backend::Software;
                 }
-                Pass::Failed(tail) => return self.failed(job, s, &tail).await,
+                // The log keeps any hardware attempt before the software run's own tail.
+                Pass::Failed(tail) => {
+                    return self.failed(job, s, &format!("{notes}{tail}"), &tail).await
+                }
             }
         }
     }
@@ -319,7 +345,13 @@ impl EncodeMedia {
         for argv in passes {
             match self.run_pass(s, argv.clone(), backend, ctx).await? {
                 Pass::Done(tail) => last = tail,
-                Pass::Failed(tail) if plan::ffmpeg_error_is_final(&tail) => last = tail,
+                // MediaCMS's rule is about its software argv; a hardware run that printed such
+                // an error is re-run in software instead, so software decides the outcome.
+                Pass::Failed(tail)
+                    if *backend == Backend::Software && plan::ffmpeg_error_is_final(&tail) =>
+                {
+                    last = tail
+                }
                 other => return Ok(other),
             }
         }
@@ -404,19 +436,6 @@ pub(crate) fn tmp_name() -> String {
     format!("tmp{}", tag.to_ascii_lowercase())
 }
 
-/// Bounded `reason_class` label of a hardware fallback.
-fn fallback_class(tail: &str) -> &'static str {
-    let t = tail.to_ascii_lowercase();
-    if t.contains("openencodesessionex") || t.contains("session") {
-        "session_limit"
-    } else if t.contains("device") || t.contains("cuda") && t.contains("init") {
-        "device_open"
-    } else if t.contains("no capable devices") || t.contains("error initializing") {
-        "encoder_init"
-    } else {
-        "mid_encode"
-    }
-}
-
+mod fallback;
 mod finish;
 mod ladder;

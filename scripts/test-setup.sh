@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 for pkg in clang libclang-dev pkg-config libavcodec-dev libavformat-dev libavutil-dev \
            libavfilter-dev libavdevice-dev libswscale-dev libswresample-dev ffmpeg \
-           postgresql-client redis-tools python3-venv; do
+           postgresql-client redis-tools python3-venv imagemagick; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

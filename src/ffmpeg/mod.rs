@@ -4,6 +4,7 @@ pub mod backend;
 pub mod caps;
 mod drain;
 mod hwtest;
+pub mod keyframes;
 pub mod libav;
 pub mod probe;
 pub mod progress;

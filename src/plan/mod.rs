@@ -29,7 +29,10 @@ pub use extras::{
     plan_gif, plan_gif_from_start, plan_sprite_frames, plan_sprite_strip, sprite_frame_count,
     GIF_SEEK_SECS,
 };
-pub use hls::{avc1_codec_from_avcc, hls_variant_dirs, master_playlist, plan_hls, HlsInput};
+pub use hls::{
+    avc1_codec_from_avcc, hls_variant_dirs, iframe_playlist, iframe_rates, master_playlist,
+    plan_hls, HlsInput, IframeEntry,
+};
 pub use ladder::{ladder_groups, plan_ladder, LadderRung, LadderSkip};
 pub use media_info::MediaInfo;
 pub use repr::commands_repr;

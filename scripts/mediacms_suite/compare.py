@@ -4,8 +4,8 @@
 
 Each media becomes a flat map of facts (`encodings/h264-360/probe/video.width` → 640) with the
 run's random parts normalised (uid, friendly token, temp names, Django's collision suffixes,
-dates). Every key whose values differ is a difference; one that matches an allow-list entry is
-allowed (the entry's reason is printed with it), any other is unexplained and fails the suite.
+dates). Every key whose values differ is a difference; one that matches an allow-list entry
+(`MEDIA/KEY-GLOB [~N%] | reason`; with `~N%` only numbers within N % of each other) is allowed (the entry's reason is printed with it), any other is unexplained and fails the suite.
 Last line: `mediacms suite: N media, N identical, N allowed differences, N unexplained`.
 """
 
@@ -83,9 +83,23 @@ def load_allow_list(path):
                 continue
             pattern, sep, reason = line.partition(" | ")
             if not sep or not reason.strip():
-                sys.exit(f"{path}:{n}: an entry is `MEDIA/KEY-GLOB | reason`; the reason is missing")
-            entries.append((pattern.strip(), reason.strip(), n))
+                sys.exit(f"{path}:{n}: an entry is `MEDIA/KEY-GLOB [~N%] | reason`; the reason is missing")
+            pattern, _, tolerance = pattern.strip().partition(" ~")
+            tol = float(tolerance.rstrip("%")) / 100 if tolerance else None
+            entries.append((pattern.strip(), reason.strip(), n, tol))
     return entries
+
+
+def allows(entry, path, a, b):
+    """An entry allows a difference at `path`; one with a tolerance (`~N%`) only numbers that
+    differ by at most N % of the larger."""
+    pattern, _, _, tol = entry
+    if not fnmatch.fnmatchcase(path, pattern):
+        return False
+    if tol is None:
+        return True
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b))
+    return numbers and abs(a - b) <= tol * max(abs(a), abs(b))
 
 
 def show(v):
@@ -114,7 +128,7 @@ def main(python_path, rust_path, allow_path):
         print(f"{title}: {len(diffs)} difference(s) in {len(set(a) | set(b))} facts")
         for key in diffs:
             path = f"{title}/{key}"
-            entry = next((e for e in allow if fnmatch.fnmatchcase(path, e[0])), None)
+            entry = next((e for e in allow if allows(e, path, a.get(key), b.get(key))), None)
             line = f"  {key}: python={show(a.get(key))} rust={show(b.get(key))}"
             if entry:
                 allowed += 1
@@ -123,7 +137,7 @@ def main(python_path, rust_path, allow_path):
             else:
                 unexplained += 1
                 print(f"{line}  UNEXPLAINED")
-    for pattern, reason, n in allow:
+    for pattern, reason, n, _ in allow:
         if n not in used:
             print(f"note: allow-list line {n} ({pattern}) matched nothing this run")
     print(f"mediacms suite: {len(set(python) | set(rust))} media, {identical} identical, "

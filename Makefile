@@ -20,11 +20,13 @@ lint:
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 
-# Every test binary except the fault suite's, which runs last through its own script so it
-# can print `fault suite: N cases, N survived, N lost`.
+# Every test binary except the fault suite's, which runs through its own script so it can print
+# `fault suite: N cases, N survived, N lost`; then the differential suite against the real
+# MediaCMS (`mediacms suite: N media, N identical, N allowed differences, 0 unexplained`).
 TESTS := $(patsubst tests/%.rs,--test %,$(filter-out tests/fault_%,$(wildcard tests/*.rs)))
 
 test: setup lint
 	./scripts/validate-docker.sh
 	cargo test --lib --bins $(TESTS) -- --test-threads=2
 	./scripts/fault-suite.sh
+	./scripts/mediacms-suite.sh

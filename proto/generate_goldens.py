@@ -48,6 +48,10 @@ SOFT = 2 * 60 * 60
 def encode_media(self, friendly_token, profile_id, encoding_id, force=True, chunk=False, chunk_file_path=""):
     if friendly_token == "TOKEN_RETRY" and self.request.retries == 0:
         raise self.retry(exc=ValueError("ffmpeg failed"), countdown=3600, max_retries=1)
+    if friendly_token == "TOKEN_FAMILY":
+        # What MediaCMS's post_encode_actions does from inside encode_media (generate_family_goldens.py).
+        create_hls.delay(friendly_token)
+        create_hls.delay(friendly_token)
     return True
 
 

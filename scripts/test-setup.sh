@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 source scripts/setup-build.sh
 
 apt_install postgresql postgresql-client redis-server redis-tools rabbitmq-server \
-  python3 python3-venv procps
+  python3 python3-venv procps imagemagick
 
 # PostgreSQL: a cluster (the package makes one; a machine where it was removed gets one back),
 # started, and the `postgres` role reachable over TCP without a password, as the tests assume.

@@ -66,6 +66,7 @@ fn outgoing_from(msg: &TaskMessage) -> OutgoingTask {
         root_id: msg.root_id.clone(),
         parent_id: msg.parent_id.clone(),
         origin: msg.headers["origin"].as_str().unwrap().to_owned(),
+        argsrepr_tuple: msg.headers["argsrepr"].as_str().unwrap().starts_with('('),
     }
 }
 
@@ -171,8 +172,8 @@ fn golden_messages_reencode_byte_compatibly() {
     ] {
         assert_reencodes(file, &golden(file), &[], &[]);
     }
-    // .delay(...) writes a tuple argsrepr; everything else is identical, and the tuple repr
-    // itself is reproduced by py_tuple_repr.
+    // .delay(...) writes a tuple argsrepr (`argsrepr_tuple`): byte-identical too, and the tuple
+    // repr itself is py_tuple_repr.
     for file in [
         "encode_media-delay.json",
         "whisper_transcribe-kwarg.json",
@@ -185,7 +186,7 @@ fn golden_messages_reencode_byte_compatibly() {
         "chunkize_media-delay.json",
     ] {
         let raw = golden(file);
-        assert_reencodes(file, &raw, &["argsrepr"], &[]);
+        assert_reencodes(file, &raw, &[], &[]);
         let msg = decode_redis(&raw).unwrap();
         assert_eq!(msg.headers["argsrepr"], py_tuple_repr(&msg.args), "{file}");
         assert_eq!(
@@ -710,4 +711,55 @@ fn poison_messages_give_typed_errors() {
         })
     ));
     assert_eq!(mark_redelivered(b"{}"), Err(DecodeError::Field("headers")));
+}
+
+/// Regression (issue 15): the create_hls we published had `parent_id` null, `root_id` its own
+/// id and a list `argsrepr`, and encode_media's result had `children: []`. Real Celery 5.4
+/// (`proto/generate_family_goldens.py`) shows what a task published from inside encode_media
+/// looks like, and what both results say.
+#[test]
+fn published_create_hls_envelope_had_no_parent_and_result_no_children() {
+    let parent = decode_redis(&golden("family-parent.json")).unwrap();
+    let mut child_ids = Vec::new();
+    for file in ["family-child-1.json", "family-child-2.json"] {
+        let raw = golden(file);
+        let theirs = decode_redis(&raw).unwrap();
+        // What TaskEnv::publish_follow_ups builds, adopted by the running encode_media.
+        let mut task =
+            OutgoingTask::new("create_hls", "long_tasks", theirs.args.clone(), Map::new());
+        task.argsrepr_tuple = true;
+        task.id = theirs.id.clone();
+        task.origin = theirs.headers["origin"].as_str().unwrap().to_owned();
+        let task = task.child_of(&parent);
+        let tag = theirs.properties["delivery_tag"].as_str().unwrap();
+        let reply_to = theirs.properties["reply_to"].as_str().unwrap();
+        assert_eq!(
+            String::from_utf8(encode_redis(&task, tag, reply_to)).unwrap(),
+            String::from_utf8(raw).unwrap(),
+            "{file}"
+        );
+        child_ids.push(theirs.id);
+    }
+    let doc = |file: &str| -> (String, Value) {
+        let raw = String::from_utf8(golden(file)).unwrap();
+        let v = serde_json::from_str(&raw).unwrap();
+        (raw, v)
+    };
+    let (raw, v) = doc("result-family-parent.json");
+    let ours = TaskResult::success(
+        &parent.id,
+        json!(true),
+        utc(v["date_done"].as_str().unwrap()),
+    )
+    .with_children(child_ids.clone())
+    .with_parent(parent.parent_id.clone());
+    assert_eq!(encode_result(&ours), raw);
+    let (raw, v) = doc("result-family-child.json");
+    let ours = TaskResult::success(
+        &child_ids[0],
+        json!(true),
+        utc(v["date_done"].as_str().unwrap()),
+    )
+    .with_parent(Some(parent.id.clone()));
+    assert_eq!(encode_result(&ours), raw);
 }

@@ -424,3 +424,61 @@ async fn leases_are_renewed_while_a_job_runs() {
 
 #[path = "worker_pool/pidbox_python.rs"]
 mod pidbox_python;
+
+/// Publishes two create_hls from inside the job, as `TaskEnv::publish_child` does.
+struct Publisher {
+    broker: MemoryBroker,
+}
+
+#[async_trait]
+impl TaskHandler for Publisher {
+    async fn run(&self, _task: &TaskMessage, _ctx: JobContext) -> Outcome {
+        use mediacms_worker::broker::Broker;
+        use mediacms_worker::celery::message::OutgoingTask;
+        use mediacms_worker::tasks::family;
+        for _ in 0..2 {
+            let child = OutgoingTask::new("create_hls", Q, vec![json!("tok")], Default::default());
+            let child = family::adopt(child);
+            self.broker.publish(&child).await.unwrap();
+            family::published(&child.id);
+        }
+        Outcome::Success(json!(true))
+    }
+}
+
+/// Regression (issue 15): what a job published had no parent and its result no children.
+#[tokio::test]
+async fn published_children_missing_from_the_result() {
+    let broker = MemoryBroker::default();
+    let mut parent = test_task("encode_media", "enc-1");
+    parent.parent_id = Some("chunkize-0".into());
+    parent.root_id = Some("root-0".into());
+    broker.push_task(Q, parent);
+    let mut registry = Registry::default();
+    registry.register(
+        "encode_media",
+        Arc::new(Publisher {
+            broker: broker.clone(),
+        }),
+    );
+    let b = Arc::new(broker.clone());
+    let pool = WorkerPool::new(b.clone(), b, registry, options(1, 1));
+    let signals = ShutdownSignals::new();
+    let join = tokio::spawn(pool.run(signals.clone()));
+    eventually("ack", || broker.acked() == ["enc-1"]).await;
+    signals.intake.cancel();
+    tokio::time::timeout(Duration::from_secs(10), join)
+        .await
+        .unwrap()
+        .unwrap();
+    let children = broker.published();
+    assert_eq!(children.len(), 2);
+    for c in &children {
+        assert_eq!(c.parent_id.as_deref(), Some("enc-1"));
+        assert_eq!(c.root_id.as_deref(), Some("root-0"));
+    }
+    let r = &broker.results()[0];
+    let ids: Vec<String> = children.iter().map(|c| c.id.clone()).collect();
+    assert_eq!(r.children, ids);
+    assert_eq!(r.parent_id.as_deref(), Some("chunkize-0"));
+}

@@ -111,10 +111,10 @@ fn is_retry(task: &OutgoingTask) -> bool {
     task.retries > 0
 }
 
-/// `argsrepr`: `apply_async(args=[…])` writes a list repr, a retry re-sends the request's args
-/// tuple (`.delay()` callers also write a tuple; we publish list-form like `apply_async`).
+/// `argsrepr`: `apply_async(args=[…])` writes a list repr; `.delay(…)` and a retry (which
+/// re-sends the request's args tuple) write a tuple repr.
 fn args_repr(task: &OutgoingTask) -> String {
-    if is_retry(task) {
+    if is_retry(task) || task.argsrepr_tuple {
         py_tuple_repr(&task.args)
     } else {
         py_repr(&Value::Array(task.args.clone()))

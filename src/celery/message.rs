@@ -72,6 +72,9 @@ pub struct OutgoingTask {
     pub parent_id: Option<String>,
     /// `origin` header: `gen<pid>@<host>` in Celery.
     pub origin: String,
+    /// `argsrepr` as a tuple (`"('tok',)"`), as `.delay(…)` writes it (MediaCMS's signals call
+    /// `create_hls.delay(token)`); `false` is `apply_async(args=[…])`'s list repr.
+    pub argsrepr_tuple: bool,
 }
 
 pub use super::python::{py_json, py_repr, py_tuple_repr};
@@ -223,7 +226,16 @@ impl OutgoingTask {
             time_limit: (None, None),
             parent_id: None,
             origin: origin(),
+            argsrepr_tuple: false,
         }
+    }
+
+    /// Published from inside `parent` as Celery does from a running task: `parent_id` is the
+    /// parent's id and `root_id` its root (the parent itself when it has none).
+    pub fn child_of(mut self, parent: &TaskMessage) -> Self {
+        self.parent_id = Some(parent.id.clone());
+        self.root_id = Some(parent.root_id.clone().unwrap_or_else(|| parent.id.clone()));
+        self
     }
 
     /// The message Celery's `self.retry(countdown=…)` publishes for `task`: same id, name,
@@ -249,6 +261,7 @@ impl OutgoingTask {
             root_id: Some(task.root_id.clone().unwrap_or_else(|| task.id.clone())),
             parent_id: Some(task.id.clone()),
             origin,
+            argsrepr_tuple: true,
         }
     }
 }

@@ -39,6 +39,10 @@ pub struct TaskResult {
     pub result: Value,
     pub traceback: Option<String>,
     pub date_done: DateTime<Utc>,
+    /// Ids of the tasks published while it ran (Celery's `request.children`), in order.
+    pub children: Vec<String>,
+    /// The `parent_id` of the message that ran; Celery writes the key only when it is set.
+    pub parent_id: Option<String>,
 }
 
 /// Celery's serialized exception: `{"exc_type", "exc_message": [message], "exc_module"}`; an
@@ -103,6 +107,18 @@ impl TaskResult {
         self
     }
 
+    /// The tasks it published, listed as `children` (each an `AsyncResult` tuple).
+    pub fn with_children(mut self, children: Vec<String>) -> Self {
+        self.children = children;
+        self
+    }
+
+    /// The message's `parent_id`, written after `date_done` as Celery does.
+    pub fn with_parent(mut self, parent_id: Option<String>) -> Self {
+        self.parent_id = parent_id;
+        self
+    }
+
     /// A document whose result is an exception `(exc_type, exc_module, message)`.
     fn raised(
         task_id: &str,
@@ -121,6 +137,8 @@ impl TaskResult {
             result,
             traceback: None,
             date_done: now,
+            children: Vec::new(),
+            parent_id: None,
         }
     }
 }
@@ -128,21 +146,28 @@ impl TaskResult {
 /// The JSON text stored with SETEX and PUBLISHed on `celery-task-meta-<id>`.
 /// Captured in `proto/golden`: Celery sets `date_done` only for ready states, so a RETRY
 /// document has `"date_done": null`, and it lists the republished retry (same id) as its one
-/// child, `[[[id, null], null]]` (an `AsyncResult` tuple).
+/// child. Children are `AsyncResult` tuples, `[[id, null], null]`; `parent_id` comes between
+/// `date_done` and `task_id`, and only when the message had one.
 pub fn encode_result(r: &TaskResult) -> String {
-    let (date_done, children) = match r.state {
-        TaskState::Retry => (Value::Null, json!([[[r.task_id, null], null]])),
-        _ => (Value::String(format_celery_time(r.date_done)), json!([])),
+    let child = |id: &String| json!([[id, null], null]);
+    let (date_done, children): (Value, Vec<Value>) = match r.state {
+        TaskState::Retry => (Value::Null, vec![child(&r.task_id)]),
+        _ => (
+            Value::String(format_celery_time(r.date_done)),
+            r.children.iter().map(child).collect(),
+        ),
     };
-    let doc = json!({
-        "status": r.state.as_str(),
-        "result": r.result,
-        "traceback": r.traceback,
-        "children": children,
-        "date_done": date_done,
-        "task_id": r.task_id,
-    });
-    py_json(&doc)
+    let mut doc = serde_json::Map::new();
+    doc.insert("status".into(), json!(r.state.as_str()));
+    doc.insert("result".into(), r.result.clone());
+    doc.insert("traceback".into(), json!(r.traceback));
+    doc.insert("children".into(), Value::Array(children));
+    doc.insert("date_done".into(), date_done);
+    if let Some(parent) = &r.parent_id {
+        doc.insert("parent_id".into(), json!(parent));
+    }
+    doc.insert("task_id".into(), json!(r.task_id));
+    py_json(&Value::Object(doc))
 }
 
 /// The Redis key (and PUBLISH channel) of a task's result.

@@ -5,6 +5,7 @@ pub mod caps;
 mod drain;
 pub mod hwfail;
 mod hwtest;
+pub mod keyframes;
 pub mod libav;
 pub mod probe;
 pub mod progress;

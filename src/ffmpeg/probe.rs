@@ -54,7 +54,7 @@ pub struct ProbeSummary {
     pub rotation: i32,
 }
 
-fn open(path: &Path) -> Result<Input, ProbeError> {
+pub(crate) fn open(path: &Path) -> Result<Input, ProbeError> {
     libav::init();
     let meta = std::fs::metadata(path).map_err(|_| ProbeError::Missing { path: path.into() })?;
     if !meta.is_file() {

@@ -3,6 +3,32 @@
 
 use super::software::push;
 
+/// Where MediaCMS's preview GIF starts (`-ss 3`).
+pub const GIF_SEEK_SECS: f64 = 3.0;
+
+/// What ffmpeg prints (and exits 0) when it wrote no frame, e.g. after seeking past the end.
+const EMPTY_OUTPUT: &str = "Output file is empty, nothing was encoded";
+
+/// MediaCMS's preview GIF seeks to 3 s: for a clip no longer than that the seek lands at or past
+/// the end and ffmpeg writes nothing. Such clips get the GIF from their start instead; an
+/// unknown duration (0 or absent) keeps MediaCMS's argv.
+pub fn gif_seek_past_end(duration_secs: Option<f64>) -> bool {
+    duration_secs.is_some_and(|d| d > 0.0 && d <= GIF_SEEK_SECS)
+}
+
+/// ffmpeg said it encoded nothing (it still exits 0): the output is empty, not a success.
+pub fn ffmpeg_reported_empty(stderr: &str) -> bool {
+    stderr.contains(EMPTY_OUTPUT)
+}
+
+/// The preview GIF from the start of the clip: MediaCMS's argv without `-ss 3`, for clips the
+/// seek would skip entirely.
+pub fn plan_gif_from_start(input: &str, output: &str) -> Vec<String> {
+    let mut argv = plan_gif(input, output);
+    argv.drain(2..4); // "-ss", "3"
+    argv
+}
+
 /// MediaCMS's preview: 25 one-fps frames from second 3, 344 px wide. Always the original file.
 pub fn plan_gif(input: &str, output: &str) -> Vec<String> {
     let mut a = Vec::new();

@@ -5,7 +5,9 @@
 //! `media-N/stream.m3u8` + `media-N/segment-K.ts` (K from 0). One ffmpeg per rendition: each
 //! run is a cheap remux, failures stay isolated to one rendition, and the argv stays simple.
 //! ffmpeg (5.1) does not create `media-N/` itself: create [`hls_variant_dirs`] first.
-//! Not produced: Bento4's `iframes.m3u8` playlists (unused by the MediaCMS frontend, §4.4).
+//! Like Bento4, each variant also gets `media-N/iframes.m3u8`, an I-frame playlist of byte ranges
+//! into its segments ([`iframe_playlist`]), listed in the master with `EXT-X-I-FRAME-STREAM-INF`
+//! so MediaCMS's `hls_info` has its `<res>_iframe` keys.
 
 use super::software::push;
 
@@ -29,6 +31,59 @@ pub struct HlsInput {
     /// RFC 6381 video codec, e.g. from [`avc1_codec_from_avcc`].
     pub video_codec: String,
     pub has_audio: bool,
+    /// `(BANDWIDTH, AVERAGE-BANDWIDTH)` of its I-frame playlist, when it has one.
+    pub iframes: Option<(u64, u64)>,
+}
+
+/// One I-frame of a variant: a byte range of one of its segments, shown for `duration` seconds
+/// (until the next I-frame).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IframeEntry {
+    /// Segment file name relative to the playlist, e.g. `segment-0.ts`.
+    pub segment: String,
+    pub offset: u64,
+    pub length: u64,
+    pub duration: f64,
+}
+
+/// `media-N/iframes.m3u8` as Bento4 lays it out: `EXT-X-I-FRAMES-ONLY`, one `EXTINF` +
+/// `EXT-X-BYTERANGE:length@offset` + segment URI per I-frame.
+pub fn iframe_playlist(entries: &[IframeEntry]) -> String {
+    let target = entries
+        .iter()
+        .map(|e| e.duration.ceil() as u64)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let mut out = format!(
+        "#EXTM3U\n#EXT-X-VERSION:4\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-I-FRAMES-ONLY\n\
+         #EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:0\n"
+    );
+    for e in entries {
+        out.push_str(&format!(
+            "#EXTINF:{:.6},\n#EXT-X-BYTERANGE:{}@{}\n{}\n",
+            e.duration, e.length, e.offset, e.segment
+        ));
+    }
+    out.push_str("#EXT-X-ENDLIST\n");
+    out
+}
+
+/// `(peak, average)` bits per second of an I-frame playlist, as for a media playlist.
+pub fn iframe_rates(entries: &[IframeEntry]) -> (u64, u64) {
+    let peak = entries
+        .iter()
+        .filter(|e| e.duration > 0.0)
+        .map(|e| e.length as f64 * 8.0 / e.duration)
+        .fold(0.0_f64, f64::max);
+    let secs: f64 = entries.iter().map(|e| e.duration).sum();
+    let bytes: u64 = entries.iter().map(|e| e.length).sum();
+    let avg = if secs > 0.0 {
+        bytes as f64 * 8.0 / secs
+    } else {
+        0.0
+    };
+    (peak.ceil() as u64, avg.ceil() as u64)
 }
 
 fn variant_dir(out_dir: &str, n: usize) -> String {
@@ -86,6 +141,14 @@ pub fn master_playlist(inputs: &[HlsInput]) -> String {
         ));
         out.push_str(&format!("media-{}/stream.m3u8\n", i + 1));
     }
+    for (i, input) in inputs.iter().enumerate() {
+        if let Some((peak, avg)) = input.iframes {
+            out.push_str(&format!(
+                "#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH={peak},AVERAGE-BANDWIDTH={avg},CODECS=\"{}\",RESOLUTION={}x{},URI=\"media-{}/iframes.m3u8\"\n",
+                input.video_codec, input.width, input.height, i + 1
+            ));
+        }
+    }
     out
 }
 
@@ -139,6 +202,7 @@ mod tests {
             average_bandwidth: 1,
             video_codec: H264_MAIN_L42_CODEC.into(),
             has_audio: false,
+            iframes: None,
         };
         assert_eq!(
             hls_variant_dirs(&[input.clone(), input], "/h/"),

@@ -27,10 +27,14 @@ pub mod software;
 
 pub use eligibility::{HwFamily, Place, Route, SourceVideo};
 pub use extras::{
-    concat_list, ffmpeg_error_is_final, plan_concat, plan_gif, plan_sprite_frames,
-    plan_sprite_strip, sprite_frame_count,
+    concat_list, ffmpeg_error_is_final, ffmpeg_reported_empty, gif_seek_past_end, plan_concat,
+    plan_gif, plan_gif_from_start, plan_sprite_frames, plan_sprite_strip, sprite_frame_count,
+    GIF_SEEK_SECS,
 };
-pub use hls::{avc1_codec_from_avcc, hls_variant_dirs, master_playlist, plan_hls, HlsInput};
+pub use hls::{
+    avc1_codec_from_avcc, hls_variant_dirs, iframe_playlist, iframe_rates, master_playlist,
+    plan_hls, HlsInput, IframeEntry,
+};
 pub use ladder::{ladder_groups, plan_ladder, LadderRung, LadderSkip};
 pub use media_info::MediaInfo;
 pub use repr::commands_repr;

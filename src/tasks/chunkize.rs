@@ -227,14 +227,9 @@ impl ChunkizeMedia {
         let mut task = OutgoingTask::new("encode_media", "long_tasks", args, kwargs);
         task.priority = priority;
         task.time_limit = (None, Some(ENCODE_SOFT_LIMIT));
-        task.parent_id = Some(job.task.id.clone());
-        task.root_id = Some(
-            job.task
-                .root_id
-                .clone()
-                .unwrap_or_else(|| job.task.id.clone()),
-        );
-        if let Err(e) = self.env.publisher.publish(&task).await {
+        // A child of this chunkize_media (parent_id, root_id, listed in its result's children).
+        let task = task.child_of(job.task);
+        if let Err(e) = self.env.publish_child(task).await {
             tracing::error!(encoding = encoding_id, error = %e, "publishing encode_media failed");
         }
     }

@@ -11,7 +11,8 @@ use serde_json::Map;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::Broker;
+use super::family;
+use crate::broker::{Broker, BrokerError};
 use crate::celery::message::OutgoingTask;
 use crate::config::HwAccel;
 use crate::ffmpeg::backend::{backend_name, choose_healthy, Choice, HealthBook, HwFailure};
@@ -221,16 +222,24 @@ impl TaskEnv {
     /// regenerate HLS, so failing the task would only redo a finished encode.
     pub async fn publish_follow_ups(&self, follow_ups: &[FollowUp]) {
         for f in follow_ups {
-            let task = OutgoingTask::new(f.task_name(), f.queue(), f.args(), Map::new());
-            match self.publisher.publish(&task).await {
-                Ok(()) => {
-                    tracing::info!(task = f.task_name(), id = %task.id, "published follow-up")
-                }
+            let mut task = OutgoingTask::new(f.task_name(), f.queue(), f.args(), Map::new());
+            task.argsrepr_tuple = true; // `.delay(token)`
+            match self.publish_child(task).await {
+                Ok(id) => tracing::info!(task = f.task_name(), %id, "published follow-up"),
                 Err(e) => {
                     tracing::error!(task = f.task_name(), error = %e, "publishing follow-up failed")
                 }
             }
         }
+    }
+
+    /// Publish `task` as a child of the running task (`parent_id`, `root_id`, and listed in its
+    /// result's `children`, as Celery does for anything sent from inside a task).
+    pub async fn publish_child(&self, task: OutgoingTask) -> Result<String, BrokerError> {
+        let task = family::adopt(task);
+        self.publisher.publish(&task).await?;
+        family::published(&task.id);
+        Ok(task.id)
     }
 
     /// A private directory under TEMP_DIRECTORY, removed with everything in it on drop.
@@ -259,6 +268,8 @@ impl TaskEnv {
 fn exit_class(result: &Result<RunOutput, RunError>) -> crate::telemetry::metrics::FfmpegExit {
     use crate::telemetry::metrics::FfmpegExit;
     match result {
+        // ffmpeg exits 0 after writing nothing (a seek past the end): not a success.
+        Ok(out) if crate::plan::ffmpeg_reported_empty(&out.stderr_tail) => FfmpegExit::EmptyOutput,
         Ok(_) => FfmpegExit::Ok,
         Err(RunError::Cancelled { .. }) => FfmpegExit::Killed,
         Err(RunError::Failed { status, .. }) => FfmpegExit::classify(status.code(), false),

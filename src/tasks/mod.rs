@@ -19,6 +19,7 @@ pub mod chunkize;
 pub mod create_hls;
 pub mod encode_media;
 pub mod env;
+pub mod family;
 pub mod pickle;
 pub mod remove_media_file;
 pub mod sprites;

@@ -221,7 +221,7 @@ impl WhisperTranscribe {
         );
         let countdown = chrono::Duration::from_std(SEARCH_VECTOR_COUNTDOWN).unwrap_or_default();
         task.eta = Some(chrono::Utc::now() + countdown);
-        if let Err(e) = self.env.publisher.publish(&task).await {
+        if let Err(e) = self.env.publish_child(task).await {
             tracing::error!(error = %e, "publishing update_search_vector failed");
         }
     }

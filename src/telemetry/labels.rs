@@ -67,6 +67,8 @@ pub enum FfmpegExit {
     Killed,
     /// A signal we did not send (OOM killer, codec crash).
     Signal,
+    /// Exit status 0 but ffmpeg said "Output file is empty, nothing was encoded".
+    EmptyOutput,
 }
 
 impl FfmpegExit {
@@ -86,6 +88,7 @@ impl FfmpegExit {
             FfmpegExit::Error => "error",
             FfmpegExit::Killed => "killed",
             FfmpegExit::Signal => "signal",
+            FfmpegExit::EmptyOutput => "empty_output",
         }
     }
 }

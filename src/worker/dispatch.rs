@@ -79,6 +79,12 @@ pub struct Settlement {
 }
 
 impl Settlement {
+    /// List the tasks the job published as `children` of its result (Celery's request trail).
+    pub fn with_children(mut self, children: Vec<String>) -> Self {
+        self.result = self.result.map(|r| r.with_children(children));
+        self
+    }
+
     fn ack(result: Option<TaskResult>) -> Self {
         Self {
             publish: None,
@@ -139,7 +145,7 @@ pub fn settle(
         (_, o) => o,
     };
     let id = task.id.as_str();
-    match outcome {
+    let mut settlement = match outcome {
         Outcome::Success(_) if ignores_result(task) => Settlement::ack(None),
         Outcome::Success(v) => Settlement::ack(Some(TaskResult::success(id, v, now))),
         Outcome::Failure(e) => Settlement::ack(Some(TaskResult::failure(
@@ -162,7 +168,12 @@ pub fn settle(
         },
         Outcome::Revoked(reason) => Settlement::ack(Some(revoked_result(id, &reason, now))),
         Outcome::Aborted => Settlement::requeue(),
-    }
+    };
+    // Celery writes the request's parent_id into every result of a child task.
+    settlement.result = settlement
+        .result
+        .map(|r| r.with_parent(task.parent_id.clone()));
+    settlement
 }
 
 /// The same task, addressed to `queue` (forwarding an unknown name, or the base of a retry).
@@ -185,6 +196,12 @@ pub fn forward_of(task: &TaskMessage, queue: &str) -> OutgoingTask {
         root_id: task.root_id.clone(),
         parent_id: task.parent_id.clone(),
         origin: origin.to_owned(),
+        // Forwarded as received: a tuple repr stays a tuple.
+        argsrepr_tuple: task
+            .headers
+            .get("argsrepr")
+            .and_then(Value::as_str)
+            .is_some_and(|r| r.starts_with('(')),
     }
 }
 

@@ -15,6 +15,7 @@ use super::state::Phase;
 use super::{Core, ShutdownSignals};
 use crate::broker::Delivery;
 use crate::celery::message::TaskMessage;
+use crate::tasks::family::Family;
 use crate::tasks::{JobContext, Outcome, TaskHandler};
 
 fn unix_now() -> f64 {
@@ -114,10 +115,14 @@ impl Core {
             _ => {}
         }
         let started = std::time::Instant::now();
-        let (outcome, reason) = self.execute(&d, &task, handler, &signals.abort).await;
+        let family = Family::of(&task);
+        let (outcome, reason) = self
+            .execute(&d, &task, handler, &signals.abort, &family)
+            .await;
         drop(permit);
         self.state.set_phase(&d.tag, Phase::Settling);
-        let settlement = dispatch::settle(outcome, reason, &task, Utc::now());
+        let settlement =
+            dispatch::settle(outcome, reason, &task, Utc::now()).with_children(family.children());
         self.observe(&task, &settlement, started.elapsed());
         self.apply(&d, &task, settlement, true).await;
     }
@@ -129,6 +134,7 @@ impl Core {
         task: &TaskMessage,
         handler: Arc<dyn TaskHandler>,
         abort: &CancellationToken,
+        family: &Family,
     ) -> (Outcome, Option<CancelReason>) {
         let cancel = abort.child_token();
         self.state.start(&d.tag, cancel.clone(), unix_now());
@@ -149,7 +155,7 @@ impl Core {
         };
         tracing::info!(task = %task.name, id = %task.id, "Task {}[{}] received", task.name, task.id);
         let started = std::time::Instant::now();
-        let run = AssertUnwindSafe(handler.run(task, ctx)).catch_unwind();
+        let run = AssertUnwindSafe(family.clone().scope(handler.run(task, ctx))).catch_unwind();
         tokio::pin!(run);
         let result = match deadline {
             None => run.await,

@@ -68,7 +68,28 @@ async fn hls_tree_is_what_mediacms_parses_and_bursts_coalesce() {
     let parsed = oracle(&e, &master);
     let info = parsed["info"].as_object().unwrap();
     let keys: Vec<&str> = info.keys().map(String::as_str).collect();
-    assert_eq!(keys, ["master_file", "240_playlist", "360_playlist"]);
+    // Regression (issue 15): hls_info had no `<res>_iframe` keys; Bento4's layout has them.
+    assert_eq!(
+        keys,
+        [
+            "master_file",
+            "240_iframe",
+            "360_iframe",
+            "240_playlist",
+            "360_playlist"
+        ]
+    );
+    assert_eq!(
+        info["240_iframe"],
+        format!("/media/hls/{H1}/media-1/iframes.m3u8")
+    );
+    for (key, ranges) in parsed["iframes"].as_object().unwrap() {
+        // A keyframe every 2 s over 10 s, each shown until the next.
+        let ranges = ranges.as_array().unwrap();
+        assert_eq!(ranges.len(), 5, "{key}: {ranges:?}");
+        let secs: f64 = ranges.iter().map(|r| r[3].as_f64().unwrap()).sum();
+        assert!((secs - 10.0).abs() < 0.5, "{key}: {ranges:?}");
+    }
     assert_eq!(
         info["240_playlist"],
         format!("/media/hls/{H1}/media-1/stream.m3u8")
@@ -132,7 +153,7 @@ async fn changed_inputs_replace_the_whole_tree() {
         .keys()
         .cloned()
         .collect();
-    assert_eq!(keys, ["master_file", "240_playlist"]);
+    assert_eq!(keys, ["master_file", "240_iframe", "240_playlist"]);
     assert!(!dir.join("media-2").exists(), "stale variant removed");
     assert_eq!(std::fs::read_dir(e.root().join("hls")).unwrap().count(), 1);
 }

@@ -41,7 +41,8 @@ use crate::mediacms::signals::SignalError;
 use crate::plan::hls::H264_MAIN_L42_CODEC;
 use crate::plan::{self, HlsInput};
 use tree::{
-    fingerprint, mtime_ns, set_mode, swap_into_place, variant_rates, video_codec, write_file,
+    fingerprint, iframe_entries, mtime_ns, set_mode, swap_into_place, variant_rates, video_codec,
+    write_file,
 };
 
 /// How long a `create_hls` waits for a later one for the same media before packaging.
@@ -59,8 +60,9 @@ pub fn debounce_for(job_slots: usize) -> Duration {
 
 /// The inputs fingerprint inside `hls/<H>/` (an md5: reveals no path to players).
 pub const MANIFEST: &str = ".mediacms-worker-inputs";
-/// Bumped when the packaging itself changes, so old trees are rebuilt once.
-const LAYOUT_VERSION: &str = "hls-v1";
+/// Bumped when the packaging itself changes, so old trees are rebuilt once (v2: I-frame
+/// playlists).
+const LAYOUT_VERSION: &str = "hls-v2";
 
 pub struct CreateHls {
     env: Arc<TaskEnv>,
@@ -283,6 +285,20 @@ impl CreateHls {
             input.bandwidth = rates.peak;
             input.average_bandwidth = rates.average;
             input.video_codec = video_codec(&variant.join("segment-0.ts"));
+            // Bento4's I-frame playlist; a variant whose keyframes cannot be read goes without.
+            match iframe_entries(&variant) {
+                Ok(entries) if !entries.is_empty() => {
+                    write_file(
+                        &variant.join("iframes.m3u8"),
+                        &plan::iframe_playlist(&entries),
+                    )?;
+                    input.iframes = Some(plan::iframe_rates(&entries));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(variant = %variant.display(), error = %e, "no I-frame playlist")
+                }
+            }
         }
         write_file(
             &tmp.path().join("master.m3u8"),
@@ -317,6 +333,7 @@ impl Packaged {
             average_bandwidth: 0,
             video_codec: H264_MAIN_L42_CODEC.into(),
             has_audio: self.has_audio,
+            iframes: None,
         }
     }
 }

@@ -127,6 +127,45 @@ pub(super) fn swap_into_place(new: &Path, dest: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The I-frames of one packaged variant, in playlist order: byte ranges from the segments'
+/// keyframe packets, each shown until the next (the last until the end of the stream).
+pub(super) fn iframe_entries(variant: &Path) -> Result<Vec<plan::IframeEntry>, String> {
+    let playlist = variant.join("stream.m3u8");
+    let text =
+        std::fs::read_to_string(&playlist).map_err(|e| format!("{}: {e}", playlist.display()))?;
+    let mut found = Vec::new(); // (segment, keyframe)
+    let mut total = 0.0_f64;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("#EXTINF:") {
+            total += rest
+                .split(',')
+                .next()
+                .and_then(|d| d.trim().parse::<f64>().ok())
+                .unwrap_or(0.0);
+        } else if !line.starts_with('#') && !line.trim().is_empty() {
+            let segment = line.trim().to_owned();
+            let frames = crate::ffmpeg::keyframes::video_keyframes(&variant.join(&segment))
+                .map_err(|e| e.to_string())?;
+            found.extend(frames.into_iter().map(|k| (segment.clone(), k)));
+        }
+    }
+    let end = found.first().map_or(0.0, |(_, k)| k.secs) + total;
+    let entries = found
+        .iter()
+        .enumerate()
+        .map(|(i, (segment, k))| {
+            let next = found.get(i + 1).map_or(end, |(_, n)| n.secs);
+            plan::IframeEntry {
+                segment: segment.clone(),
+                offset: k.offset,
+                length: k.length,
+                duration: (next - k.secs).max(0.0),
+            }
+        })
+        .collect();
+    Ok(entries)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

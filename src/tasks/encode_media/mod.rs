@@ -178,39 +178,6 @@ impl EncodeMedia {
         Ok(layout::confine(self.env.media_root(), &path)?)
     }
 
-    /// §2.2, with quirk §9.2 fixed: a failed gif ends `fail`, not `running`.
-    async fn gif(
-        &self,
-        s: &Started,
-        dir: &Path,
-        ctx: &JobContext,
-        began: Instant,
-    ) -> Result<Outcome, SignalError> {
-        let input = self.input(s)?;
-        let output = dir.join(format!("{}.gif", tmp_name()));
-        let argv = plan::plan_gif(&input.to_string_lossy(), &output.to_string_lossy());
-        let tail = match self.env.ffmpeg(argv, &ctx.cancel, |_| {}).await {
-            Ok(out) => out.stderr_tail,
-            Err(RunError::Cancelled { .. }) => return Ok(Outcome::Aborted),
-            Err(e) => e.stderr_tail().to_owned(),
-        };
-        // MediaCMS accepts the gif when `filetype` sees image magic bytes; `validate_output`
-        // rejects image formats (gif included) by design, so it cannot be used here.
-        if is_gif_file(&output) {
-            let mut follow_ups = Vec::new();
-            let done = self.succeed(s, &output, "", began, &mut follow_ups).await;
-            self.env.publish_follow_ups(&follow_ups).await;
-            return done;
-        }
-        let follow_ups = self
-            .env
-            .signals
-            .on_failure(s.encoding.id, Some(&tail))
-            .await?;
-        self.env.publish_follow_ups(&follow_ups).await;
-        Ok(Outcome::Success(json!(false)))
-    }
-
     async fn video(
         &self,
         job: &Job<'_>,
@@ -421,14 +388,6 @@ impl EncodeMedia {
 }
 
 /// A GIF by its magic bytes (`GIF87a`/`GIF89a`), what Python's `filetype.is_image` sees.
-fn is_gif_file(path: &Path) -> bool {
-    use std::io::Read;
-    let mut magic = [0u8; 6];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok_and(|()| &magic == b"GIF87a" || &magic == b"GIF89a")
-}
-
 /// `tmpXXXXXXXX`, the shape of Python's NamedTemporaryFile names (they end up in gif names).
 pub(crate) fn tmp_name() -> String {
     use rand::distr::{Alphanumeric, SampleString};
@@ -438,4 +397,5 @@ pub(crate) fn tmp_name() -> String {
 
 mod fallback;
 mod finish;
+mod gif;
 mod ladder;

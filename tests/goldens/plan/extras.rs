@@ -2,8 +2,9 @@
 
 use mediacms_worker::plan::hls::H264_MAIN_L42_CODEC;
 use mediacms_worker::plan::{
-    concat_list, ffmpeg_error_is_final, hls_variant_dirs, master_playlist, plan_concat, plan_gif,
-    plan_hls, plan_sprite_frames, plan_sprite_strip, sprite_frame_count, HlsInput,
+    concat_list, ffmpeg_error_is_final, ffmpeg_reported_empty, gif_seek_past_end, hls_variant_dirs,
+    iframe_playlist, iframe_rates, master_playlist, plan_concat, plan_gif, plan_gif_from_start,
+    plan_hls, plan_sprite_frames, plan_sprite_strip, sprite_frame_count, HlsInput, IframeEntry,
 };
 
 use super::common::sv;
@@ -12,6 +13,27 @@ use super::common::sv;
 fn gif_matches_section_2_2() {
     let expected = "ffmpeg -y -ss 3 -i /m/orig.mp4 -hide_banner -vf scale=344:-1:flags=lanczos,fps=1 -t 25 -f gif /tmp/tmpab.gif";
     assert_eq!(plan_gif("/m/orig.mp4", "/tmp/tmpab.gif"), sv(expected));
+}
+
+/// Regression (issue 15): MediaCMS's `-ss 3` left clips of 3 s or less without a preview.
+#[test]
+fn no_preview_gif_for_clips_shorter_than_the_3s_seek_plan() {
+    let expected = "ffmpeg -y -i /m/orig.mp4 -hide_banner -vf scale=344:-1:flags=lanczos,fps=1 -t 25 -f gif /tmp/tmpab.gif";
+    assert_eq!(
+        plan_gif_from_start("/m/orig.mp4", "/tmp/tmpab.gif"),
+        sv(expected)
+    );
+    for short in [0.4, 2.0, 3.0] {
+        assert!(gif_seek_past_end(Some(short)), "{short}");
+    }
+    // MediaCMS's argv stays wherever it can work, and when the duration is unknown.
+    for other in [Some(3.04), Some(8.0), Some(0.0), None] {
+        assert!(!gif_seek_past_end(other), "{other:?}");
+    }
+    assert!(ffmpeg_reported_empty(
+        "Output file is empty, nothing was encoded (check -ss / -t / -frames parameters if used)"
+    ));
+    assert!(!ffmpeg_reported_empty("video:37kB audio:0kB"));
 }
 
 #[test]
@@ -75,6 +97,7 @@ fn rendition(path: &str, w: u32, h: u32, peak: u64, avg: u64) -> HlsInput {
         average_bandwidth: avg,
         video_codec: H264_MAIN_L42_CODEC.into(),
         has_audio: true,
+        iframes: None,
     }
 }
 
@@ -117,4 +140,37 @@ fn only_the_three_real_ffmpeg_errors_are_final() {
     assert!(!ffmpeg_error_is_final(
         "Error while opening encoder for output stream #0:0"
     ));
+}
+
+/// Regression (issue 15): `hls_info` had no `<res>_iframe` keys (Bento4 writes I-frame playlists).
+#[test]
+fn hls_info_had_no_iframe_playlists() {
+    let entries = [
+        IframeEntry {
+            segment: "segment-0.ts".into(),
+            offset: 564,
+            length: 20304,
+            duration: 4.0,
+        },
+        IframeEntry {
+            segment: "segment-1.ts".into(),
+            offset: 376,
+            length: 18236,
+            duration: 3.5,
+        },
+    ];
+    assert_eq!(
+        iframe_playlist(&entries),
+        "#EXTM3U\n#EXT-X-VERSION:4\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-I-FRAMES-ONLY\n\
+         #EXT-X-TARGETDURATION:4\n#EXT-X-MEDIA-SEQUENCE:0\n\
+         #EXTINF:4.000000,\n#EXT-X-BYTERANGE:20304@564\nsegment-0.ts\n\
+         #EXTINF:3.500000,\n#EXT-X-BYTERANGE:18236@376\nsegment-1.ts\n#EXT-X-ENDLIST\n"
+    );
+    assert_eq!(iframe_rates(&entries), (41683, 41110));
+    let mut input = rendition("/m/e/23/a.mp4", 256, 144, 250000, 200000);
+    input.iframes = Some(iframe_rates(&entries));
+    let master = master_playlist(&[input]);
+    assert!(master.ends_with(
+        "media-1/stream.m3u8\n#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=41683,AVERAGE-BANDWIDTH=41110,CODECS=\"avc1.4d402a\",RESOLUTION=256x144,URI=\"media-1/iframes.m3u8\"\n"
+    ), "{master}");
 }

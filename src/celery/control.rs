@@ -237,12 +237,18 @@ fn queue_json(name: &str) -> Value {
 }
 
 /// `stats` payload; `broker` and `rusage` come from the adapter (they need I/O).
+/// Celery reports uptime in whole seconds.
+#[allow(clippy::cast_possible_truncation)] // float→int `as` saturates (NaN → 0): whole seconds wanted
+fn whole_seconds(secs: f64) -> u64 {
+    secs.max(0.0) as u64
+}
+
 pub fn stats_json(s: &WorkerSnapshot, clock: u64, broker: Value, rusage: Value) -> Value {
     json!({
         "total": s.total,
         "pid": s.pid,
         "clock": clock.to_string(),
-        "uptime": s.uptime_secs as u64,
+        "uptime": whole_seconds(s.uptime_secs),
         "pool": {
             "implementation": "mediacms_worker:tokio",
             "max-concurrency": s.concurrency,

@@ -161,6 +161,8 @@ pub fn v2_headers(task: &OutgoingTask) -> Map<String, Value> {
 fn limit_value(limit: Option<f64>) -> Value {
     match limit {
         None => Value::Null,
+        // Exact: the guard admits only whole numbers well inside i64.
+        #[allow(clippy::cast_possible_truncation)]
         Some(s) if s.fract() == 0.0 && s.abs() < 1e15 => json!(s as i64),
         Some(s) => json!(s),
     }

@@ -167,7 +167,7 @@ impl Capabilities {
             ffmpeg_version,
             hwaccel,
             backends,
-            probe_ms: started.elapsed().as_millis() as u64,
+            probe_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         }
     }
 }

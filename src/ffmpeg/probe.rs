@@ -342,7 +342,10 @@ unsafe fn rotation(st: &ffi::AVStream) -> i32 {
     if ccw.is_nan() {
         return 0;
     }
-    (-ccw.round() as i32).rem_euclid(360)
+    // av_display_rotation_get answers degrees in [-180, 180]: the cast is exact after round().
+    #[allow(clippy::cast_possible_truncation)]
+    let cw = -ccw.round() as i32;
+    cw.rem_euclid(360)
 }
 
 #[cfg(test)]

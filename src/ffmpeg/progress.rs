@@ -99,7 +99,9 @@ pub fn percent(out_time: Duration, duration_secs: f64) -> u8 {
         return 0;
     }
     let p = out_time.as_secs_f64() * 100.0 / duration_secs;
-    p.clamp(0.0, 100.0) as u8
+    #[allow(clippy::cast_possible_truncation)] // clamped to 0..=100 first; truncation wanted
+    let pct = p.clamp(0.0, 100.0) as u8;
+    pct
 }
 
 /// Decides when a progress reading is worth a database write: the first reading, the last one,

@@ -102,7 +102,9 @@ pub fn sprite_frame_count(duration_secs: f64, n: u32) -> u32 {
     if duration_secs.is_nan() || duration_secs <= 0.0 || n == 0 {
         return 0;
     }
-    (duration_secs / f64::from(n)).round() as u32
+    #[allow(clippy::cast_possible_truncation)] // positive; a frame count past u32 saturates
+    let frames = (duration_secs / f64::from(n)).round() as u32;
+    frames
 }
 
 /// MediaCMS's chunk concatenation (stream copy; the `-pix_fmt` is a no-op it keeps).

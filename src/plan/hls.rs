@@ -51,7 +51,7 @@ pub struct IframeEntry {
 pub fn iframe_playlist(entries: &[IframeEntry]) -> String {
     let target = entries
         .iter()
-        .map(|e| e.duration.ceil() as u64)
+        .map(|e| ceil_u64(e.duration))
         .max()
         .unwrap_or(0)
         .max(1);
@@ -83,7 +83,7 @@ pub fn iframe_rates(entries: &[IframeEntry]) -> (u64, u64) {
     } else {
         0.0
     };
-    (peak.ceil() as u64, avg.ceil() as u64)
+    (ceil_u64(peak), ceil_u64(avg))
 }
 
 fn variant_dir(out_dir: &str, n: usize) -> String {
@@ -171,6 +171,12 @@ fn annexb_sps_triple(bytes: &[u8]) -> Option<[u8; 3]> {
         .position(|w| w[..3] == [0, 0, 1] && w[3] & 0x1f == 7)?;
     let sps = bytes.get(start + 4..start + 7)?;
     Some([sps[0], sps[1], sps[2]])
+}
+
+/// Seconds or bits per second rounded up, as playlists state them (`as` saturates; NaN → 0).
+#[allow(clippy::cast_possible_truncation)]
+pub(crate) fn ceil_u64(x: f64) -> u64 {
+    x.ceil().max(0.0) as u64
 }
 
 #[cfg(test)]

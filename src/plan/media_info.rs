@@ -97,7 +97,10 @@ fn text_of(v: &Value) -> Option<String> {
 }
 
 fn int_of(v: &Value) -> Option<i64> {
-    v.as_i64().or_else(|| v.as_f64().map(|f| f as i64))
+    // Python's int(float) truncates toward zero, as `as` does (saturating at the bounds).
+    #[allow(clippy::cast_possible_truncation)]
+    let int = |f: f64| f as i64;
+    v.as_i64().or_else(|| v.as_f64().map(int))
 }
 
 /// Python `bool(x)` for JSON values.
@@ -122,7 +125,7 @@ fn rotation_of(stream: &Value) -> i32 {
         .get("side_data_list")
         .and_then(Value::as_array)
         .and_then(|list| list.iter().find_map(|e| e.get("rotation").and_then(int_of)))
-        .map(|r| r as i32);
+        .and_then(|r| i32::try_from(r).ok());
     tag.or(side).unwrap_or(0)
 }
 

@@ -8,8 +8,10 @@ pub fn pickle_str_list(items: &[String]) -> Vec<u8> {
     if !items.is_empty() {
         out.push(b'(');
         for item in items {
+            // BINUNICODE carries a 4-byte length; media tokens are a few bytes long.
+            let len = u32::try_from(item.len()).expect("a str pickled as BINUNICODE is < 4 GiB");
             out.push(b'X');
-            out.extend_from_slice(&(item.len() as u32).to_le_bytes());
+            out.extend_from_slice(&len.to_le_bytes());
             out.extend_from_slice(item.as_bytes());
         }
         out.push(b'e');

@@ -147,14 +147,15 @@ fn count_frames(dir: &Path) -> u32 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
-    entries
+    let n = entries
         .filter_map(Result::ok)
         .filter(|e| {
             let name = e.file_name();
             let name = name.to_string_lossy();
             name.starts_with("img") && name.ends_with(".jpg")
         })
-        .count() as u32
+        .count();
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// The single-cell fallback: the first frame, scaled like the others.

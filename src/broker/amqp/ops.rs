@@ -89,12 +89,12 @@ impl AmqpBroker {
         self.adjust_eta_qos(generation, -1).await;
     }
 
-    async fn adjust_eta_qos(&self, generation: u64, by: i32) {
+    async fn adjust_eta_qos(&self, generation: u64, by: i16) {
         let mut guard = self.inner.session.lock().await;
         let Some(s) = guard.as_mut().filter(|s| s.generation == generation) else {
             return; // a new connection starts from the base prefetch
         };
-        s.eta_held = s.eta_held.saturating_add_signed(by as i16);
+        s.eta_held = s.eta_held.saturating_add_signed(by);
         if let Err(e) = s.apply_qos().await {
             tracing::warn!(error = %e, "basic.qos for an ETA hold failed");
         }

@@ -108,7 +108,8 @@ async fn assign_thumbnails<C: GenericClient>(c: &C, family: Family) -> Result<us
         };
         used.push(m.get(0));
         let url = thumbnail_url(m.get(1), m.get(2), m.get(3));
-        changed += c.execute(family.update_sql(), &[&owner_id, &url]).await? as usize;
+        let rows = c.execute(family.update_sql(), &[&owner_id, &url]).await?;
+        changed += usize::try_from(rows).unwrap_or(usize::MAX);
     }
     Ok(changed)
 }

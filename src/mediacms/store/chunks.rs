@@ -227,7 +227,7 @@ pub(crate) fn span_seconds(rows: &[Encoding]) -> i32 {
     let first = rows.iter().map(|r| r.add_date).min();
     let last = rows.iter().map(|r| r.update_date).max();
     match (first, last) {
-        (Some(a), Some(b)) => (b - a).num_seconds().clamp(0, i32::MAX as i64) as i32,
+        (Some(a), Some(b)) => i32::try_from((b - a).num_seconds().max(0)).unwrap_or(i32::MAX),
         _ => 0,
     }
 }

@@ -59,7 +59,7 @@ impl Store {
                AND NOT EXISTS (SELECT 1 FROM files_encoding o WHERE o.media_id = e.media_id \
                     AND o.profile_id = e.profile_id AND o.id <> e.id) \
              RETURNING e.*";
-        let prefix_len = LADDER_NOTE_PREFIX.chars().count() as i32;
+        let prefix_len = prefix_chars();
         let params: [&(dyn ToSql + Sync); 8] = [
             &claim.media_id,
             &claim.own_encoding_id,
@@ -84,7 +84,7 @@ impl Store {
         let sql = "SELECT status, (NOT chunk AND task_id <> '' AND task_id <> $2 \
              AND status IN ('running', 'success', 'fail') AND left(logs, $4) = $3) \
              FROM files_encoding WHERE id = $1";
-        let prefix_len = LADDER_NOTE_PREFIX.chars().count() as i32;
+        let prefix_len = prefix_chars();
         let stmt = c.prepare_cached(sql).await?;
         let params: [&(dyn ToSql + Sync); 4] =
             [&encoding_id, &task_id, &LADDER_NOTE_PREFIX, &prefix_len];
@@ -103,4 +103,9 @@ impl Store {
         let sql = "SELECT 1 FROM files_encoding WHERE id = $1 AND task_id = $2";
         Ok(c.query_opt(sql, &[&encoding_id, &task_id]).await?.is_some())
     }
+}
+
+/// Length of `LADDER_NOTE_PREFIX` in characters, as SQL's `left(text, n)` counts them.
+fn prefix_chars() -> i32 {
+    i32::try_from(LADDER_NOTE_PREFIX.chars().count()).unwrap_or(i32::MAX)
 }

@@ -57,8 +57,8 @@ pub(super) fn variant_rates(variant: &Path) -> Result<Rates, String> {
         return Err(format!("{} lists no segment", playlist.display()));
     }
     Ok(Rates {
-        peak: peak.ceil() as u64,
-        average: (bytes as f64 * 8.0 / secs).ceil() as u64,
+        peak: crate::plan::hls::ceil_u64(peak),
+        average: crate::plan::hls::ceil_u64(bytes as f64 * 8.0 / secs),
     })
 }
 

@@ -55,7 +55,7 @@ impl EncodeMedia {
         began: Instant,
         follow_ups: &mut Vec<FollowUp>,
     ) -> Result<Outcome, SignalError> {
-        let run_secs = began.elapsed().as_secs().min(i32::MAX as u64) as i32;
+        let run_secs = i32::try_from(began.elapsed().as_secs()).unwrap_or(i32::MAX);
         let signals = &self.env.signals;
         let completion = signals
             .encoding_succeeded(&s.media, &s.profile, &s.encoding, output, logs, run_secs)

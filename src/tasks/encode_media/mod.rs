@@ -387,7 +387,6 @@ impl EncodeMedia {
     }
 }
 
-/// A GIF by its magic bytes (`GIF87a`/`GIF89a`), what Python's `filetype.is_image` sees.
 /// `tmpXXXXXXXX`, the shape of Python's NamedTemporaryFile names (they end up in gif names).
 pub(crate) fn tmp_name() -> String {
     use rand::distr::{Alphanumeric, SampleString};

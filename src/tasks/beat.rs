@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::env::TaskEnv;
 use super::pickle::{django_cache_key, pickle_str_list};
-use super::{infra_outcome, JobContext, Outcome, TaskError, TaskHandler};
+use super::{infra_outcome, JobContext, Outcome, TaskHandler};
 use crate::celery::args::{bind, LongTask};
 use crate::celery::message::TaskMessage;
 use crate::mediacms::Disposition;
@@ -31,8 +31,8 @@ impl TaskHandler for BeatTasks {
         match bind(task) {
             Ok(LongTask::GetListOfPopularMedia) => self.popular_media(task, &ctx).await,
             Ok(LongTask::UpdateListingsThumbnails) => self.listings_thumbnails(task, &ctx).await,
-            Ok(other) => bad_args(format!("not a beat task: {other:?}")),
-            Err(e) => bad_args(e.to_string()),
+            Ok(other) => Outcome::bad_args(format!("not a beat task: {other:?}")),
+            Err(e) => Outcome::bad_args(e.to_string()),
         }
     }
 }
@@ -77,8 +77,4 @@ impl BeatTasks {
             Err(e) => infra_outcome(task, ctx, &e.to_string(), e.disposition()).await,
         }
     }
-}
-
-fn bad_args(message: String) -> Outcome {
-    Outcome::Failure(TaskError::new("TypeError", "builtins", message))
 }

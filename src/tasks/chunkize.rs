@@ -15,7 +15,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use serde_json::{json, Map, Value};
 
 use super::env::TaskEnv;
-use super::{infra_outcome, JobContext, Outcome, Registry, TaskError, TaskHandler};
+use super::{infra_outcome, JobContext, Outcome, Registry, TaskHandler};
 use crate::celery::args::{bind, LongTask};
 use crate::celery::message::{py_json, OutgoingTask, TaskMessage};
 use crate::ffmpeg::probe;
@@ -64,8 +64,8 @@ impl TaskHandler for ChunkizeMedia {
                 profiles,
                 force,
             },
-            Ok(other) => return bad_args(format!("not a chunkize_media task: {other:?}")),
-            Err(e) => return bad_args(e.to_string()),
+            Ok(other) => return Outcome::bad_args(format!("not a chunkize_media task: {other:?}")),
+            Err(e) => return Outcome::bad_args(e.to_string()),
         };
         match self.chunkize(&job, &ctx).await {
             Ok(outcome) => outcome,
@@ -274,10 +274,6 @@ async fn md5_of(path: &Path) -> Result<String, LayoutError> {
         .await
         .map_err(|e| LayoutError::io("md5", path, std::io::Error::other(e)))?
         .map_err(|e| LayoutError::io("md5", path, e))
-}
-
-fn bad_args(message: String) -> Outcome {
-    Outcome::Failure(TaskError::new("TypeError", "builtins", message))
 }
 
 #[cfg(test)]

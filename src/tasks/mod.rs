@@ -61,6 +61,14 @@ pub enum Outcome {
     Aborted,
 }
 
+impl Outcome {
+    /// Arguments that do not fit the task's signature: Python raises `TypeError` before the
+    /// task body runs, so the result is that FAILURE and nothing else happens.
+    pub fn bad_args(message: String) -> Self {
+        Outcome::Failure(TaskError::new("TypeError", "builtins", message))
+    }
+}
+
 /// Per-job handles given to a handler.
 #[derive(Clone, Debug)]
 pub struct JobContext {

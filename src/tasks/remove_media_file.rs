@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::env::TaskEnv;
-use super::{infra_outcome, JobContext, Outcome, TaskError, TaskHandler};
+use super::{infra_outcome, JobContext, Outcome, TaskHandler};
 use crate::celery::args::{bind, LongTask};
 use crate::celery::message::TaskMessage;
 use crate::mediacms::layout::{self, LayoutError};
@@ -26,8 +26,10 @@ impl TaskHandler for RemoveMediaFile {
     async fn run(&self, task: &TaskMessage, ctx: JobContext) -> Outcome {
         let media_file = match bind(task) {
             Ok(LongTask::RemoveMediaFile { media_file }) => media_file,
-            Ok(other) => return bad_args(format!("not a remove_media_file task: {other:?}")),
-            Err(e) => return bad_args(e.to_string()),
+            Ok(other) => {
+                return Outcome::bad_args(format!("not a remove_media_file task: {other:?}"))
+            }
+            Err(e) => return Outcome::bad_args(e.to_string()),
         };
         // MediaCMS: no path (or an empty one) is nothing to do, and still `True`.
         let Some(path) = media_file.filter(|p| !p.is_empty()) else {
@@ -51,8 +53,4 @@ impl TaskHandler for RemoveMediaFile {
             }
         }
     }
-}
-
-fn bad_args(message: String) -> Outcome {
-    Outcome::Failure(TaskError::new("TypeError", "builtins", message))
 }

@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::env::TaskEnv;
-use super::{infra_outcome, JobContext, Outcome, TaskError, TaskHandler};
+use super::{infra_outcome, JobContext, Outcome, TaskHandler};
 use crate::celery::args::{bind, LongTask};
 use crate::celery::message::TaskMessage;
 use crate::ffmpeg::run::RunError;
@@ -57,8 +57,8 @@ impl TaskHandler for ProduceSprites {
     async fn run(&self, task: &TaskMessage, ctx: JobContext) -> Outcome {
         let friendly_token = match bind(task) {
             Ok(LongTask::ProduceSpriteFromVideo { friendly_token }) => friendly_token,
-            Ok(other) => return bad_args(format!("not a sprites task: {other:?}")),
-            Err(e) => return bad_args(e.to_string()),
+            Ok(other) => return Outcome::bad_args(format!("not a sprites task: {other:?}")),
+            Err(e) => return Outcome::bad_args(e.to_string()),
         };
         match self.produce(&friendly_token, &ctx).await {
             Ok(outcome) => outcome,
@@ -175,10 +175,6 @@ fn tile_argv(pattern: &str, count: u32, output: &str) -> Vec<String> {
     a.extend(["-i", pattern, "-vf", &tile].map(String::from));
     a.extend(["-frames:v", "1", "-q:v", "2", "-update", "1", output].map(String::from));
     a
-}
-
-fn bad_args(message: String) -> Outcome {
-    Outcome::Failure(TaskError::new("TypeError", "builtins", message))
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use serde_json::{json, Map};
 
 use super::env::TaskEnv;
-use super::{infra_outcome, JobContext, Outcome, TaskError, TaskHandler};
+use super::{infra_outcome, JobContext, Outcome, TaskHandler};
 use crate::celery::args::{bind, LongTask};
 use crate::celery::message::{OutgoingTask, TaskMessage};
 use crate::ffmpeg::run::{self, RunError};
@@ -65,8 +65,10 @@ impl TaskHandler for WhisperTranscribe {
                 friendly_token,
                 translate_to_english,
             }) => (friendly_token, translate_to_english),
-            Ok(other) => return bad_args(format!("not a whisper_transcribe task: {other:?}")),
-            Err(e) => return bad_args(e.to_string()),
+            Ok(other) => {
+                return Outcome::bad_args(format!("not a whisper_transcribe task: {other:?}"))
+            }
+            Err(e) => return Outcome::bad_args(e.to_string()),
         };
         match self.transcribe(&friendly_token, translate, &ctx).await {
             Ok(outcome) => outcome,
@@ -248,8 +250,4 @@ fn file_stem(path: &Path) -> String {
     path.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-fn bad_args(message: String) -> Outcome {
-    Outcome::Failure(TaskError::new("TypeError", "builtins", message))
 }

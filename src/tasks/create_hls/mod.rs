@@ -30,7 +30,7 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::env::TaskEnv;
-use super::{infra_outcome, JobContext, Outcome, TaskError, TaskHandler};
+use super::{infra_outcome, JobContext, Outcome, TaskHandler};
 use crate::celery::args::{bind, LongTask};
 use crate::celery::message::TaskMessage;
 use crate::ffmpeg::probe;
@@ -98,8 +98,8 @@ impl TaskHandler for CreateHls {
     async fn run(&self, task: &TaskMessage, ctx: JobContext) -> Outcome {
         let friendly_token = match bind(task) {
             Ok(LongTask::CreateHls { friendly_token }) => friendly_token,
-            Ok(other) => return bad_args(format!("not a create_hls task: {other:?}")),
-            Err(e) => return bad_args(e.to_string()),
+            Ok(other) => return Outcome::bad_args(format!("not a create_hls task: {other:?}")),
+            Err(e) => return Outcome::bad_args(e.to_string()),
         };
         match self.wait_for_last(&friendly_token, &ctx).await {
             Some(true) => {}
@@ -336,10 +336,6 @@ impl Packaged {
             iframes: None,
         }
     }
-}
-
-fn bad_args(message: String) -> Outcome {
-    Outcome::Failure(TaskError::new("TypeError", "builtins", message))
 }
 
 mod tree;

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use self::fallback::fallback_note;
 use super::env::TaskEnv;
-use super::{infra_outcome, JobContext, Outcome, TaskError, TaskHandler};
+use super::{infra_outcome, JobContext, Outcome, TaskHandler};
 use crate::celery::args::{bind, LongTask};
 use crate::celery::message::TaskMessage;
 use crate::ffmpeg::backend::{backend_name, classify_hw_failure};
@@ -76,8 +76,8 @@ impl TaskHandler for EncodeMedia {
                 profile_id: profile_id as i32,
                 friendly_token,
             },
-            Ok(other) => return bad_args(format!("not an encode_media task: {other:?}")),
-            Err(e) => return bad_args(e.to_string()),
+            Ok(other) => return Outcome::bad_args(format!("not an encode_media task: {other:?}")),
+            Err(e) => return Outcome::bad_args(e.to_string()),
         };
         match self.encode(&job, &ctx).await {
             Ok(outcome) => outcome,
@@ -124,10 +124,6 @@ impl EncodeMedia {
             EncodingPeek::Free => Ok(None),
         }
     }
-}
-
-fn bad_args(message: String) -> Outcome {
-    Outcome::Failure(TaskError::new("TypeError", "builtins", message))
 }
 
 impl EncodeMedia {

@@ -1,0 +1,21 @@
+#!/bin/sh
+#! Test-only Postgres entrypoint: on first start, initdb and create POSTGRES_USER (with
+#! POSTGRES_PASSWORD) owning POSTGRES_DB; then run the server as `postgres` in the foreground.
+set -eu
+: "${POSTGRES_USER:=postgres}" "${POSTGRES_PASSWORD:=postgres}" "${POSTGRES_DB:=$POSTGRES_USER}"
+as_pg() { setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
+mkdir -p "$PGDATA" /run/postgresql
+chown postgres:postgres "$PGDATA" /run/postgresql
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+  as_pg initdb -D "$PGDATA" -U postgres -A trust >/dev/null
+  # Test network only: password auth from other containers, trust on the socket.
+  echo "host all all 0.0.0.0/0 md5" >>"$PGDATA/pg_hba.conf"
+  as_pg pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
+  as_pg psql -v ON_ERROR_STOP=1 -q -U postgres -d postgres <<SQL
+CREATE ROLE "$POSTGRES_USER" LOGIN SUPERUSER PASSWORD '$POSTGRES_PASSWORD';
+SQL
+  [ "$POSTGRES_DB" = postgres ] || as_pg createdb -U postgres -O "$POSTGRES_USER" "$POSTGRES_DB"
+  as_pg pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
+fi
+exec setpriv --reuid=postgres --regid=postgres --init-groups \
+  postgres -D "$PGDATA" -c listen_addresses='*'

@@ -16,7 +16,8 @@ case_image() {
   uid=$("$DOCKER" run --rm --entrypoint id "$IMAGE" -u)
   [ "$user" = 33:33 ] && [ "$uid" = 33 ] || die "image user '$user', id -u '$uid'"
   # probe as PID 1 (exec-form entrypoint, no --init): its test encodes spawn ffmpeg.
-  probe=$("$DOCKER" run --rm "$IMAGE" probe --hwaccel software | head -1)
+  probe=$("$DOCKER" run --rm "$IMAGE" probe --hwaccel software)
+  probe=${probe%%$'\n'*}
   grep -q 'ffmpeg version' <<<"$probe" && ! grep -q unusable <<<"$probe" || die "probe: $probe"
   # The image's own HEALTHCHECK command, polled every 2 s instead of 30 s.
   ctr=$SUITE-health
@@ -79,7 +80,7 @@ start_mid_encode() {
 }
 
 encoding_running() {
-  [ "$(enc5_status "$MID_DB")" = running ] && "$DOCKER" top "$1" -o pid,args | grep -q 'ffmpeg.*libx264'
+  [ "$(enc5_status "$MID_DB")" = running ] && grep -q 'ffmpeg.*libx264' <<<"$("$DOCKER" top "$1" -o pid,args)"
 }
 
 redis_n() { "$DOCKER" exec "$SUITE-redis" redis-cli -n "$1" "${@:2}"; }
@@ -109,7 +110,7 @@ case_stop() {
 }
 
 case_kill() {
-  local a=$SUITE-kill-a b=$SUITE-kill-b t0 files
+  local a=$SUITE-kill-a b=$SUITE-kill-b t0 files blog
   start_mid_encode kill 4 "$a" -e WORKER_LEASE_SECS=10
   "$DOCKER" kill "$a" >/dev/null
   t0=$SECONDS
@@ -121,7 +122,9 @@ case_kill() {
   wait_for 60 queue_idle 4 || die "queue/unacked not empty after re-run"
   files=$(find "$MID_MEDIA/encoded" -type f | wc -l)
   [ "$files" = 1 ] || die "$files files under encoded/: $(find "$MID_MEDIA/encoded" -type f)"
-  "$DOCKER" logs "$b" 2>&1 | grep -q 'Task encode_media\[' || die "replica B did not run the task"
+  # Captured first: under pipefail, `grep -q` closing the pipe early would fail the pipeline.
+  blog=$("$DOCKER" logs "$b" 2>&1)
+  grep -q 'Task encode_media\[.*received' <<<"$blog" || die "replica B did not run the task: $blog"
   "$DOCKER" rm -fv "$a" "$b" >/dev/null
   echo "SIGKILL: replica B re-ran it $((SECONDS - t0)) s later; Encoding success, 1 file, queue and unacked empty"
 }

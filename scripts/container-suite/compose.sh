@@ -34,7 +34,7 @@ print(f"celery_long: {svc['image']}, {len(mounts)} MediaCMS volumes, command {' 
 PY
 }
 
-stack_ctr() { stack ps -q "$1" | head -1; }
+stack_ctr() { local ids; ids=$(stack ps -q "$1"); echo "${ids%%$'\n'*}"; }
 replicas() { stack ps -q celery_long; }
 
 # Three uploads: media 1 of the reference upload plus two copies (uploads.py), 21 messages.

@@ -22,7 +22,8 @@ lint:
 
 # Every test binary except the fault suite's, which runs through its own script so it can print
 # `fault suite: N cases, N survived, N lost`; then the differential suite against the real
-# MediaCMS (`mediacms suite: N media, N identical, N allowed differences, 0 unexplained`).
+# MediaCMS (`mediacms suite: N media, N identical, N allowed differences, 0 unexplained`); then the
+# container suite (Docker engine, image built from a clean checkout): `container suite: N cases, N passed`.
 TESTS := $(patsubst tests/%.rs,--test %,$(filter-out tests/fault_%,$(wildcard tests/*.rs)))
 
 test: setup lint
@@ -30,3 +31,4 @@ test: setup lint
 	cargo test --lib --bins $(TESTS) -- --test-threads=2
 	./scripts/fault-suite.sh
 	./scripts/mediacms-suite.sh
+	./scripts/container-suite.sh

@@ -33,6 +33,9 @@ gpu_example=(REDIS_LOCATION=redis://192.0.2.10:6379/1 POSTGRES_HOST=192.0.2.10
 echo "validate-docker: compose (MediaCMS 7.3 stand-in + override)"
 compose docker-compose -f docker/mediacms-7.3-standin.yaml -f docker/docker-compose.mediacms.yaml config -q
 
+echo "validate-docker: compose (MediaCMS 7.3's real file, docker/mediacms-7.3/, + override)"
+compose docker-compose -f docker/mediacms-7.3/docker-compose.yaml -f docker/docker-compose.mediacms.yaml config -q
+
 echo "validate-docker: compose (standalone GPU node)"
 compose "${gpu_example[@]}" docker-compose -f docker/docker-compose.gpu-node.yaml config -q
 # Without its required settings it must refuse to start rather than dial a default host.

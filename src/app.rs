@@ -62,7 +62,7 @@ fn refuse_root(config: &Config) -> Result<(), ConfigError> {
     if euid == 0 && !config.allow_root {
         return Err(ConfigError {
             field: "allow_root",
-            reason: "refusing to run as root (run as www-data, or pass --allow-root true)".into(),
+            reason: "refusing to run as root (run as www-data, or pass --allow-root)".into(),
         });
     }
     Ok(())

@@ -132,8 +132,9 @@ pub struct RawConfig {
     /// Also run `chunkize_media` (a short_tasks task): consume `short_tasks` too (`-Q`) to use it.
     #[arg(long, env = "WORKER_CHUNKIZE")]
     pub chunkize: Option<bool>,
-    /// Run as root even though the worker refuses to by default.
-    #[arg(long, env = "WORKER_ALLOW_ROOT")]
+    /// Run as root even though the worker refuses to by default. A plain flag (`--allow-root`);
+    /// `--allow-root true|false` and WORKER_ALLOW_ROOT=true|false are accepted too.
+    #[arg(long, env = "WORKER_ALLOW_ROOT", num_args = 0..=1, default_missing_value = "true")]
     pub allow_root: Option<bool>,
     /// Decode-once ladder: one `encode_media` claims the media's other pending video
     /// Encodings and encodes them all from one decode.
@@ -626,5 +627,26 @@ mod tests {
         );
         assert_eq!(redact_url("redis://cache:6379/1"), "redis://cache:6379/1");
         assert_eq!(redact_url("redis://:pw@c/0"), "redis://:<redacted>@c/0");
+    }
+
+    /// Regression: `--allow-root` alone was rejected (only `--allow-root true` parsed), although
+    /// the README documents it as a flag.
+    #[test]
+    fn allow_root_is_a_plain_flag() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            raw: RawConfig,
+        }
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map(|c| c.raw.allow_root);
+        assert_eq!(parse(&["w", "--allow-root"]).unwrap(), Some(true));
+        assert_eq!(
+            parse(&["w", "--allow-root", "-Q", "q"]).unwrap(),
+            Some(true)
+        );
+        assert_eq!(parse(&["w", "--allow-root", "true"]).unwrap(), Some(true));
+        assert_eq!(parse(&["w", "--allow-root", "false"]).unwrap(), Some(false));
+        assert_eq!(parse(&["w"]).unwrap(), None);
     }
 }

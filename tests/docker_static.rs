@@ -135,22 +135,13 @@ fn cpu_dockerfile_matches_config_defaults() {
     assert!(env.contains(&("MEDIA_ROOT".into(), defaults::MEDIA_ROOT.into())));
     assert_eq!(last(&ins, "VOLUME"), media_mount());
     assert_eq!(last(&ins, "STOPSIGNAL"), "SIGTERM");
+    // The libav* the binary links (libavcodec59, libavformat59, libavutil57) are dependencies
+    // of Debian's `ffmpeg` package, so naming `ffmpeg` installs all of FFmpeg 5.1.
     let runtime_install = all(&ins, "RUN")
         .into_iter()
-        .find(|r| r.contains("libavcodec59"))
+        .find(|r| r.contains("apt-get install") && r.contains(" ffmpeg"))
         .expect("runtime apt-get install");
-    for pkg in [
-        "ffmpeg",
-        "ca-certificates",
-        "libavcodec59",
-        "libavformat59",
-        "libavutil57",
-        "libavfilter8",
-        "libavdevice59",
-        "libswscale6",
-        "libswresample4",
-        "--no-install-recommends",
-    ] {
+    for pkg in ["ffmpeg", "ca-certificates", "--no-install-recommends"] {
         let words: Vec<&str> = runtime_install.split_whitespace().collect();
         assert!(words.contains(&pkg), "runtime lacks {pkg}");
     }

@@ -307,3 +307,39 @@ async fn run_program_captures_stdout_and_bounds_stderr() {
     assert_eq!(ok.stdout.trim(), cwd.to_string_lossy());
     assert_eq!(ok.stderr_tail, "note\n");
 }
+
+#[tokio::test]
+async fn spawn_failure_says_why_in_the_encoding_log() {
+    // An encode whose ffmpeg cannot start stores `stderr_tail()` in Encoding.logs: it must not
+    // be empty, or the admin sees a failed Encoding with no reason.
+    let spec = RunSpec::ffmpeg("/nonexistent/ffmpeg", argv(&["ffmpeg", "-version"]));
+    let err = run(spec, &CancellationToken::new(), |_| {})
+        .await
+        .unwrap_err();
+    let log = err.stderr_tail();
+    assert!(
+        log.contains("could not start /nonexistent/ffmpeg") && log.contains("No such file"),
+        "{log}"
+    );
+}
+
+/// Regression: the spawner's pre-exec guard compared the child's parent pid with 1, which is
+/// always true when the worker itself is PID 1 (a container's exec-form entrypoint), so every
+/// ffmpeg failed with EINVAL. The worker runs here as PID 1 of a new pid namespace.
+#[test]
+fn spawn_works_when_the_worker_is_pid_1() {
+    let out = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc"])
+        .arg(env!("CARGO_BIN_EXE_mediacms-worker"))
+        .args(["probe", "--hwaccel", "software"])
+        .output()
+        .expect("unshare(1) runs (util-linux; needs root or CAP_SYS_ADMIN)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let ffmpeg_line = stdout.lines().next().unwrap_or_default();
+    assert!(
+        ffmpeg_line.contains("ffmpeg version") && !ffmpeg_line.contains("unusable"),
+        "{stdout}"
+    );
+}

@@ -98,6 +98,8 @@ pub enum RunError {
         argv: Vec<String>,
         #[source]
         source: std::io::Error,
+        /// What `Encoding.logs` gets: why the program could not start (there is no stderr).
+        log: String,
     },
     #[error("`{}` failed ({status}): {stderr_tail}", Argv(argv))]
     Failed {
@@ -114,6 +116,12 @@ pub enum RunError {
 }
 
 impl RunError {
+    fn spawn(argv: Vec<String>, source: std::io::Error) -> Self {
+        let program = argv.first().map_or("", String::as_str);
+        let log = format!("could not start {program}: {source}");
+        Self::Spawn { argv, source, log }
+    }
+
     pub fn argv(&self) -> &[String] {
         match self {
             Self::Spawn { argv, .. } | Self::Failed { argv, .. } | Self::Cancelled { argv, .. } => {
@@ -122,10 +130,10 @@ impl RunError {
         }
     }
 
-    /// The stderr tail to store in `Encoding.logs` (empty for spawn failures).
+    /// The text to store in `Encoding.logs`: the stderr tail, or why the program did not start.
     pub fn stderr_tail(&self) -> &str {
         match self {
-            Self::Spawn { .. } => "",
+            Self::Spawn { log, .. } => log,
             Self::Failed { stderr_tail, .. } | Self::Cancelled { stderr_tail, .. } => stderr_tail,
         }
     }
@@ -199,6 +207,12 @@ pub async fn run_program(
     child.run(cancel, |_| {}).await
 }
 
+/// Whether a child forked by `parent` has lost it: its parent pid is no longer the worker's.
+/// True only when the worker really died, also when the worker is PID 1 (its children see 1).
+fn parent_died(parent: u32, ppid_now: libc::pid_t) -> bool {
+    u32::try_from(ppid_now).ok() != Some(parent)
+}
+
 struct Child {
     argv: Vec<String>,
     nice: i32,
@@ -222,6 +236,9 @@ impl Child {
             cmd.current_dir(dir);
         }
         let nice = self.nice;
+        // Recorded before fork: the child compares its parent with it. Comparing with 1 instead
+        // would refuse every spawn of a worker that is PID 1 itself (a container's entrypoint).
+        let parent = std::process::id();
         // SAFETY: only async-signal-safe calls (prctl, getppid, setpriority) run between fork
         // and exec.
         unsafe {
@@ -233,8 +250,9 @@ impl Child {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
                     return Err(std::io::Error::last_os_error());
                 }
-                // The parent may have died before prctl took effect.
-                if libc::getppid() == 1 {
+                // The parent may have died before prctl took effect: then the child was
+                // reparented (to PID 1 or a subreaper) and its parent is no longer the worker.
+                if parent_died(parent, libc::getppid()) {
                     return Err(std::io::Error::other("parent exited before exec"));
                 }
                 if nice != 0 && libc::setpriority(libc::PRIO_PROCESS, 0, nice) == -1 {
@@ -292,10 +310,7 @@ impl Child {
         let argv = || self.argv.clone();
         if self.argv.first().is_none_or(|p| p.is_empty()) {
             let source = std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty argv");
-            return Err(RunError::Spawn {
-                argv: argv(),
-                source,
-            });
+            return Err(RunError::spawn(argv(), source));
         }
         if cancel.is_cancelled() {
             // Nothing to kill: do not start a child that would be killed at once.
@@ -305,10 +320,9 @@ impl Child {
                 stderr_tail: String::new(),
             });
         }
-        self.command().spawn().map_err(|source| RunError::Spawn {
-            argv: argv(),
-            source,
-        })
+        self.command()
+            .spawn()
+            .map_err(|source| RunError::spawn(argv(), source))
     }
 }
 
@@ -343,10 +357,10 @@ impl Finished {
                 status,
                 stderr_tail,
             }),
-            None => Err(RunError::Spawn {
+            None => Err(RunError::spawn(
                 argv,
-                source: std::io::Error::other("waiting for the child failed"),
-            }),
+                std::io::Error::other("waiting for the child failed"),
+            )),
         }
     }
 }
@@ -426,5 +440,15 @@ mod tests {
             Argv(&argv).to_string(),
             r"ffmpeg -vf 'fps=1/10, scale=160:90' 'it'\''s'"
         );
+    }
+
+    #[test]
+    fn parent_died_only_when_the_parent_pid_changed() {
+        // A worker that is PID 1 (container entrypoint): its children see ppid 1, alive.
+        assert!(!parent_died(1, 1));
+        assert!(!parent_died(4242, 4242));
+        // Reparented to init or to a subreaper: the worker is gone.
+        assert!(parent_died(4242, 1));
+        assert!(parent_died(4242, 77));
     }
 }

@@ -92,9 +92,12 @@ run_case "docker stop mid-encode: drained+acked or requeued in grace" case_stop
 run_case "docker kill mid-encode: another replica re-runs it after the lease" case_kill
 run_case "MediaCMS 7.3 compose + override: config" case_compose_config
 run_case "MediaCMS 7.3 stack: --scale celery_long=3, three uploads, each task once" case_compose_scale
+# Each node file gets its own upload (media 90, 91, …) so the cases do not collide.
+node_media=90
 for node in docker/docker-compose.*-node.yaml; do
   run_case "$(basename "$node"): joins the stack, serves tasks, falls back to software" \
-    case_node "$node"
+    case_node "$node" "$node_media"
+  node_media=$((node_media + 1))
 done
 
 echo "container suite: $TOTAL cases, $PASSED passed ($(( $(date +%s) - SUITE_STARTED )) s)"

@@ -126,11 +126,12 @@ PY
 }
 
 case_node() {
-  local file=$1 proj out image svc ctr db redis probe reason ids note
+  local file=$1 media=$2 proj out image svc ctr db redis probe reason ids note
   proj=${SUITE}$(basename "$file" .yaml | tr -cd 'a-z0-9')
   out=$WORK/$(basename "$file")
   node_compose "$file" "$out"
-  image=$(python3 -c 'import sys,yaml; print(next(iter(yaml.safe_load(open(sys.argv[1]))["services"].values()))["image"])' "$out")
+  # The image as compose resolves it (`${WORKER_IMAGE:-default}` → the default here).
+  image=$(python3 -c 'import os,re,sys,yaml; i=next(iter(yaml.safe_load(open(sys.argv[1]))["services"].values()))["image"]; print(re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: os.environ.get(m[1], m[2]), i))' "$out")
   # A node image the suite does not build (e.g. one with VA-API drivers) is stood in for by the
   # CPU image: what is under test here is the compose file's wiring and the software fallback.
   note=""
@@ -151,13 +152,13 @@ case_node() {
   svc=$(python3 -c 'import sys,yaml; print(next(iter(yaml.safe_load(open(sys.argv[1]))["services"])))' "$out")
   ctr=$(nodec ps -q "$svc")
   [ -n "$ctr" ] || die "node did not start"
-  # One more upload for the node: a fourth copy of media 1.
-  python3 scripts/container-suite/uploads.py "$FIXTURES" "$WORK/node-$proj" 90 1 \
+  # One more upload for the node: another copy of media 1, as media $media.
+  python3 scripts/container-suite/uploads.py "$FIXTURES" "$WORK/node-$proj" "$media" 1 \
     >"$WORK/node-$proj.sql" 2>"$WORK/node-$proj.paths"
   "$DOCKER" exec -i "$db" psql -v ON_ERROR_STOP=1 -q -U mediacms -d mediacms <"$WORK/node-$proj.sql" >/dev/null
   volume_put "${SUITE}_media_files" "$(cat "$WORK/node-$proj.paths")"
   publish "$redis" 1 "$WORK/node-$proj"/*.json
-  wait_for 240 node_done "$db" || die "node did not finish: $(nodec logs --tail 20 2>&1)"
+  wait_for 240 node_done "$db" "$media" || die "node did not finish: $(nodec logs --tail 20 2>&1)"
   ids=$(received_ids "$ctr" | wc -l)
   [ "$ids" -ge 7 ] || die "node ran $ids tasks"
   reason=$("$DOCKER" logs "$ctr" 2>&1 | grep -m1 -o 'device *NO: [^(]*' || true)
@@ -170,6 +171,6 @@ case_node() {
 }
 
 node_done() {
-  [ "$(sql "$1" mediacms "SELECT count(*) FROM files_encoding e JOIN files_media m ON m.id = e.media_id WHERE m.id = 90 AND e.status <> 'success'")" = 0 ] \
-    && [ "$(sql "$1" mediacms "SELECT (hls_file <> '' AND sprites <> '')::int FROM files_media WHERE id = 90")" = 1 ]
+  [ "$(sql "$1" mediacms "SELECT count(*) FROM files_encoding e JOIN files_media m ON m.id = e.media_id WHERE m.id = $2 AND e.status <> 'success'")" = 0 ] \
+    && [ "$(sql "$1" mediacms "SELECT (hls_file <> '' AND sprites <> '')::int FROM files_media WHERE id = $2")" = 1 ]
 }

@@ -269,6 +269,7 @@ async fn unknown_task_is_forwarded_when_configured() {
 async fn poison_message_is_dead_lettered() {
     let broker = MemoryBroker::default();
     broker.push(Delivery {
+        lease: String::new(),
         tag: "bad".into(),
         queue: Q.into(),
         raw: b"{not json".to_vec(),
@@ -420,6 +421,42 @@ async fn leases_are_renewed_while_a_job_runs() {
         "our own live delivery was never restored"
     );
     assert_eq!(h.ran(), ["lease"]);
+}
+
+#[tokio::test]
+async fn task_runs_twice_after_a_stall_past_the_lease_job_stops_and_settles_nothing() {
+    let broker = MemoryBroker::new(Duration::from_secs(60));
+    broker.push_task(
+        Q,
+        TaskMessage {
+            eta: Some(Utc::now() + chrono::Duration::seconds(60)),
+            ..task("held", 0)
+        },
+    );
+    broker.push_task(Q, task("stalled", 0));
+    let h = Fake::new(Outcome::Success(json!(true)), 60_000);
+    let run = start(&broker, h.clone(), options(1, 1));
+    eventually("running and held", || {
+        let snap = run.state.snapshot();
+        snap.active.len() == 1 && snap.scheduled.len() == 1
+    })
+    .await;
+    // Another worker restored and took both while this one was stalled.
+    assert!(broker.take_away("stalled") && broker.take_away("held"));
+    eventually("both holdings dropped", || run.state.held() == 0).await;
+    assert_eq!(h.running.load(Ordering::SeqCst), 0, "the job was cancelled");
+    run.drain().await;
+    assert!(
+        broker.acked().is_empty(),
+        "never acks another holder's delivery"
+    );
+    assert!(broker.requeued().is_empty(), "never requeues it either");
+    assert!(broker.results().is_empty() && broker.published().is_empty());
+    assert_eq!(
+        broker.unacked_tags(),
+        ["held", "stalled"],
+        "the new holder's"
+    );
 }
 
 #[path = "worker_pool/pidbox_python.rs"]

@@ -5,9 +5,11 @@
 //! transactions (used by one caller at a time). Each reconnects with capped exponential backoff.
 
 mod conn;
+mod fence;
 mod keys;
 mod restore;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,9 +20,9 @@ use serde_json::json;
 use tokio::sync::{oneshot, Mutex};
 
 use self::conn::Slot;
+use self::fence::{Fenced, HOLDER_TTL_SECS};
 use self::keys::{EnvelopeFacts, Rotation, LEASES, UNACKED, UNACKED_INDEX};
-use self::restore::Move;
-use crate::broker::{Broker, BrokerError, Delivery, DeliveryTag, ResultStore};
+use crate::broker::{Broker, BrokerError, Delivery, DeliveryTag, LeaseId, ResultStore};
 use crate::celery::envelope;
 use crate::celery::message::OutgoingTask;
 use crate::celery::result::{self as result_codec, TaskResult};
@@ -43,6 +45,9 @@ const BRPOP_GRACE: Duration = Duration::from_secs(10);
 const ATTEMPTS: u32 = 3;
 /// How long a popped message is retried into `unacked` before it is handed out unheld.
 const HOLD_RETRY_FOR: Duration = Duration::from_secs(60);
+/// After `claim_finish`, restorers stay away this long (at least): the final writes take well
+/// under a second, so only a worker that died (or stalled this long) mid-finish is restored.
+const FINISH_WINDOW_MIN: Duration = Duration::from_secs(600);
 
 /// Tunables of [`RedisBroker`].
 #[derive(Debug, Clone, PartialEq)]
@@ -78,6 +83,9 @@ struct Inner {
     opts: RedisBrokerOptions,
     /// Our producer id, kombu's `reply_to` (`oid`) on every message we publish.
     reply_to: String,
+    /// Holdings of this process: lease id → (tag, `unacked` value). Never restored by us, and
+    /// re-established from these bytes when Redis lost them.
+    held: std::sync::Mutex<HashMap<LeaseId, (DeliveryTag, String)>>,
 }
 
 impl RedisBroker {
@@ -95,6 +103,7 @@ impl RedisBroker {
             rotation: std::sync::Mutex::new(Rotation::default()),
             opts,
             reply_to: uuid::Uuid::new_v4().to_string(),
+            held: std::sync::Mutex::new(HashMap::new()),
         };
         let broker = RedisBroker {
             inner: Arc::new(inner),
@@ -211,6 +220,9 @@ impl Inner {
         let facts = EnvelopeFacts::read(&raw);
         let rk = facts.routing_key.clone().unwrap_or_else(|| queue.clone());
         let value = keys::unacked_value(&raw, facts.is_object, &facts.exchange, &rk);
+        let lease = uuid::Uuid::new_v4().simple().to_string();
+        self.local()
+            .insert(lease.clone(), (tag.clone(), value.clone()));
         let deadline = tokio::time::Instant::now() + HOLD_RETRY_FOR;
         loop {
             let now = unix_now();
@@ -220,6 +232,8 @@ impl Inner {
             p.cmd("HSET").arg(UNACKED).arg(&tag).arg(&value).ignore();
             let expiry = now + self.opts.lease.as_secs_f64();
             p.cmd("ZADD").arg(LEASES).arg(expiry).arg(&tag).ignore();
+            p.cmd("SET").arg(fence::holder_key(&tag)).arg(&lease);
+            p.arg("EX").arg(HOLDER_TTL_SECS).ignore();
             match self.run::<()>(&p, false).await {
                 Ok(()) => break,
                 Err(e) if tokio::time::Instant::now() < deadline => {
@@ -234,27 +248,96 @@ impl Inner {
         Delivery {
             message: envelope::decode_redis(&raw),
             tag,
+            lease,
             queue,
             redelivered: facts.redelivered,
             raw,
         }
     }
 
-    /// Forget a held delivery (kombu's ack plus our lease), optionally pushing a record first.
-    async fn forget(&self, tag: &str, dead_letter: Option<String>) -> Result<(), BrokerError> {
-        let mut p = redis::pipe();
-        p.atomic();
-        if let Some(record) = dead_letter {
-            p.cmd("LPUSH")
-                .arg(&self.opts.dead_letter_key)
-                .arg(record)
-                .ignore();
+    fn local(&self) -> std::sync::MutexGuard<'_, HashMap<LeaseId, (DeliveryTag, String)>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether this process holds `tag` under any lease (never restored by us).
+    pub(crate) fn holds_tag(&self, tag: &str) -> bool {
+        self.local().values().any(|(t, _)| t == tag)
+    }
+
+    /// Renew one holding, the lease running until `expiry` (unix seconds).
+    async fn renew(&self, tag: &str, lease: &str, expiry: f64) -> Result<Fenced, BrokerError> {
+        let Some(value) = self.local().get(lease).map(|(_, v)| v.clone()) else {
+            return Ok(Fenced::Lost);
+        };
+        let mut call = fence::RENEW.prepare_invoke();
+        for k in fence::keys(tag) {
+            call.key(k);
         }
-        p.cmd("ZREM").arg(UNACKED_INDEX).arg(tag).ignore();
-        p.cmd("HDEL").arg(UNACKED).arg(tag).ignore();
-        p.cmd("ZREM").arg(LEASES).arg(tag).ignore();
-        // A repeated dead-letter record is harmless; a lost message is not.
-        self.run(&p, true).await
+        call.arg(tag).arg(lease).arg(unix_now()).arg(expiry);
+        call.arg(value).arg(HOLDER_TTL_SECS);
+        let got = self.script(&call).await.map(Fenced::from_reply)?;
+        match got {
+            Fenced::Recovered => {
+                tracing::warn!(%tag, "held delivery was missing from Redis (data lost?): held again")
+            }
+            // Not ours any more: forget it here too, so our own restorer may take it again
+            // once its new holder is gone.
+            Fenced::Lost => drop(self.local().remove(lease)),
+            Fenced::Ours => {}
+        }
+        Ok(got)
+    }
+
+    /// End a holding: forget its bookkeeping (leaving `tombstone`), and with `push`, put
+    /// `(command, list, payload)` in the same step. Acts only while the lease is ours.
+    async fn forget(
+        &self,
+        d: &Delivery,
+        tombstone: &str,
+        push: Option<(&str, &str, &[u8])>,
+    ) -> Result<Fenced, BrokerError> {
+        let mut call = fence::FORGET.prepare_invoke();
+        for k in fence::keys(&d.tag) {
+            call.key(k);
+        }
+        call.arg(&d.tag)
+            .arg(&d.lease)
+            .arg(tombstone)
+            .arg(HOLDER_TTL_SECS);
+        if let Some((command, list, payload)) = push {
+            call.key(list).arg(payload).arg(command);
+        }
+        let got = self.script(&call).await.map(Fenced::from_reply);
+        self.local().remove(&d.lease);
+        got
+    }
+
+    /// One fence script; retried across reconnects (each is idempotent: the tombstone or the
+    /// renewed score makes a repeat a no-op).
+    async fn script(&self, call: &redis::ScriptInvocation<'_>) -> Result<i64, BrokerError> {
+        self.on_cmd(ATTEMPTS, |mut c| async move {
+            call.invoke_async::<i64>(&mut c).await
+        })
+        .await
+    }
+
+    /// Put a holding back at the front of its list from our own bytes (`redelivered` unless it
+    /// was never handed out), unless another holder has it.
+    async fn give_back(&self, d: &Delivery, redelivered: bool) -> Result<Fenced, BrokerError> {
+        let facts = EnvelopeFacts::read(&d.raw);
+        let rk = facts.routing_key.unwrap_or_else(|| d.queue.clone());
+        let list = keys::priority_list(&rk, facts.priority);
+        let payload = match redelivered {
+            true => envelope::mark_redelivered(&d.raw).unwrap_or_else(|_| d.raw.clone()),
+            false => d.raw.clone(),
+        };
+        let got = self
+            .forget(d, "requeued", Some(("rpush", &list, &payload)))
+            .await?;
+        if got == Fenced::Recovered {
+            tracing::warn!(tag = %d.tag, "requeued from our own copy: Redis had lost it");
+        }
+        Ok(got)
     }
 }
 
@@ -278,7 +361,7 @@ impl Broker for RedisBroker {
         tokio::spawn(async move {
             let got = inner.fetch_one(&queues, timeout).await;
             if let Err(Ok(Some(unclaimed))) = tx.send(got) {
-                if let Err(e) = inner.move_back(&unclaimed.tag, Move::Unclaimed).await {
+                if let Err(e) = inner.give_back(&unclaimed, false).await {
                     tracing::error!(tag = %unclaimed.tag, error = %e, "unclaimed delivery stays held until its lease expires");
                 }
             }
@@ -288,42 +371,42 @@ impl Broker for RedisBroker {
     }
 
     async fn ack(&self, delivery: &Delivery) -> Result<(), BrokerError> {
-        self.inner.forget(&delivery.tag, None).await
-    }
-
-    async fn requeue(&self, delivery: &Delivery) -> Result<(), BrokerError> {
-        match self.inner.move_back(&delivery.tag, Move::Requeue).await? {
+        match self.inner.forget(delivery, "acked", None).await?.held() {
             true => Ok(()),
             false => Err(BrokerError::LeaseLost(delivery.tag.clone())),
         }
     }
 
-    /// Renews every tag still held; if some lease is gone (restored by someone, or acked), the
-    /// others are still renewed and the first lost tag is reported.
-    async fn renew_leases(&self, tags: &[DeliveryTag]) -> Result<(), BrokerError> {
-        if tags.is_empty() {
-            return Ok(());
+    /// Back to the front of its queue while the lease is ours — also when Redis lost the
+    /// bookkeeping (re-published from our bytes); never when another holder has it.
+    async fn requeue(&self, delivery: &Delivery) -> Result<(), BrokerError> {
+        match self.inner.give_back(delivery, true).await?.held() {
+            true => Ok(()),
+            false => Err(BrokerError::LeaseLost(delivery.tag.clone())),
         }
-        let now = unix_now();
-        let expiry = now + self.inner.opts.lease.as_secs_f64();
-        let mut p = redis::pipe();
-        p.atomic();
-        for tag in tags {
-            // XX: never resurrect an entry that was acked or restored meanwhile.
-            p.cmd("ZADD").arg(UNACKED_INDEX).arg("XX").arg("CH");
-            p.arg(now).arg(tag);
-            p.cmd("ZADD").arg(LEASES).arg("XX").arg("CH");
-            p.arg(expiry).arg(tag);
+    }
+
+    /// Renews every holding still ours; returns the lease ids that are not (their jobs must
+    /// stop). A holding whose bookkeeping Redis lost is held again from our bytes.
+    async fn renew_leases(
+        &self,
+        held: &[(DeliveryTag, LeaseId)],
+    ) -> Result<Vec<LeaseId>, BrokerError> {
+        let mut lost = Vec::new();
+        for (tag, lease) in held {
+            let expiry = unix_now() + self.inner.opts.lease.as_secs_f64();
+            if !self.inner.renew(tag, lease, expiry).await?.held() {
+                lost.push(lease.clone());
+            }
         }
-        let changed: Vec<i64> = self.inner.run(&p, true).await?;
-        let lost = tags
-            .iter()
-            .zip(changed.chunks(2))
-            .find(|(_, c)| c.contains(&0));
-        match lost {
-            Some((tag, _)) => Err(BrokerError::LeaseLost(tag.clone())),
-            None => Ok(()),
-        }
+        Ok(lost)
+    }
+
+    async fn claim_finish(&self, delivery: &Delivery) -> Result<bool, BrokerError> {
+        let window = (self.inner.opts.lease * 10).max(FINISH_WINDOW_MIN);
+        let expiry = unix_now() + window.as_secs_f64();
+        let got = self.inner.renew(&delivery.tag, &delivery.lease, expiry);
+        Ok(got.await?.held())
     }
 
     async fn restore_expired(&self) -> Result<usize, BrokerError> {
@@ -339,9 +422,13 @@ impl Broker for RedisBroker {
             "at": chrono::Utc::now().to_rfc3339(),
         });
         tracing::warn!(tag = %delivery.tag, queue = %delivery.queue, %reason, "dead-lettered");
-        self.inner
-            .forget(&delivery.tag, Some(record.to_string()))
-            .await
+        let list = self.inner.opts.dead_letter_key.clone();
+        let record = record.to_string();
+        let push = Some(("lpush", list.as_str(), record.as_bytes()));
+        match self.inner.forget(delivery, "dead", push).await?.held() {
+            true => Ok(()),
+            false => Err(BrokerError::LeaseLost(delivery.tag.clone())),
+        }
     }
 
     async fn publish(&self, task: &OutgoingTask) -> Result<(), BrokerError> {

@@ -72,6 +72,46 @@ pub struct JobContext {
     /// `SoftTimeLimitExceeded` handling (mark the Encoding failed) checks this to tell a timeout
     /// from a revoke or shutdown.
     pub deadline: Option<tokio::time::Instant>,
+    /// The lease check before the final writes (row, files, follow-ups): see [`Fence`].
+    pub fence: Fence,
+}
+
+/// What answers a [`Fence`]: the pool, from the broker's lease.
+#[async_trait]
+pub trait FinishGate: Send + Sync + 'static {
+    async fn claim(&self) -> bool;
+}
+
+/// A lease is a fence, not a timer (ARCHITECTURE decision 4): a handler calls
+/// [`Fence::claim`] right before its final writes. `true`: the delivery is still ours and no
+/// other worker can take it from now on, write. `false`: another worker has it (this one
+/// stalled or was cut off past its lease) — write nothing and return [`Outcome::Aborted`]; the
+/// pool then leaves the delivery to its new holder. The default fence (tests, no broker) always
+/// grants.
+#[derive(Clone, Default)]
+pub struct Fence(Option<Arc<dyn FinishGate>>);
+
+impl Fence {
+    pub fn new(gate: Arc<dyn FinishGate>) -> Self {
+        Fence(Some(gate))
+    }
+
+    pub async fn claim(&self) -> bool {
+        match &self.0 {
+            None => true,
+            Some(gate) => gate.claim().await,
+        }
+    }
+}
+
+impl std::fmt::Debug for Fence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Fence(lease)"
+        } else {
+            "Fence(open)"
+        })
+    }
 }
 
 #[async_trait]

@@ -68,6 +68,7 @@ struct EncodeMetrics {
 struct OpsMetrics {
     queue_depth: IntGaugeVec,
     restores: IntCounter,
+    leases_lost: IntCounter,
     broker_reconnects: IntCounter,
     db_reconnects: IntCounter,
 }
@@ -242,6 +243,11 @@ impl Metrics {
         self.ops.restores.inc_by(n);
     }
 
+    /// A job found its lease taken by another worker (it stalled or was cut off past it).
+    pub fn lease_lost(&self) {
+        self.ops.leases_lost.inc();
+    }
+
     pub fn broker_reconnected(&self) {
         self.ops.broker_reconnects.inc();
     }
@@ -320,6 +326,10 @@ impl OpsMetrics {
                 "restores_total",
                 "Dead workers' unacked deliveries restored.",
             ),
+            leases_lost: b.counter(
+                "leases_lost_total",
+                "Jobs stopped because another worker took their delivery (stall past the lease).",
+            ),
             broker_reconnects: b.counter("broker_reconnects_total", "Broker reconnections."),
             db_reconnects: b.counter("db_reconnects_total", "Database reconnections."),
         }
@@ -334,7 +344,7 @@ mod tests {
     fn catalogue_is_prefixed_and_unique() {
         let m = Metrics::new();
         let names: Vec<&str> = m.catalogue().iter().map(|d| d.name.as_str()).collect();
-        assert_eq!(names.len(), 15);
+        assert_eq!(names.len(), 16);
         assert!(names.iter().all(|n| n.starts_with(PREFIX)));
         let mut dedup = names.clone();
         dedup.sort_unstable();

@@ -7,6 +7,7 @@
 //! cancelling `signals.abort` also cancels every running job, whose delivery is requeued.
 
 pub mod dispatch;
+mod fence;
 mod job;
 mod lease;
 pub mod state;
@@ -250,7 +251,18 @@ impl Core {
             _ => return self.settle_now(&d, disposition).await,
         };
         let Ok(task) = d.message.clone() else { return };
-        self.state.hold(&d.tag, &task, d.redelivered, phase.0);
-        jobs.spawn(self.clone().run_delivery(d, task, phase.1, signals.clone()));
+        let cancel = signals.abort.child_token();
+        self.state.hold(
+            &d.lease,
+            &d.tag,
+            &task,
+            d.redelivered,
+            phase.0,
+            cancel.clone(),
+        );
+        let job = self
+            .clone()
+            .run_delivery(d, task, phase.1, signals.clone(), cancel);
+        jobs.spawn(job);
     }
 }

@@ -27,7 +27,7 @@ use lapin::Acker;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::time::Instant;
 
-use super::{Broker, BrokerError, Delivery, DeliveryTag};
+use super::{Broker, BrokerError, Delivery, DeliveryTag, LeaseId};
 use crate::celery::envelope::{decode_amqp, encode_amqp_body};
 use crate::celery::message::{OutgoingTask, TaskMessage};
 use session::{Health, Incoming, Session};

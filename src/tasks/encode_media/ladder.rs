@@ -159,6 +159,10 @@ impl EncodeMedia {
         for (n, group) in groups.iter().enumerate() {
             let group: Vec<&Member> = group.iter().map(|&i| &members[i]).collect();
             let end = self.run_group(&group, info, ctx).await?;
+            let writes = matches!(end, GroupEnd::Done(_) | GroupEnd::Failed(_));
+            if writes && !ctx.fence.claim().await {
+                return Ok(Outcome::Aborted); // lease lost: the rows are another run's now
+            }
             let tail = match end {
                 GroupEnd::Done(tail) => tail,
                 GroupEnd::Failed(tail) if plan::ffmpeg_error_is_final(&tail) => tail,

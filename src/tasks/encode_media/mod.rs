@@ -193,6 +193,9 @@ impl EncodeMedia {
             Err(RunError::Cancelled { .. }) => return Ok(Outcome::Aborted),
             Err(e) => e.stderr_tail().to_owned(),
         };
+        if !ctx.fence.claim().await {
+            return Ok(Outcome::Aborted); // lease lost: the row is another run's now
+        }
         // MediaCMS accepts the gif when `filetype` sees image magic bytes; `validate_output`
         // rejects image formats (gif included) by design, so it cannot be used here.
         if is_gif_file(&output) {
@@ -258,7 +261,15 @@ impl EncodeMedia {
             store
                 .set_commands(s.encoding.id, &temp_file, &commands)
                 .await?;
-            match self.run_passes(s, &plan.passes, &plan.backend, ctx).await? {
+            let pass = self.run_passes(s, &plan.passes, &plan.backend, ctx).await?;
+            let hw_retry = matches!(pass, Pass::Failed(_)) && plan.backend != Backend::Software;
+            let writes = matches!(pass, Pass::Done(_) | Pass::Failed(_)) && !hw_retry;
+            if writes && !ctx.fence.claim().await {
+                // Lease lost (this worker stalled or was cut off past it, and another one has
+                // the task now): the row, files and follow-ups are that run's to write.
+                return Ok(Outcome::Aborted);
+            }
+            match pass {
                 Pass::Done(tail) => {
                     let logs = format!("{notes}{tail}");
                     let mut follow_ups = Vec::new();

@@ -334,11 +334,15 @@ pub struct WorkerProc {
 
 impl WorkerProc {
     /// `run -Q long_tasks --allow-root true --hwaccel software --http-addr 127.0.0.1:0 <args>`
+    /// (`-Q long_tasks` only when `args` names no `-Q` of its own)
     /// with only the given endpoints in the environment (nothing leaks in from the caller's).
     pub fn spawn(ep: &Endpoints, log: &Path, args: &[&str], env: &[(&str, &str)]) -> WorkerProc {
         let mut cmd = Command::new(WORKER_BIN);
-        cmd.arg("run")
-            .args(["-Q", QUEUE, "--allow-root", "true", "--hwaccel", "software"])
+        cmd.arg("run");
+        if !args.contains(&"-Q") {
+            cmd.args(["-Q", QUEUE]);
+        }
+        cmd.args(["--allow-root", "true", "--hwaccel", "software"])
             .args(["--http-addr", "127.0.0.1:0"])
             .args(args)
             .env_clear()

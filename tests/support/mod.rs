@@ -7,5 +7,6 @@ pub mod db;
 pub mod env;
 pub mod fault;
 pub mod media;
+pub mod proxy;
 pub mod redis;
 pub mod worker;

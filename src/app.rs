@@ -17,6 +17,7 @@ use crate::mediacms::signals::Signals;
 use crate::mediacms::store::Store;
 use crate::plan::EncodeSettings;
 use crate::shutdown::Shutdown;
+use crate::startup;
 use crate::tasks::beat::BeatTasks;
 use crate::tasks::create_hls::CreateHls;
 use crate::tasks::encode_media::EncodeMedia;
@@ -95,19 +96,30 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     ));
     tokio::spawn(shutdown.clone().watch_signals(config.drain));
     // The capability probe (test encodes, ~0.1 s on a CPU-only node) overlaps the connects, so
-    // it does not delay consuming.
+    // it does not delay consuming. Dependencies that are not up yet are waited for.
+    let stop = shutdown.intake.clone();
+    let broker_up = startup::wait_for("the broker", &health, &stop, || connect_broker(&config));
     let (connected, caps) = tokio::join!(
-        connect_broker(&config),
+        broker_up,
         Capabilities::probe(
             &config.ffmpeg_command,
             config.hwaccel,
             config.hw_device.as_deref(),
         )
     );
-    let (broker, results, depths) = connected?;
+    let Some((broker, results, depths)) = connected? else {
+        return stopped_while_waiting(&shutdown, http).await;
+    };
     health.set_broker_up(true);
     let store = Store::connect(&config.postgres, config.concurrency + 4)
         .context("configuring the Postgres pool")?;
+    let db_up = startup::wait_for("Postgres", &health, &stop, || async {
+        Ok(store.ping().await?)
+    });
+    if db_up.await?.is_none() {
+        return stopped_while_waiting(&shutdown, http).await;
+    }
+    health.set_db_up(true);
     tracing::info!("{}", crate::ffmpeg::report::report_text(&caps));
     let env = Arc::new(task_env(
         &config,
@@ -122,14 +134,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if config.chunkize {
         crate::tasks::chunkize::register_chunkize(&mut registry, env);
     }
+    // Intake follows readiness: no fetch while Postgres, which every long task needs, is down.
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(true);
     let pool = WorkerPool::new(broker, results, registry, pool_options(&config))
-        .with_metrics(metrics.clone());
+        .with_metrics(metrics.clone())
+        .with_intake_gate(ready_rx);
     let state = pool.state();
     if let Some(client) = redis_control_client(&config)? {
         tokio::spawn(Pidbox::new(client, state.clone()).run(shutdown.abort.clone()));
     }
     let sampler = Sampler {
         health,
+        ready: ready_tx,
         store,
         state,
         metrics,
@@ -140,6 +156,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(hostname = %config.hostname, queues = ?config.queues, "consuming");
     pool.run((&shutdown).into()).await;
     // Everything is settled: stop the control plane and the HTTP server.
+    shutdown.abort.cancel();
+    http.await.context("HTTP server task")??;
+    Ok(())
+}
+
+/// SIGTERM while a dependency was still awaited: nothing was consumed, stop the HTTP server.
+async fn stopped_while_waiting(
+    shutdown: &Shutdown,
+    http: tokio::task::JoinHandle<Result<(), crate::telemetry::http::HttpError>>,
+) -> anyhow::Result<()> {
+    tracing::info!("shutdown before every dependency was reachable: nothing was consumed");
     shutdown.abort.cancel();
     http.await.context("HTTP server task")??;
     Ok(())
@@ -218,6 +245,9 @@ fn task_env(
     }
 }
 
+/// A readiness ping slower than this counts as the database being down.
+const DB_PING_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long a hardware backend that just failed is avoided.
 const HW_COOLDOWN: Duration = Duration::from_secs(600);
 
@@ -268,6 +298,8 @@ pub fn registry(
 /// Liveness beat, readiness flags and sampled gauges, every 2 s until abort.
 struct Sampler {
     health: Health,
+    /// The pool's intake gate: open while Postgres answers.
+    ready: tokio::sync::watch::Sender<bool>,
     store: Store,
     state: PoolState,
     metrics: Arc<Metrics>,
@@ -285,7 +317,12 @@ impl Sampler {
             }
             self.health.beat();
             self.health.set_intake_open(!shutdown.intake.is_cancelled());
-            self.health.set_db_up(self.store.ping().await.is_ok());
+            // Bounded: a hung database must read as down, not stall this loop.
+            let ping = tokio::time::timeout(DB_PING_TIMEOUT, self.store.ping()).await;
+            let db_up = matches!(ping, Ok(Ok(())));
+            self.health.set_db_up(db_up);
+            self.ready
+                .send_if_modified(|open| std::mem::replace(open, db_up) != db_up);
             self.metrics
                 .set_jobs_in_flight(self.state.snapshot().active.len());
             if let Some(broker) = &self.depths {

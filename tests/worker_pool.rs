@@ -459,5 +459,32 @@ async fn task_runs_twice_after_a_stall_past_the_lease_job_stops_and_settles_noth
     );
 }
 
+#[tokio::test]
+async fn intake_follows_readiness_nothing_is_fetched_while_the_gate_is_closed() {
+    let broker = MemoryBroker::default();
+    broker.push_task(Q, task("waits", 0));
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let h = Fake::new(Outcome::Success(json!(true)), 5);
+    let mut registry = Registry::default();
+    registry.register("encode_media", h.clone());
+    let b = Arc::new(broker.clone());
+    let pool = WorkerPool::new(b.clone(), b, registry, options(1, 1)).with_intake_gate(gate);
+    let signals = ShutdownSignals::new();
+    let join = tokio::spawn(pool.run(signals.clone()));
+    // A bounded look at "nothing happens" (the assertion is about absence).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        broker.queue_len(Q),
+        1,
+        "the queue is untouched while closed"
+    );
+    assert!(broker.unacked_tags().is_empty());
+    open.send(true).unwrap();
+    eventually("ran after reopening", || broker.acked() == ["waits"]).await;
+    signals.intake.cancel();
+    join.await.unwrap();
+    assert_eq!(h.ran(), ["waits"]);
+}
+
 #[path = "worker_pool/pidbox_python.rs"]
 mod pidbox_python;

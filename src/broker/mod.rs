@@ -56,6 +56,9 @@ pub enum BrokerError {
     Protocol(String),
     #[error("delivery {0} is no longer held by us")]
     LeaseLost(DeliveryTag),
+    /// A broker URL that can never work (unparseable, unsupported scheme): waiting is useless.
+    #[error("broker configuration: {0}")]
+    Config(String),
 }
 
 #[async_trait]

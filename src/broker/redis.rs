@@ -93,7 +93,7 @@ impl RedisBroker {
     pub async fn connect(url: &str, opts: RedisBrokerOptions) -> Result<Self, BrokerError> {
         let client = redis::Client::open(url).map_err(|e| {
             let shown = crate::config::redact_url(url);
-            BrokerError::Connection(format!("redis url `{shown}`: {e}"))
+            BrokerError::Config(format!("redis url `{shown}`: {e}"))
         })?;
         let inner = Inner {
             cmd: Slot::new(client.clone(), Some(COMMAND_TIMEOUT)),

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -118,6 +118,8 @@ pub(crate) struct Core {
     state: PoolState,
     slots: Arc<Semaphore>,
     metrics: Option<Arc<Metrics>>,
+    /// Intake follows readiness: while this reads `false`, nothing is fetched.
+    gate: Option<watch::Receiver<bool>>,
 }
 
 pub struct WorkerPool {
@@ -151,6 +153,7 @@ impl WorkerPool {
                 state,
                 slots,
                 metrics: None,
+                gate: None,
             }),
         }
     }
@@ -160,6 +163,17 @@ impl WorkerPool {
         let mut core =
             Arc::try_unwrap(self.core).unwrap_or_else(|_| unreachable!("not shared yet"));
         core.metrics = Some(metrics);
+        WorkerPool {
+            core: Arc::new(core),
+        }
+    }
+
+    /// Fetch only while `gate` reads `true` (the app opens it while Postgres answers): a
+    /// dependency every task needs being down must not bounce the head of the queue.
+    pub fn with_intake_gate(self, gate: watch::Receiver<bool>) -> Self {
+        let mut core =
+            Arc::try_unwrap(self.core).unwrap_or_else(|_| unreachable!("not shared yet"));
+        core.gate = Some(gate);
         WorkerPool {
             core: Arc::new(core),
         }
@@ -201,6 +215,10 @@ impl Core {
             if signals.is_stopping() {
                 return;
             }
+            if let Some(gate) = self.gate.clone().filter(|g| !*g.borrow()) {
+                self.paused(gate, signals).await;
+                continue;
+            }
             if !self.state.may_fetch() {
                 tokio::select! {
                     _ = changed => {}
@@ -222,6 +240,27 @@ impl Core {
                         _ = signals.stopping() => {}
                     }
                 }
+            }
+        }
+    }
+
+    /// Wait while the intake gate is closed; the pause and its length are logged (the
+    /// time-to-resume after an outage).
+    async fn paused(&self, mut gate: watch::Receiver<bool>, signals: &ShutdownSignals) {
+        let since = std::time::Instant::now();
+        tracing::warn!("intake paused: a dependency tasks need (Postgres) is down; not fetching");
+        loop {
+            if *gate.borrow_and_update() {
+                let secs = since.elapsed().as_secs_f64();
+                tracing::info!(paused_secs = secs, "intake resumed after {secs:.1}s");
+                return;
+            }
+            tokio::select! {
+                changed = gate.changed() => if changed.is_err() {
+                    // The app is gone: nothing will reopen it, so wait for the shutdown.
+                    return signals.stopping().await;
+                },
+                _ = signals.stopping() => return,
             }
         }
     }

@@ -117,9 +117,9 @@ fn parse_url(url: &str, heartbeat: Option<u16>) -> Result<AMQPUri, BrokerError> 
     let url = url.strip_prefix("py").unwrap_or(url);
     let mut uri: AMQPUri = url
         .parse()
-        .map_err(|e| BrokerError::Connection(format!("bad AMQP URL: {e}")))?;
+        .map_err(|e| BrokerError::Config(format!("bad AMQP URL: {e}")))?;
     if uri.scheme == AMQPScheme::AMQPS {
-        return Err(BrokerError::Connection(
+        return Err(BrokerError::Config(
             "amqps:// (TLS) is not supported; use amqp:// or a TLS-terminating proxy".into(),
         ));
     }

@@ -136,7 +136,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     // Intake follows readiness: no fetch while Postgres, which every long task needs, is down.
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(true);
-    let pool = WorkerPool::new(broker, results, registry, pool_options(&config))
+    let pool = WorkerPool::new(broker.clone(), results, registry, pool_options(&config))
         .with_metrics(metrics.clone())
         .with_intake_gate(ready_rx);
     let state = pool.state();
@@ -146,6 +146,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let sampler = Sampler {
         health,
         ready: ready_tx,
+        broker,
         store,
         state,
         metrics,
@@ -179,6 +180,7 @@ async fn connect_broker(
 ) -> anyhow::Result<(Arc<dyn Broker>, Arc<dyn ResultStore>, Option<RedisBroker>)> {
     let lease = RedisBrokerOptions {
         lease: config.lease,
+        dead_letter_caps: config.dead_letters,
         ..RedisBrokerOptions::default()
     };
     let results = RedisBroker::connect(&config.result_backend, lease.clone())
@@ -300,6 +302,8 @@ struct Sampler {
     health: Health,
     /// The pool's intake gate: open while Postgres answers.
     ready: tokio::sync::watch::Sender<bool>,
+    /// For its reconnect count.
+    broker: Arc<dyn Broker>,
     store: Store,
     state: PoolState,
     metrics: Arc<Metrics>,
@@ -320,9 +324,14 @@ impl Sampler {
             // Bounded: a hung database must read as down, not stall this loop.
             let ping = tokio::time::timeout(DB_PING_TIMEOUT, self.store.ping()).await;
             let db_up = matches!(ping, Ok(Ok(())));
+            if db_up && !self.health.readiness().db {
+                self.metrics.db_reconnected();
+            }
             self.health.set_db_up(db_up);
             self.ready
                 .send_if_modified(|open| std::mem::replace(open, db_up) != db_up);
+            self.metrics
+                .broker_reconnects_seen(self.broker.reconnects());
             self.metrics
                 .set_jobs_in_flight(self.state.snapshot().active.len());
             if let Some(broker) = &self.depths {

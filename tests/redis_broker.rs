@@ -41,6 +41,7 @@ async fn broker(r: &TestRedis, lease: Duration) -> RedisBroker {
     let opts = RedisBrokerOptions {
         lease,
         dead_letter_key: DEAD_LETTER.into(),
+        ..RedisBrokerOptions::default()
     };
     RedisBroker::connect(&r.url, opts).await.expect("connect")
 }

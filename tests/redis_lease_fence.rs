@@ -20,6 +20,7 @@ async fn broker(r: &TestRedis, lease: Duration) -> RedisBroker {
     let opts = RedisBrokerOptions {
         lease,
         dead_letter_key: "mediacms-worker.dead-letter".into(),
+        ..RedisBrokerOptions::default()
     };
     RedisBroker::connect(&r.url, opts).await.unwrap()
 }

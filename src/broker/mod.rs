@@ -92,6 +92,10 @@ pub trait Broker: Send + Sync + 'static {
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), BrokerError>;
     /// Publish a task exactly as Celery 5.4 would.
     async fn publish(&self, task: &OutgoingTask) -> Result<(), BrokerError>;
+    /// Connections re-established after a loss, since start (`broker_reconnects_total`).
+    fn reconnects(&self) -> u64 {
+        0
+    }
 }
 
 /// Where task results go (`celery-task-meta-<id>`); Redis in every MediaCMS deployment.

@@ -5,18 +5,19 @@
 //! transactions (used by one caller at a time). Each reconnects with capped exponential backoff.
 
 mod conn;
+pub mod dead;
 mod fence;
 mod keys;
 mod restore;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use redis::aio::MultiplexedConnection;
 use redis::{FromRedisValue, Pipeline, Script};
-use serde_json::json;
 use tokio::sync::{oneshot, Mutex};
 
 use self::conn::Slot;
@@ -56,6 +57,8 @@ pub struct RedisBrokerOptions {
     pub lease: Duration,
     /// Redis list that receives dead-lettered deliveries (LPUSH, newest first).
     pub dead_letter_key: String,
+    /// Its bounds (count, bytes, TTL).
+    pub dead_letter_caps: crate::config::DeadLetterCaps,
 }
 
 impl Default for RedisBrokerOptions {
@@ -63,6 +66,7 @@ impl Default for RedisBrokerOptions {
         RedisBrokerOptions {
             lease: Duration::from_secs(crate::config::defaults::LEASE_SECS),
             dead_letter_key: DEFAULT_DEAD_LETTER_KEY.to_owned(),
+            dead_letter_caps: Default::default(),
         }
     }
 }
@@ -83,6 +87,8 @@ struct Inner {
     opts: RedisBrokerOptions,
     /// Our producer id, kombu's `reply_to` (`oid`) on every message we publish.
     reply_to: String,
+    /// Reconnections of any of the three connections (the `broker_reconnects_total` source).
+    reconnects: Arc<AtomicU64>,
     /// Holdings of this process: lease id → (tag, `unacked` value). Never restored by us, and
     /// re-established from these bytes when Redis lost them.
     held: std::sync::Mutex<HashMap<LeaseId, (DeliveryTag, String)>>,
@@ -95,10 +101,13 @@ impl RedisBroker {
             let shown = crate::config::redact_url(url);
             BrokerError::Config(format!("redis url `{shown}`: {e}"))
         })?;
+        let reconnects = Arc::new(AtomicU64::new(0));
+        let slot = |timeout| Slot::new(client.clone(), timeout, reconnects.clone());
         let inner = Inner {
-            cmd: Slot::new(client.clone(), Some(COMMAND_TIMEOUT)),
-            brpop: Slot::new(client.clone(), None),
-            txn: restore::TxnConn::new(Slot::new(client, Some(COMMAND_TIMEOUT))),
+            cmd: slot(Some(COMMAND_TIMEOUT)),
+            brpop: slot(None),
+            txn: restore::TxnConn::new(slot(Some(COMMAND_TIMEOUT))),
+            reconnects: reconnects.clone(),
             fetch_gate: Arc::new(Mutex::new(())),
             rotation: std::sync::Mutex::new(Rotation::default()),
             opts,
@@ -413,22 +422,34 @@ impl Broker for RedisBroker {
         self.inner.restore_expired().await
     }
 
+    /// Into the capped dead-letter list, atomically with forgetting the holding (only while the
+    /// lease is ours): the record keeps the bytes exactly (`dead::record`).
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), BrokerError> {
-        let record = json!({
-            "reason": reason,
-            "queue": delivery.queue,
-            "tag": delivery.tag,
-            "raw": String::from_utf8_lossy(&delivery.raw),
-            "at": chrono::Utc::now().to_rfc3339(),
-        });
+        let opts = &self.inner.opts;
+        let caps = &opts.dead_letter_caps;
+        let record = dead::record(&delivery.queue, &delivery.tag, reason, &delivery.raw, caps);
         tracing::warn!(tag = %delivery.tag, queue = %delivery.queue, %reason, "dead-lettered");
-        let list = self.inner.opts.dead_letter_key.clone();
-        let record = record.to_string();
-        let push = Some(("lpush", list.as_str(), record.as_bytes()));
-        match self.inner.forget(delivery, "dead", push).await?.held() {
+        let mut call = fence::DEAD.prepare_invoke();
+        for k in fence::keys(&delivery.tag) {
+            call.key(k);
+        }
+        call.key(&opts.dead_letter_key)
+            .key(dead::bytes_key(&opts.dead_letter_key));
+        call.arg(&delivery.tag).arg(&delivery.lease).arg("dead");
+        call.arg(HOLDER_TTL_SECS).arg(record);
+        call.arg(caps.max_count)
+            .arg(caps.max_bytes)
+            .arg(caps.ttl.as_secs());
+        let got = self.inner.script(&call).await.map(Fenced::from_reply);
+        self.inner.local().remove(&delivery.lease);
+        match got?.held() {
             true => Ok(()),
             false => Err(BrokerError::LeaseLost(delivery.tag.clone())),
         }
+    }
+
+    fn reconnects(&self) -> u64 {
+        self.inner.reconnects.load(Ordering::Relaxed)
     }
 
     async fn publish(&self, task: &OutgoingTask) -> Result<(), BrokerError> {

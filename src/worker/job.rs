@@ -38,6 +38,9 @@ impl Core {
                 if let Err(e) = self.broker.dead_letter(d, &reason).await {
                     tracing::error!(tag = %d.tag, error = %e, "dead-letter failed");
                 }
+                if let Some(m) = &self.metrics {
+                    m.dead_lettered(&reason);
+                }
             }
             return;
         };

@@ -408,6 +408,31 @@ impl WorkerProc {
         }
     }
 
+    /// The HTTP address the worker logged (it binds port 0).
+    pub fn http_addr(&mut self) -> std::net::SocketAddr {
+        self.wait_log("serving /metrics", Duration::from_secs(30));
+        let log = self.log_text();
+        let line = log
+            .lines()
+            .find(|l| l.contains("serving /metrics"))
+            .unwrap();
+        let addr = line.split("addr=").nth(1).expect("addr= in the log line");
+        addr.split_whitespace().next().unwrap().parse().unwrap()
+    }
+
+    /// The value of a counter without labels on `/metrics` (0 when absent or unreachable).
+    pub fn metric(&mut self, name: &str) -> f64 {
+        let addr = self.http_addr();
+        let probe = mediacms_worker::telemetry::http::probe;
+        let Ok((200, text)) = probe(addr, "/metrics", Duration::from_secs(5)) else {
+            return 0.0;
+        };
+        let prefix = format!("mediacms_worker_{name} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// Until the worker logged that it consumes.
     pub fn wait_consuming(&mut self) {
         self.wait_log("consuming", Duration::from_secs(60));

@@ -89,6 +89,8 @@ struct Inner {
     generations: AtomicU64,
     /// The live session's generation (0 = none); read without the session lock.
     live: AtomicU64,
+    /// Sessions opened successfully (the first one is a connect, the rest reconnects).
+    connects: AtomicU64,
     tx: UnboundedSender<Incoming>,
     rx: tokio::sync::Mutex<UnboundedReceiver<Incoming>>,
     held: Mutex<HashMap<DeliveryTag, Held>>,
@@ -143,6 +145,7 @@ impl AmqpBroker {
                 session: tokio::sync::Mutex::new(None),
                 generations: AtomicU64::new(0),
                 live: AtomicU64::new(0),
+                connects: AtomicU64::new(0),
                 tx,
                 rx: tokio::sync::Mutex::new(rx),
                 held: Mutex::new(HashMap::new()),
@@ -191,6 +194,7 @@ impl AmqpBroker {
             Ok(session) => {
                 *lock(&self.inner.backoff) = Backoff::default();
                 self.inner.live.store(generation, Ordering::SeqCst);
+                self.inner.connects.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(host = %self.inner.uri.authority.host, generation, "connected to RabbitMQ");
                 Ok(session)
             }

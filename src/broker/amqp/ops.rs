@@ -256,6 +256,13 @@ impl Broker for AmqpBroker {
         self.ack(delivery).await
     }
 
+    fn reconnects(&self) -> u64 {
+        self.inner
+            .connects
+            .load(Ordering::Relaxed)
+            .saturating_sub(1)
+    }
+
     async fn publish(&self, task: &OutgoingTask) -> Result<(), BrokerError> {
         let props = table::task_properties(task, &self.inner.oid);
         let body = encode_amqp_body(task);

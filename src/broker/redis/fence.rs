@@ -59,6 +59,8 @@ pub(crate) static RENEW: std::sync::LazyLock<Script> =
     std::sync::LazyLock::new(|| script(RENEW_BODY));
 pub(crate) static FORGET: std::sync::LazyLock<Script> =
     std::sync::LazyLock::new(|| script(FORGET_BODY));
+pub(crate) static DEAD: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| script(super::dead::DEAD_BODY));
 
 /// What a fence script answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -67,13 +67,16 @@ impl TaskHandler for EncodeMedia {
                 chunk,
                 chunk_file_path,
                 ..
-            }) => Job {
-                task,
-                force,
-                chunk_file_path: chunk.then_some(chunk_file_path),
-                encoding_id: encoding_id as i32,
-                profile_id: profile_id as i32,
-                friendly_token,
+            }) => match (row_id(encoding_id), row_id(profile_id)) {
+                (Ok(encoding_id), Ok(profile_id)) => Job {
+                    task,
+                    force,
+                    chunk_file_path: chunk.then_some(chunk_file_path),
+                    encoding_id,
+                    profile_id,
+                    friendly_token,
+                },
+                (Err(e), _) | (_, Err(e)) => return bad_args(e),
             },
             Ok(other) => return bad_args(format!("not an encode_media task: {other:?}")),
             Err(e) => return bad_args(e.to_string()),
@@ -123,6 +126,12 @@ impl EncodeMedia {
             EncodingPeek::Free => Ok(None),
         }
     }
+}
+
+/// A row id from a message: Django's `AutoField` is a Postgres `integer`, so anything outside
+/// i32 names no row — never a wrapped-around other one (2^32 + 5 is not Encoding 5).
+fn row_id(id: i64) -> Result<i32, String> {
+    i32::try_from(id).map_err(|_| format!("id {id} is out of range for an integer primary key"))
 }
 
 fn bad_args(message: String) -> Outcome {
@@ -431,3 +440,16 @@ fn fallback_class(tail: &str) -> &'static str {
 
 mod finish;
 mod ladder;
+
+#[cfg(test)]
+mod tests {
+    use super::row_id;
+
+    #[test]
+    fn encoding_id_narrowing_is_an_error_not_a_wraparound() {
+        assert_eq!(row_id(5), Ok(5));
+        assert!(row_id((1_i64 << 32) + 5).is_err(), "2^32 + 5 must not become 5");
+        assert!(row_id(i64::from(i32::MAX) + 1).is_err());
+        assert!(row_id(-(1_i64 << 32)).is_err());
+    }
+}

@@ -138,7 +138,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(true);
     let pool = WorkerPool::new(broker.clone(), results, registry, pool_options(&config))
         .with_metrics(metrics.clone())
-        .with_intake_gate(ready_rx);
+        .with_intake_gate(ready_rx)
+        .with_health(health.clone());
     let state = pool.state();
     if let Some(client) = redis_control_client(&config)? {
         tokio::spawn(Pidbox::new(client, state.clone()).run(shutdown.abort.clone()));
@@ -297,7 +298,8 @@ pub fn registry(
     r
 }
 
-/// Liveness beat, readiness flags and sampled gauges, every 2 s until abort.
+/// Readiness flags, the intake gate and sampled gauges, every 2 s until abort. (The liveness
+/// beat comes from the pool's intake loop itself, not from here.)
 struct Sampler {
     health: Health,
     /// The pool's intake gate: open while Postgres answers.
@@ -319,7 +321,6 @@ impl Sampler {
                 _ = tick.tick() => {}
                 _ = shutdown.abort.cancelled() => return,
             }
-            self.health.beat();
             self.health.set_intake_open(!shutdown.intake.is_cancelled());
             // Bounded: a hung database must read as down, not stall this loop.
             let ping = tokio::time::timeout(DB_PING_TIMEOUT, self.store.ping()).await;

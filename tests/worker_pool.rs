@@ -486,5 +486,34 @@ async fn intake_follows_readiness_nothing_is_fetched_while_the_gate_is_closed() 
     assert_eq!(h.ran(), ["waits"]);
 }
 
+#[tokio::test]
+async fn healthz_is_beaten_by_the_intake_loop_while_every_slot_is_busy() {
+    let broker = MemoryBroker::default();
+    broker.push_task(Q, task("long", 0));
+    broker.push_task(Q, task("next", 0));
+    let h = Fake::new(Outcome::Success(json!(true)), 1_500);
+    let mut registry = Registry::default();
+    registry.register("encode_media", h.clone());
+    let b = Arc::new(broker.clone());
+    let health = mediacms_worker::telemetry::Health::new(Duration::from_millis(300));
+    let mut opts = options(1, 1);
+    opts.beat_every = Duration::from_millis(50);
+    let pool = WorkerPool::new(b.clone(), b, registry, opts).with_health(health.clone());
+    let signals = ShutdownSignals::new();
+    let join = tokio::spawn(pool.run(signals.clone()));
+    eventually("running", || h.running.load(Ordering::SeqCst) == 1).await;
+    // Busy for 1.5 s with the prefetch gate closed: 5× the staleness limit, never stale.
+    for _ in 0..12 {
+        assert!(health.is_alive(), "stale while a job ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    signals.intake.cancel(); // draining: still beaten until the job is done
+    for _ in 0..5 {
+        assert!(health.is_alive(), "stale while draining");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    join.await.unwrap();
+}
+
 #[path = "worker_pool/pidbox_python.rs"]
 mod pidbox_python;

@@ -26,7 +26,7 @@ pub use state::{Phase, PoolState};
 use crate::broker::{Broker, Delivery, ResultStore};
 use crate::celery::control::WorkerSnapshot;
 use crate::tasks::Registry;
-use crate::telemetry::Metrics;
+use crate::telemetry::{Health, Metrics};
 
 /// How the pool consumes.
 #[derive(Debug, Clone)]
@@ -48,6 +48,8 @@ pub struct PoolOptions {
     pub forward_unknown_to: Option<String>,
     /// Soft limit for tasks whose `timelimit` header has none.
     pub soft_time_limit: Option<Duration>,
+    /// The intake loop's longest silence while it waits (well inside `/healthz`'s 60 s).
+    pub beat_every: Duration,
 }
 
 impl PoolOptions {
@@ -63,6 +65,7 @@ impl PoolOptions {
             fetch_timeout: Duration::from_secs(1),
             forward_unknown_to: None,
             soft_time_limit: None,
+            beat_every: Duration::from_secs(5),
         }
     }
 
@@ -120,6 +123,8 @@ pub(crate) struct Core {
     metrics: Option<Arc<Metrics>>,
     /// Intake follows readiness: while this reads `false`, nothing is fetched.
     gate: Option<watch::Receiver<bool>>,
+    /// `/healthz`'s heartbeat, beaten by the intake loop itself (a wedged loop goes stale).
+    health: Option<Health>,
 }
 
 pub struct WorkerPool {
@@ -154,6 +159,7 @@ impl WorkerPool {
                 slots,
                 metrics: None,
                 gate: None,
+                health: None,
             }),
         }
     }
@@ -174,6 +180,18 @@ impl WorkerPool {
         let mut core =
             Arc::try_unwrap(self.core).unwrap_or_else(|_| unreachable!("not shared yet"));
         core.gate = Some(gate);
+        WorkerPool {
+            core: Arc::new(core),
+        }
+    }
+
+    /// Beat `health` from the intake loop: at every turn, and at least every
+    /// [`PoolOptions::beat_every`] while it waits (all slots busy, intake paused) or drains.
+    /// Busy encodes never silence it; a loop that is wedged does.
+    pub fn with_health(self, health: Health) -> Self {
+        let mut core =
+            Arc::try_unwrap(self.core).unwrap_or_else(|_| unreachable!("not shared yet"));
+        core.health = Some(health);
         WorkerPool {
             core: Arc::new(core),
         }
@@ -200,7 +218,18 @@ impl WorkerPool {
         let jobs = TaskTracker::new();
         core.clone().intake(&signals, &jobs).await;
         jobs.close();
-        jobs.wait().await;
+        // Draining: running jobs may take minutes; the worker is alive meanwhile.
+        let drained = jobs.wait();
+        tokio::pin!(drained);
+        loop {
+            if let Some(h) = &core.health {
+                h.beat();
+            }
+            tokio::select! {
+                _ = &mut drained => break,
+                _ = tokio::time::sleep(core.opts.beat_every) => {}
+            }
+        }
         lease_stop.cancel();
         let _ = lease.await;
         tracing::info!(hostname = %core.opts.hostname, "worker pool stopped");
@@ -212,6 +241,9 @@ impl Core {
     async fn intake(self: Arc<Self>, signals: &ShutdownSignals, jobs: &TaskTracker) {
         loop {
             let changed = self.state.changed();
+            if let Some(h) = &self.health {
+                h.beat();
+            }
             if signals.is_stopping() {
                 return;
             }
@@ -223,6 +255,7 @@ impl Core {
                 tokio::select! {
                     _ = changed => {}
                     _ = signals.stopping() => {}
+                    _ = tokio::time::sleep(self.opts.beat_every) => {}
                 }
                 continue;
             }
@@ -255,7 +288,11 @@ impl Core {
                 tracing::info!(paused_secs = secs, "intake resumed after {secs:.1}s");
                 return;
             }
+            if let Some(h) = &self.health {
+                h.beat();
+            }
             tokio::select! {
+                _ = tokio::time::sleep(self.opts.beat_every) => {}
                 changed = gate.changed() => if changed.is_err() {
                     // The app is gone: nothing will reopen it, so wait for the shutdown.
                     return signals.stopping().await;

@@ -448,7 +448,10 @@ mod tests {
     #[test]
     fn encoding_id_narrowing_is_an_error_not_a_wraparound() {
         assert_eq!(row_id(5), Ok(5));
-        assert!(row_id((1_i64 << 32) + 5).is_err(), "2^32 + 5 must not become 5");
+        assert!(
+            row_id((1_i64 << 32) + 5).is_err(),
+            "2^32 + 5 must not become 5"
+        );
         assert!(row_id(i64::from(i32::MAX) + 1).is_err());
         assert!(row_id(-(1_i64 << 32)).is_err());
     }

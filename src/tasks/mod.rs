@@ -74,6 +74,48 @@ pub struct JobContext {
     pub deadline: Option<tokio::time::Instant>,
     /// The lease check before the final writes (row, files, follow-ups): see [`Fence`].
     pub fence: Fence,
+    /// Why `cancel` fired, once it has.
+    pub stop: StopCause,
+}
+
+/// Why the pool stopped a job, as its handler sees it (what the row should say afterwards).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// `revoke(terminate=True)`: MediaCMS's `task_revoked` deletes the task's Encodings.
+    Terminated,
+    /// The soft time limit passed.
+    SoftTimeLimit,
+    /// Shutdown abort (drain deadline or a second SIGTERM): the delivery is requeued, so the
+    /// row goes back to `pending` for the re-run.
+    Shutdown,
+    /// Another worker holds the delivery now: touch nothing.
+    LeaseLost,
+}
+
+/// Reads the reason the pool recorded when it cancelled the job (`None` before that, and from
+/// the default handle: tests and the CLI).
+#[derive(Clone, Default)]
+pub struct StopCause(Option<Arc<dyn Fn() -> Option<Stop> + Send + Sync>>);
+
+impl StopCause {
+    pub fn new(read: Arc<dyn Fn() -> Option<Stop> + Send + Sync>) -> Self {
+        StopCause(Some(read))
+    }
+
+    /// Always `stop` (tests).
+    pub fn fixed(stop: Stop) -> Self {
+        StopCause::new(Arc::new(move || Some(stop)))
+    }
+
+    pub fn get(&self) -> Option<Stop> {
+        self.0.as_ref().and_then(|read| read())
+    }
+}
+
+impl std::fmt::Debug for StopCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StopCause({:?})", self.get())
+    }
 }
 
 /// What answers a [`Fence`]: the pool, from the broker's lease.

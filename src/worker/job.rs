@@ -11,11 +11,11 @@ use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::{self, Action, CancelReason, Disposition, Settlement};
-use super::state::Phase;
+use super::state::{Phase, PoolState};
 use super::{Core, ShutdownSignals};
 use crate::broker::Delivery;
 use crate::celery::message::TaskMessage;
-use crate::tasks::{JobContext, Outcome, TaskHandler};
+use crate::tasks::{JobContext, Outcome, Stop, StopCause, TaskHandler};
 
 fn unix_now() -> f64 {
     SystemTime::now()
@@ -155,6 +155,7 @@ impl Core {
             hostname: self.opts.hostname.clone(),
             deadline,
             fence: super::fence::fence_for(self, d, &cancel),
+            stop: stop_cause(self.state.clone(), d.lease.clone(), abort.clone()),
         };
         tracing::info!(task = %task.name, id = %task.id, "Task {}[{}] received", task.name, task.id);
         let started = std::time::Instant::now();
@@ -263,6 +264,22 @@ impl Core {
         };
         m.task_finished(&task.name, outcome, took);
     }
+}
+
+/// The handler's view of why its token fired: the pool's recorded reason, else a shutdown
+/// abort (the abort token cancels every job token without recording a reason per job).
+fn stop_cause(state: PoolState, lease: String, abort: CancellationToken) -> StopCause {
+    StopCause::new(Arc::new(move || {
+        let stop = match state.cancel_reason(&lease) {
+            Some(CancelReason::Terminated) => Stop::Terminated,
+            Some(CancelReason::SoftTimeLimit) => Stop::SoftTimeLimit,
+            Some(CancelReason::LeaseLost) => Stop::LeaseLost,
+            Some(CancelReason::Abort) => Stop::Shutdown,
+            None if abort.is_cancelled() => Stop::Shutdown,
+            None => return None,
+        };
+        Some(stop)
+    }))
 }
 
 fn revoked(task: &TaskMessage, reason: &str, now: DateTime<Utc>) -> Settlement {

@@ -80,6 +80,7 @@ pub fn job_ctx(limit: Option<Duration>) -> JobContext {
         hostname: "long@test".into(),
         deadline: limit.map(|l| tokio::time::Instant::now() + l),
         fence: Default::default(),
+        stop: Default::default(),
     }
 }
 

@@ -12,7 +12,7 @@ use crate::mediacms::layout::LayoutError;
 use crate::mediacms::signals::{Completion, ConcatOutput, FollowUp, SignalError};
 use crate::mediacms::store::{ChunkKey, Started};
 use crate::plan;
-use crate::tasks::{JobContext, Outcome, TaskError};
+use crate::tasks::{JobContext, Outcome, Stop, TaskError};
 
 /// MediaCMS's exception for ffmpeg failures (`files.backends.VideoEncodingError`).
 fn encoding_error(tail: &str) -> TaskError {
@@ -106,8 +106,9 @@ impl EncodeMedia {
     }
 
     /// The job's token fired. Past the soft limit this is MediaCMS's `SoftTimeLimitExceeded`
-    /// (fail, one retry); otherwise it is a shutdown abort or a revoke: leave the row for the
-    /// re-run (the pool requeues the delivery, or writes REVOKED for a terminate).
+    /// (fail, one retry). A revoke-terminate does what MediaCMS's `task_revoked` does: the
+    /// task's Encodings are deleted. A shutdown abort requeues the delivery, so the row goes
+    /// back to `pending` for the re-run. A lost lease touches nothing (another worker has it).
     pub(super) async fn cancelled(
         &self,
         job: &Job<'_>,
@@ -119,6 +120,18 @@ impl EncodeMedia {
             .is_some_and(|d| tokio::time::Instant::now() >= d);
         if timed_out {
             return self.failed(job, s, "soft time limit exceeded").await;
+        }
+        match ctx.stop.get() {
+            Some(Stop::LeaseLost) => {}
+            Some(Stop::Terminated) if ctx.fence.claim().await => {
+                let gone = self.env.signals.encoding_revoked(&job.task.id).await?;
+                tracing::info!(task = %job.task.id, deleted = gone.len(), "revoked: the task's Encodings are deleted, as MediaCMS's task_revoked does");
+                return Ok(Outcome::Revoked("terminated".into()));
+            }
+            Some(Stop::Shutdown | Stop::SoftTimeLimit) | None if ctx.fence.claim().await => {
+                self.env.signals.store().mark_pending(s.encoding.id).await?;
+            }
+            _ => {}
         }
         Ok(Outcome::Aborted)
     }

@@ -83,6 +83,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 /// Wire every component and run until shutdown: signals → pool drain → control plane and HTTP.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
+    startup::clean_stale_job_dirs(&config.temp_directory, startup::STALE_JOB_DIR_AGE);
     let metrics = Arc::new(Metrics::new());
     let health = Health::new(Duration::from_secs(60));
     let http_state = HttpState {

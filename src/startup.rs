@@ -80,9 +80,62 @@ where
     unreachable!("the attempt counter does not overflow in practice")
 }
 
+/// A job directory another worker sharing TEMP_DIRECTORY just created is empty for a moment;
+/// only empty ones older than this are stale.
+pub const STALE_JOB_DIR_AGE: Duration = Duration::from_secs(600);
+
+/// Remove the empty `mediacms-worker-*` job directories a killed worker (kill -9, OOM) left in
+/// TEMP_DIRECTORY: a job's own directory is removed when the job ends, but nothing runs after
+/// a SIGKILL. Only empty directories older than `older_than` go (`rmdir` never removes a
+/// non-empty one, so a live job elsewhere is safe). Returns how many were removed.
+pub fn clean_stale_job_dirs(temp_root: &std::path::Path, older_than: Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(temp_root) else {
+        return 0;
+    };
+    let now = std::time::SystemTime::now();
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let stale = name.to_string_lossy().starts_with("mediacms-worker-")
+            && e.file_type().is_ok_and(|t| t.is_dir())
+            && e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| now.duration_since(t).unwrap_or_default() >= older_than);
+        if stale && std::fs::remove_dir(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(removed, dir = %temp_root.display(), "removed stale empty job directories");
+    }
+    removed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_empty_job_dirs_are_removed_and_nothing_else() {
+        let root = tempfile::tempdir().unwrap();
+        let mk = |name: &str, age: u64, file: bool| {
+            let d = root.path().join(name);
+            std::fs::create_dir(&d).unwrap();
+            if file {
+                std::fs::write(d.join("out.mp4"), b"x").unwrap();
+            }
+            let then = std::time::SystemTime::now() - Duration::from_secs(age);
+            std::fs::File::open(&d).unwrap().set_modified(then).unwrap();
+            d
+        };
+        let stale = mk("mediacms-worker-old", 3600, false);
+        let fresh = mk("mediacms-worker-new", 5, false);
+        let busy = mk("mediacms-worker-busy", 3600, true);
+        let other = mk("someone-else", 3600, false);
+        assert_eq!(clean_stale_job_dirs(root.path(), STALE_JOB_DIR_AGE), 1);
+        assert!(!stale.exists());
+        assert!(fresh.exists() && busy.exists() && other.exists());
+    }
 
     #[test]
     fn backoff_grows_then_stays_at_the_cap() {

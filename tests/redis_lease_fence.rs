@@ -159,3 +159,28 @@ async fn lost_bookkeeping_is_held_again_or_requeued_from_our_bytes() {
     a.ack(&one).await.unwrap();
     assert_eq!(count(&mut c, "HLEN", "unacked", None), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_finish_ends_the_window_so_a_crash_after_the_writes_is_restored_after_the_lease() {
+    let r = TestRedis::claim();
+    let lease = Duration::from_millis(800);
+    let a = broker(&r, lease).await;
+    let b = broker(&r, lease).await;
+    publish(&a, "CHUNK").await;
+    let d = fetch(&a).await;
+    assert!(a.claim_finish(&d).await.unwrap());
+    tokio::time::sleep(lease + Duration::from_millis(300)).await;
+    assert_eq!(
+        b.restore_expired().await.unwrap(),
+        0,
+        "inside the finishing window"
+    );
+    assert!(a.release_finish(&d).await.unwrap());
+    drop(a); // dies during the concatenation
+    tokio::time::sleep(lease + Duration::from_millis(300)).await;
+    assert_eq!(
+        b.restore_expired().await.unwrap(),
+        1,
+        "restored after the lease"
+    );
+}

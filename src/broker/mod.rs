@@ -85,6 +85,11 @@ pub trait Broker: Send + Sync + 'static {
     /// on no restorer may take the delivery (until it is acked or requeued, or a long finishing
     /// window passes after a crash). `false`: the lease is lost, write nothing.
     async fn claim_finish(&self, delivery: &Delivery) -> Result<bool, BrokerError>;
+    /// The final writes are done but work remains (a chunk's concatenation): back to the
+    /// ordinary lease, so a crash from here on is restored after the lease, not the window.
+    async fn release_finish(&self, delivery: &Delivery) -> Result<bool, BrokerError> {
+        self.claim_finish(delivery).await
+    }
     /// Return deliveries whose lease expired (a dead worker of our fleet) to their queues.
     /// Never touches deliveries held by other (Python) consumers.
     async fn restore_expired(&self) -> Result<usize, BrokerError>;

@@ -273,8 +273,15 @@ impl Inner {
         self.local().values().any(|(t, _)| t == tag)
     }
 
-    /// Renew one holding, the lease running until `expiry` (unix seconds).
-    async fn renew(&self, tag: &str, lease: &str, expiry: f64) -> Result<Fenced, BrokerError> {
+    /// Renew one holding, the lease running until `expiry` (unix seconds); `shorten`: also
+    /// when that is earlier than the current expiry (ending a finishing window).
+    async fn renew(
+        &self,
+        tag: &str,
+        lease: &str,
+        expiry: f64,
+        shorten: bool,
+    ) -> Result<Fenced, BrokerError> {
         let Some(value) = self.local().get(lease).map(|(_, v)| v.clone()) else {
             return Ok(Fenced::Lost);
         };
@@ -283,7 +290,9 @@ impl Inner {
             call.key(k);
         }
         call.arg(tag).arg(lease).arg(unix_now()).arg(expiry);
-        call.arg(value).arg(HOLDER_TTL_SECS);
+        call.arg(value)
+            .arg(HOLDER_TTL_SECS)
+            .arg(if shorten { "CH" } else { "GT" });
         let got = self.script(&call).await.map(Fenced::from_reply)?;
         match got {
             Fenced::Recovered => {
@@ -404,7 +413,7 @@ impl Broker for RedisBroker {
         let mut lost = Vec::new();
         for (tag, lease) in held {
             let expiry = unix_now() + self.inner.opts.lease.as_secs_f64();
-            if !self.inner.renew(tag, lease, expiry).await?.held() {
+            if !self.inner.renew(tag, lease, expiry, false).await?.held() {
                 lost.push(lease.clone());
             }
         }
@@ -414,7 +423,17 @@ impl Broker for RedisBroker {
     async fn claim_finish(&self, delivery: &Delivery) -> Result<bool, BrokerError> {
         let window = (self.inner.opts.lease * 10).max(FINISH_WINDOW_MIN);
         let expiry = unix_now() + window.as_secs_f64();
-        let got = self.inner.renew(&delivery.tag, &delivery.lease, expiry);
+        let got = self
+            .inner
+            .renew(&delivery.tag, &delivery.lease, expiry, false);
+        Ok(got.await?.held())
+    }
+
+    async fn release_finish(&self, delivery: &Delivery) -> Result<bool, BrokerError> {
+        let expiry = unix_now() + self.inner.opts.lease.as_secs_f64();
+        let got = self
+            .inner
+            .renew(&delivery.tag, &delivery.lease, expiry, true);
         Ok(got.await?.held())
     }
 

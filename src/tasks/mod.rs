@@ -122,6 +122,7 @@ impl std::fmt::Debug for StopCause {
 #[async_trait]
 pub trait FinishGate: Send + Sync + 'static {
     async fn claim(&self) -> bool;
+    async fn release(&self);
 }
 
 /// A lease is a fence, not a timer (ARCHITECTURE decision 4): a handler calls
@@ -142,6 +143,15 @@ impl Fence {
         match &self.0 {
             None => true,
             Some(gate) => gate.claim().await,
+        }
+    }
+
+    /// The fenced writes are done and more work follows (a chunk's concatenation, which has its
+    /// own exactly-once lock): the delivery goes back to the ordinary lease, so a crash from
+    /// here on is restored after the lease rather than the long finishing window.
+    pub async fn release(&self) {
+        if let Some(gate) = &self.0 {
+            gate.release().await;
         }
     }
 }

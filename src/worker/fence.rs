@@ -65,6 +65,13 @@ impl FinishGate for Gate {
             }
         }
     }
+
+    async fn release(&self) {
+        // Best effort: if it fails the window simply lasts longer (restore is delayed).
+        if let Err(e) = self.broker.release_finish(&self.delivery).await {
+            tracing::warn!(tag = %self.delivery.tag, error = %e, "ending the finishing window failed");
+        }
+    }
 }
 
 /// The fence handed to the job running `d`.

@@ -23,11 +23,12 @@ const STATE: &str = "local h = redis.call('get', KEYS[4]); \
     local gone = (not h) and not held; ";
 
 /// Renew (or claim the finish, with a longer expiry): 1 renewed, 2 re-established after lost
-/// data, 0 not ours. ARGV: tag, lease, now, expiry, unacked value, ttl. `GT` so a renewal never
-/// shortens the finishing window a claim set.
+/// data, 0 not ours. ARGV: tag, lease, now, expiry, unacked value, ttl, mode. Mode `GT` so a
+/// renewal never shortens the finishing window a claim set; `CH` (a plain update) to end that
+/// window early once the final writes are done.
 const RENEW_BODY: &str = "if ours then \
       redis.call('zadd', KEYS[2], 'XX', ARGV[3], ARGV[1]); \
-      redis.call('zadd', KEYS[3], 'XX', 'GT', ARGV[4], ARGV[1]); \
+      redis.call('zadd', KEYS[3], 'XX', ARGV[7], ARGV[4], ARGV[1]); \
       redis.call('expire', KEYS[4], ARGV[6]); return 1 end; \
     if gone then \
       redis.call('hset', KEYS[1], ARGV[1], ARGV[5]); \

@@ -12,7 +12,7 @@ use crate::mediacms::layout::LayoutError;
 use crate::mediacms::signals::{Completion, ConcatOutput, FollowUp, SignalError};
 use crate::mediacms::store::{ChunkKey, Started};
 use crate::plan;
-use crate::tasks::{JobContext, Outcome, Stop, TaskError};
+use crate::tasks::{Fence, JobContext, Outcome, Stop, TaskError};
 
 /// MediaCMS's exception for ffmpeg failures (`files.backends.VideoEncodingError`).
 fn encoding_error(tail: &str) -> TaskError {
@@ -24,6 +24,7 @@ impl EncodeMedia {
     /// (MediaCMS returns False, so the task itself succeeds with `false`). The signals'
     /// follow-ups go into `follow_ups` for the caller to publish (a ladder publishes each
     /// distinct one once per group instead of once per rendition).
+    #[allow(clippy::too_many_arguments)] // the one ending every encode path shares
     pub(super) async fn finish(
         &self,
         s: &Started,
@@ -32,10 +33,13 @@ impl EncodeMedia {
         tail: &str,
         began: Instant,
         follow_ups: &mut Vec<FollowUp>,
+        fence: &Fence,
     ) -> Result<Outcome, SignalError> {
         let non_empty = std::fs::metadata(output).is_ok_and(|m| m.len() > 0);
         if non_empty && probe::validate_output(output).is_ok() {
-            return self.succeed(s, output, logs, began, follow_ups).await;
+            return self
+                .succeed(s, output, logs, began, follow_ups, fence)
+                .await;
         }
         let failed = self
             .env
@@ -53,6 +57,7 @@ impl EncodeMedia {
         logs: &str,
         began: Instant,
         follow_ups: &mut Vec<FollowUp>,
+        fence: &Fence,
     ) -> Result<Outcome, SignalError> {
         let run_secs = began.elapsed().as_secs().min(i32::MAX as u64) as i32;
         let signals = &self.env.signals;
@@ -71,6 +76,9 @@ impl EncodeMedia {
             // The chunk's own follow-ups go out before the concatenation's, as MediaCMS's.
             self.env.publish_follow_ups(follow_ups).await;
             follow_ups.clear();
+            // The chunk is committed; the concatenation has its own exactly-once lock, and a
+            // crash during it should be restored after the lease, not the finishing window.
+            fence.release().await;
             self.concatenate(&key).await?;
         }
         Ok(Outcome::Success(json!(true)))

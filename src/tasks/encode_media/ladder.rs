@@ -231,8 +231,12 @@ impl EncodeMedia {
             return Ok(Outcome::Success(json!(false)));
         }
         let logs = format!("{note}{tail}");
-        self.finish(&m.started, &m.output, &logs, tail, began, follow_ups)
-            .await
+        // Ladder members are never chunks, so no concatenation follows: nothing to release.
+        let fence = crate::tasks::Fence::default();
+        self.finish(
+            &m.started, &m.output, &logs, tail, began, follow_ups, &fence,
+        )
+        .await
     }
 
     /// A retryable ladder failure. While our own Encoding is unfinished it takes MediaCMS's

@@ -209,7 +209,9 @@ impl EncodeMedia {
         // rejects image formats (gif included) by design, so it cannot be used here.
         if is_gif_file(&output) {
             let mut follow_ups = Vec::new();
-            let done = self.succeed(s, &output, "", began, &mut follow_ups).await;
+            let done = self
+                .succeed(s, &output, "", began, &mut follow_ups, &ctx.fence)
+                .await;
             self.env.publish_follow_ups(&follow_ups).await;
             return done;
         }
@@ -283,7 +285,8 @@ impl EncodeMedia {
                     let logs = format!("{notes}{tail}");
                     let mut follow_ups = Vec::new();
                     let f = &mut follow_ups;
-                    let done = self.finish(s, &output, &logs, &tail, began, f).await;
+                    let fence = &ctx.fence;
+                    let done = self.finish(s, &output, &logs, &tail, began, f, fence).await;
                     self.env.publish_follow_ups(&follow_ups).await;
                     return done;
                 }

@@ -7,9 +7,14 @@
 //! for a day, so "no holder key and no `unacked` entry" means one thing only: Redis lost its
 //! data (a restart without persistence), and the holding is ours to re-establish from our bytes.
 
+use std::collections::HashMap;
+
 use redis::Script;
 
-use super::keys::{LEASES, UNACKED, UNACKED_INDEX};
+use super::keys::{self as kombu, EnvelopeFacts, LEASES, UNACKED, UNACKED_INDEX};
+use super::{unix_now, Inner, ATTEMPTS};
+use crate::broker::{BrokerError, Delivery, DeliveryTag, LeaseId};
+use crate::celery::envelope;
 
 /// How long the holder key (and its tombstone) lives: kombu's default visibility timeout.
 pub(crate) const HOLDER_TTL_SECS: u64 = 86_400;
@@ -95,4 +100,110 @@ pub(crate) fn keys(tag: &str) -> [String; 4] {
         LEASES.to_owned(),
         holder_key(tag),
     ]
+}
+
+/// The holding side of the fence: this process's holdings, and the scripts run on them.
+impl Inner {
+    pub(crate) fn local(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<LeaseId, (DeliveryTag, String)>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether this process holds `tag` under any lease (never restored by us).
+    pub(crate) fn holds_tag(&self, tag: &str) -> bool {
+        self.local().values().any(|(t, _)| t == tag)
+    }
+
+    /// Renew one holding, the lease running until `expiry` (unix seconds); `shorten`: also
+    /// when that is earlier than the current expiry (ending a finishing window).
+    pub(crate) async fn renew(
+        &self,
+        tag: &str,
+        lease: &str,
+        expiry: f64,
+        shorten: bool,
+    ) -> Result<Fenced, BrokerError> {
+        let Some(value) = self.local().get(lease).map(|(_, v)| v.clone()) else {
+            return Ok(Fenced::Lost);
+        };
+        let mut call = RENEW.prepare_invoke();
+        for k in keys(tag) {
+            call.key(k);
+        }
+        call.arg(tag).arg(lease).arg(unix_now()).arg(expiry);
+        call.arg(value)
+            .arg(HOLDER_TTL_SECS)
+            .arg(if shorten { "CH" } else { "GT" });
+        let got = self.script(&call).await.map(Fenced::from_reply)?;
+        match got {
+            Fenced::Recovered => {
+                tracing::warn!(%tag, "held delivery was missing from Redis (data lost?): held again")
+            }
+            // Not ours any more: forget it here too, so our own restorer may take it again
+            // once its new holder is gone.
+            Fenced::Lost => drop(self.local().remove(lease)),
+            Fenced::Ours => {}
+        }
+        Ok(got)
+    }
+
+    /// End a holding: forget its bookkeeping (leaving `tombstone`), and with `push`, put
+    /// `(command, list, payload)` in the same step. Acts only while the lease is ours.
+    pub(crate) async fn forget(
+        &self,
+        d: &Delivery,
+        tombstone: &str,
+        push: Option<(&str, &str, &[u8])>,
+    ) -> Result<Fenced, BrokerError> {
+        let mut call = FORGET.prepare_invoke();
+        for k in keys(&d.tag) {
+            call.key(k);
+        }
+        call.arg(&d.tag)
+            .arg(&d.lease)
+            .arg(tombstone)
+            .arg(HOLDER_TTL_SECS);
+        if let Some((command, list, payload)) = push {
+            call.key(list).arg(payload).arg(command);
+        }
+        let got = self.script(&call).await.map(Fenced::from_reply);
+        self.local().remove(&d.lease);
+        got
+    }
+
+    /// One fence script; retried across reconnects (each is idempotent: the tombstone or the
+    /// renewed score makes a repeat a no-op).
+    pub(crate) async fn script(
+        &self,
+        call: &redis::ScriptInvocation<'_>,
+    ) -> Result<i64, BrokerError> {
+        self.on_cmd(ATTEMPTS, |mut c| async move {
+            call.invoke_async::<i64>(&mut c).await
+        })
+        .await
+    }
+
+    /// Put a holding back at the front of its list from our own bytes (`redelivered` unless it
+    /// was never handed out), unless another holder has it.
+    pub(crate) async fn give_back(
+        &self,
+        d: &Delivery,
+        redelivered: bool,
+    ) -> Result<Fenced, BrokerError> {
+        let facts = EnvelopeFacts::read(&d.raw);
+        let rk = facts.routing_key.unwrap_or_else(|| d.queue.clone());
+        let list = kombu::priority_list(&rk, facts.priority);
+        let payload = match redelivered {
+            true => envelope::mark_redelivered(&d.raw).unwrap_or_else(|_| d.raw.clone()),
+            false => d.raw.clone(),
+        };
+        let got = self
+            .forget(d, "requeued", Some(("rpush", &list, &payload)))
+            .await?;
+        if got == Fenced::Recovered {
+            tracing::warn!(tag = %d.tag, "requeued from our own copy: Redis had lost it");
+        }
+        Ok(got)
+    }
 }

@@ -2,7 +2,8 @@
 //! dropped at shutdown. Three ETA tasks are held; Redis is SIGKILLed and restarted empty (no
 //! persistence); then SIGTERM. Every one is back in the queue exactly once — re-published from
 //! the worker's own bytes when the bookkeeping is gone, or moved back once a renewal has held it
-//! again — and `unacked` is empty.
+//! again — and `unacked` is empty. Fault case 16: a double SIGTERM mid-encode requeues the
+//! task and leaves its Encoding `pending`, not `running`.
 
 mod support;
 
@@ -94,5 +95,84 @@ async fn held_eta_tasks_survive_a_redis_restart_then_sigterm() {
     // the worker's bytes. Short lease: a renewal holds them again first, the requeue moves them.
     round(&db, dir.path(), "60", false);
     round(&db, dir.path(), "2", true);
+    case.survived();
+}
+
+/// Fault case 16: a double SIGTERM mid-encode aborts the job; the delivery is requeued and the
+/// Encoding goes back to `pending` instead of staying `running` with nothing running it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn double_sigterm_mid_encode_requeues_and_leaves_the_row_pending() {
+    let case = Case::new("double_sigterm_row_pending");
+    let db = TestDb::with_upload_example().await;
+    let redis = support::redis::TestRedis::claim();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("media");
+    let originals = root.join("original/user/refuser");
+    std::fs::create_dir_all(&originals).unwrap();
+    db.rebase_media_root(&root).await;
+    let spec = support::media::ClipSpec {
+        width: 320,
+        height: 180,
+        seconds: 1.0,
+        ..Default::default()
+    };
+    let made = support::media::clip(&originals, &spec);
+    let rel = format!(
+        "original/user/refuser/{}",
+        made.file_name().unwrap().to_str().unwrap()
+    );
+    let info = mediacms_worker::ffmpeg::probe::media_file_info(&made, false).to_string();
+    let c = db.client().await;
+    support::fault::insert_media_and_encoding(&c, 4100, "Dbl4100", &rel, &info, 1, 23).await;
+    let wrapper = dir.path().join("ffmpeg.sh");
+    support::fault::script(
+        &wrapper,
+        "#!/bin/sh\ncase \"$*\" in *libx264*) sleep 60;; esac\nexec ffmpeg \"$@\"\n",
+    );
+    let ep = Endpoints::in_dir(&redis.url, db.config(), dir.path());
+    let env = [("FFMPEG_COMMAND", wrapper.to_str().unwrap())];
+    let mut w = WorkerProc::spawn(&ep, &dir.path().join("w.log"), &[], &env);
+    w.wait_consuming();
+    let mut r = redis.conn();
+    let mut kw = Map::new();
+    kw.insert("force".into(), json!(true));
+    let t = OutgoingTask::new(
+        "encode_media",
+        QUEUE,
+        vec![json!("Dbl4100"), json!(23), json!(4100)],
+        kw,
+    );
+    lpush(
+        &mut r,
+        QUEUE,
+        &envelope::encode_redis(&t, "dbl-tag", "fault"),
+    );
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while support::fault::encoding_row(&c, 4100)
+        .await
+        .map(|r| r.0)
+        .as_deref()
+        != Some("running")
+    {
+        assert!(
+            std::time::Instant::now() < until,
+            "never running\n{}",
+            w.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    w.sigterm();
+    w.wait_log("shutdown: intake stopped", Duration::from_secs(30));
+    w.sigterm();
+    let status = w
+        .wait_exit(Duration::from_secs(60))
+        .expect("exits after the second SIGTERM");
+    assert!(status.success(), "exit {status:?}\n{}", w.log_tail());
+    let row = support::fault::encoding_row(&c, 4100).await.map(|r| r.0);
+    assert_eq!(row.as_deref(), Some("pending"), "\n{}", w.log_tail());
+    let back = queued_ids(&mut r);
+    assert_eq!(back, vec![t.id.clone()], "requeued once");
+    let held: i64 = redis::cmd("HLEN").arg("unacked").query(&mut r).unwrap();
+    assert_eq!(held, 0);
     case.survived();
 }

@@ -17,6 +17,7 @@ use crate::mediacms::signals::Signals;
 use crate::mediacms::store::Store;
 use crate::plan::EncodeSettings;
 use crate::shutdown::Shutdown;
+use crate::startup;
 use crate::tasks::beat::BeatTasks;
 use crate::tasks::create_hls::CreateHls;
 use crate::tasks::encode_media::EncodeMedia;
@@ -82,6 +83,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 /// Wire every component and run until shutdown: signals → pool drain → control plane and HTTP.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
+    startup::clean_stale_job_dirs(&config.temp_directory, startup::STALE_JOB_DIR_AGE);
     let metrics = Arc::new(Metrics::new());
     let health = Health::new(Duration::from_secs(60));
     let http_state = HttpState {
@@ -95,19 +97,30 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     ));
     tokio::spawn(shutdown.clone().watch_signals(config.drain));
     // The capability probe (test encodes, ~0.1 s on a CPU-only node) overlaps the connects, so
-    // it does not delay consuming.
+    // it does not delay consuming. Dependencies that are not up yet are waited for.
+    let stop = shutdown.intake.clone();
+    let broker_up = startup::wait_for("the broker", &health, &stop, || connect_broker(&config));
     let (connected, caps) = tokio::join!(
-        connect_broker(&config),
+        broker_up,
         Capabilities::probe(
             &config.ffmpeg_command,
             config.hwaccel,
             config.hw_device.as_deref(),
         )
     );
-    let (broker, results, depths) = connected?;
+    let Some((broker, results, depths)) = connected? else {
+        return stopped_while_waiting(&shutdown, http).await;
+    };
     health.set_broker_up(true);
     let store = Store::connect(&config.postgres, config.concurrency + 4)
         .context("configuring the Postgres pool")?;
+    let db_up = startup::wait_for("Postgres", &health, &stop, || async {
+        Ok(store.ping().await?)
+    });
+    if db_up.await?.is_none() {
+        return stopped_while_waiting(&shutdown, http).await;
+    }
+    health.set_db_up(true);
     tracing::info!("{}", crate::ffmpeg::report::report_text(&caps));
     let env = Arc::new(task_env(
         &config,
@@ -122,14 +135,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if config.chunkize {
         crate::tasks::chunkize::register_chunkize(&mut registry, env);
     }
-    let pool = WorkerPool::new(broker, results, registry, pool_options(&config))
-        .with_metrics(metrics.clone());
+    // Intake follows readiness: no fetch while Postgres, which every long task needs, is down.
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(true);
+    let pool = WorkerPool::new(broker.clone(), results, registry, pool_options(&config))
+        .with_metrics(metrics.clone())
+        .with_intake_gate(ready_rx)
+        .with_health(health.clone());
     let state = pool.state();
     if let Some(client) = redis_control_client(&config)? {
         tokio::spawn(Pidbox::new(client, state.clone()).run(shutdown.abort.clone()));
     }
     let sampler = Sampler {
         health,
+        ready: ready_tx,
+        broker,
         store,
         state,
         metrics,
@@ -145,6 +164,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// SIGTERM while a dependency was still awaited: nothing was consumed, stop the HTTP server.
+async fn stopped_while_waiting(
+    shutdown: &Shutdown,
+    http: tokio::task::JoinHandle<Result<(), crate::telemetry::http::HttpError>>,
+) -> anyhow::Result<()> {
+    tracing::info!("shutdown before every dependency was reachable: nothing was consumed");
+    shutdown.abort.cancel();
+    http.await.context("HTTP server task")??;
+    Ok(())
+}
+
 /// Broker by URL scheme; results always go to the Redis result backend. The third value samples
 /// queue depths (Redis brokers only).
 async fn connect_broker(
@@ -152,6 +182,7 @@ async fn connect_broker(
 ) -> anyhow::Result<(Arc<dyn Broker>, Arc<dyn ResultStore>, Option<RedisBroker>)> {
     let lease = RedisBrokerOptions {
         lease: config.lease,
+        dead_letter_caps: config.dead_letters,
         ..RedisBrokerOptions::default()
     };
     let results = RedisBroker::connect(&config.result_backend, lease.clone())
@@ -218,6 +249,9 @@ fn task_env(
     }
 }
 
+/// A readiness ping slower than this counts as the database being down.
+const DB_PING_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long a hardware backend that just failed is avoided.
 const HW_COOLDOWN: Duration = Duration::from_secs(600);
 
@@ -265,9 +299,14 @@ pub fn registry(
     r
 }
 
-/// Liveness beat, readiness flags and sampled gauges, every 2 s until abort.
+/// Readiness flags, the intake gate and sampled gauges, every 2 s until abort. (The liveness
+/// beat comes from the pool's intake loop itself, not from here.)
 struct Sampler {
     health: Health,
+    /// The pool's intake gate: open while Postgres answers.
+    ready: tokio::sync::watch::Sender<bool>,
+    /// For its reconnect count.
+    broker: Arc<dyn Broker>,
     store: Store,
     state: PoolState,
     metrics: Arc<Metrics>,
@@ -283,9 +322,18 @@ impl Sampler {
                 _ = tick.tick() => {}
                 _ = shutdown.abort.cancelled() => return,
             }
-            self.health.beat();
             self.health.set_intake_open(!shutdown.intake.is_cancelled());
-            self.health.set_db_up(self.store.ping().await.is_ok());
+            // Bounded: a hung database must read as down, not stall this loop.
+            let ping = tokio::time::timeout(DB_PING_TIMEOUT, self.store.ping()).await;
+            let db_up = matches!(ping, Ok(Ok(())));
+            if db_up && !self.health.readiness().db {
+                self.metrics.db_reconnected();
+            }
+            self.health.set_db_up(db_up);
+            self.ready
+                .send_if_modified(|open| std::mem::replace(open, db_up) != db_up);
+            self.metrics
+                .broker_reconnects_seen(self.broker.reconnects());
             self.metrics
                 .set_jobs_in_flight(self.state.snapshot().active.len());
             if let Some(broker) = &self.depths {

@@ -140,6 +140,34 @@ pub struct RawConfig {
     /// Encodings and encodes them all from one decode.
     #[arg(long, env = "WORKER_DECODE_ONCE")]
     pub decode_once: Option<bool>,
+    /// Dead letters kept at most (the oldest go first).
+    #[arg(long, env = "WORKER_DEAD_LETTER_MAX_COUNT")]
+    pub dead_letter_max_count: Option<u64>,
+    /// Bytes of dead-letter records kept at most (MediaCMS's Redis also holds its cache).
+    #[arg(long, env = "WORKER_DEAD_LETTER_MAX_BYTES")]
+    pub dead_letter_max_bytes: Option<u64>,
+    /// The dead-letter list expires this long after its last record.
+    #[arg(long, env = "WORKER_DEAD_LETTER_TTL_SECS")]
+    pub dead_letter_ttl_secs: Option<u64>,
+}
+
+/// Bounds of the dead-letter list: it lives in the Redis DB MediaCMS shares with its cache and
+/// sessions, so a flood of junk must not fill it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeadLetterCaps {
+    pub max_count: u64,
+    pub max_bytes: u64,
+    pub ttl: Duration,
+}
+
+impl Default for DeadLetterCaps {
+    fn default() -> Self {
+        DeadLetterCaps {
+            max_count: defaults::DEAD_LETTER_MAX_COUNT,
+            max_bytes: defaults::DEAD_LETTER_MAX_BYTES,
+            ttl: Duration::from_secs(defaults::DEAD_LETTER_TTL_SECS),
+        }
+    }
 }
 
 /// The validated configuration every component is built from (in `app`). Its `Debug` (what
@@ -176,6 +204,7 @@ pub struct Config {
     pub chunkize: bool,
     pub allow_root: bool,
     pub decode_once: bool,
+    pub dead_letters: DeadLetterCaps,
 }
 
 impl std::fmt::Debug for Config {
@@ -213,6 +242,7 @@ impl std::fmt::Debug for Config {
             .field("soft_time_limit", &self.soft_time_limit)
             .field("whisper_model", &self.whisper_model)
             .field("allow_root", &self.allow_root)
+            .field("dead_letters", &self.dead_letters)
             .finish()
     }
 }
@@ -220,18 +250,43 @@ impl std::fmt::Debug for Config {
 /// `scheme://user:password@host/…` → `scheme://user:<redacted>@host/…` (also with an empty
 /// user); URLs without a password are returned unchanged.
 pub fn redact_url(url: &str) -> String {
+    // A password may also ride in the query (`redis://host/1?password=…`, redis-py's form).
+    let (url, query) = match url.split_once('?') {
+        Some((base, q)) => (base, Some(redact_query(q))),
+        None => (url, None),
+    };
+    let query = query.map(|q| format!("?{q}")).unwrap_or_default();
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+        return format!("{url}{query}");
     };
     // userinfo ends at the last '@' before the first '/' (passwords may contain '@').
     let authority_end = rest.find('/').unwrap_or(rest.len());
     let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_owned();
+        return format!("{url}{query}");
     };
     match rest[..at].split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:<redacted>{}", &rest[at..]),
-        None => url.to_owned(),
+        Some((user, _password)) => {
+            format!("{scheme}://{user}:<redacted>{}{query}", &rest[at..])
+        }
+        None => format!("{url}{query}"),
     }
+}
+
+/// `password=…` (and other secret-looking keys) in a query string, values redacted.
+fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _))
+                if ["password", "pass", "pwd", "secret", "token"]
+                    .contains(&k.to_ascii_lowercase().as_str()) =>
+            {
+                format!("{k}=<redacted>")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 #[derive(Clone, PartialEq)]
@@ -292,6 +347,9 @@ pub mod defaults {
     pub const SPRITE_NUM_SECS: u32 = 10;
     pub const SOFT_TIME_LIMIT_SECS: u64 = 7200;
     pub const WHISPER_MODEL: &str = "base";
+    pub const DEAD_LETTER_MAX_COUNT: u64 = 1000;
+    pub const DEAD_LETTER_MAX_BYTES: u64 = 16 * 1024 * 1024;
+    pub const DEAD_LETTER_TTL_SECS: u64 = 7 * 86_400;
 }
 
 impl RawConfig {
@@ -335,7 +393,10 @@ impl RawConfig {
             whisper_model,
             chunkize,
             allow_root,
-            decode_once
+            decode_once,
+            dead_letter_max_count,
+            dead_letter_max_bytes,
+            dead_letter_ttl_secs
         )
     }
 
@@ -378,8 +439,10 @@ impl RawConfig {
             defaults::TEMP_DIRECTORY,
         )?;
         let lease_secs = self.lease_secs.unwrap_or(defaults::LEASE_SECS);
-        if !(10..=3600).contains(&lease_secs) {
-            return Err(bad("lease_secs", "must be between 10 and 3600 seconds"));
+        // A lease is a fence, not a timer: a short one costs renewals, never correctness (the
+        // fault suite runs 2-3 s leases); production keeps the 90 s default.
+        if !(2..=3600).contains(&lease_secs) {
+            return Err(bad("lease_secs", "must be between 2 and 3600 seconds"));
         }
         let ffmpeg_nice = self.ffmpeg_nice.unwrap_or(0);
         if !(0..=19).contains(&ffmpeg_nice) {
@@ -389,6 +452,26 @@ impl RawConfig {
             "sprite_num_secs",
             self.sprite_num_secs.unwrap_or(10) as usize,
         )? as u32;
+        let dead_letters = DeadLetterCaps {
+            max_count: positive(
+                "dead_letter_max_count",
+                self.dead_letter_max_count
+                    .unwrap_or(defaults::DEAD_LETTER_MAX_COUNT) as usize,
+            )? as u64,
+            max_bytes: self
+                .dead_letter_max_bytes
+                .unwrap_or(defaults::DEAD_LETTER_MAX_BYTES),
+            ttl: Duration::from_secs(
+                self.dead_letter_ttl_secs
+                    .unwrap_or(defaults::DEAD_LETTER_TTL_SECS),
+            ),
+        };
+        if dead_letters.max_bytes < 4096 {
+            return Err(bad("dead_letter_max_bytes", "must be at least 4096"));
+        }
+        if dead_letters.ttl.is_zero() {
+            return Err(bad("dead_letter_ttl_secs", "must be positive"));
+        }
         let http_addr = match self.http_addr {
             Some(a) => a,
             None => defaults::HTTP_ADDR.parse().expect("default address parses"),
@@ -452,17 +535,38 @@ impl RawConfig {
             chunkize: self.chunkize.unwrap_or(false),
             allow_root: self.allow_root.unwrap_or(false),
             decode_once: self.decode_once.unwrap_or(false),
+            dead_letters,
         })
     }
 }
 
 fn check_url(field: &'static str, url: &str, schemes: &[&str]) -> Result<(), ConfigError> {
     let scheme = url.split("://").next().unwrap_or_default();
-    if url.contains("://") && schemes.contains(&scheme) {
-        Ok(())
-    } else {
-        Err(bad(field, format!("expected a {} URL", schemes.join("|"))))
+    if !(url.contains("://") && schemes.contains(&scheme)) {
+        return Err(bad(field, format!("expected a {} URL", schemes.join("|"))));
     }
+    match url_port(url) {
+        Some(port) if port.parse::<u16>().is_err() => Err(bad(
+            field,
+            format!(
+                "port `{port}` is not a number from 0 to 65535 (in {})",
+                redact_url(url)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The port text of a URL's authority, if it names one (`host:port`, `[v6]:port`).
+fn url_port(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let after_host = match host_port.rfind(']') {
+        Some(close) => &host_port[close + 1..],
+        None => host_port,
+    };
+    after_host.split_once(':').map(|(_, p)| p)
 }
 
 fn positive(field: &'static str, n: usize) -> Result<usize, ConfigError> {
@@ -648,5 +752,55 @@ mod tests {
         assert_eq!(parse(&["w", "--allow-root", "true"]).unwrap(), Some(true));
         assert_eq!(parse(&["w", "--allow-root", "false"]).unwrap(), Some(false));
         assert_eq!(parse(&["w"]).unwrap(), None);
+    }
+
+    #[test]
+    fn check_config_redacts_a_password_in_the_query_string() {
+        let c = RawConfig {
+            redis_location: Some("redis://cache:6379/1?password=q-pw-1&db=1".into()),
+            ..Default::default()
+        }
+        .resolve("h")
+        .unwrap();
+        let shown = format!("{c:#?}");
+        assert!(!shown.contains("q-pw-1"), "{shown}");
+        assert!(
+            shown.contains("redis://cache:6379/1?password=<redacted>&db=1"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_port_that_is_not_a_number_is_rejected() {
+        for (field, url) in [
+            ("redis_location", "redis://default:pw@cache:notaport/1"),
+            ("redis_location", "redis://cache:70000/1"),
+            ("broker_url", "amqp://guest:guest@mq:56x2//"),
+        ] {
+            let raw = match field {
+                "broker_url" => RawConfig {
+                    broker_url: Some(url.into()),
+                    ..Default::default()
+                },
+                _ => RawConfig {
+                    redis_location: Some(url.into()),
+                    ..Default::default()
+                },
+            };
+            let err = raw.resolve("h").unwrap_err();
+            assert_eq!(err.field, field, "{url}");
+            assert!(!err.reason.contains("pw@"), "{}", err.reason);
+        }
+        for ok in [
+            "redis://cache/1",
+            "redis://cache:6379/1",
+            "redis://[::1]:6379/0",
+        ] {
+            let raw = RawConfig {
+                redis_location: Some(ok.into()),
+                ..Default::default()
+            };
+            assert!(raw.resolve("h").is_ok(), "{ok}");
+        }
     }
 }

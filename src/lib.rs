@@ -10,6 +10,7 @@
 //! |---|---|---|
 //! | flags + env + TOML → validated config (exit 64) | [`config`] | pure |
 //! | signals, intake/abort tokens, drain deadline | [`shutdown`] | orchestration |
+//! | start-up waits for the broker and Postgres (backoff, a log line per attempt) | [`startup`] | orchestration |
 //! | Redis envelope, protocol-v2 headers/body, ETA parsing | [`celery::envelope`], [`celery::message`], [`celery::time`] | pure |
 //! | typed arguments of the seven long task names | [`celery::args`] | pure |
 //! | result documents (SUCCESS/FAILURE/RETRY/REVOKED) | [`celery::result`] | pure |
@@ -48,6 +49,7 @@ pub mod ffmpeg;
 pub mod mediacms;
 pub mod plan;
 pub mod shutdown;
+pub mod startup;
 pub mod tasks;
 pub mod telemetry;
 pub mod transcode;

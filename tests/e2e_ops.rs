@@ -323,7 +323,7 @@ async fn invalid_config_exits_64_naming_the_field() {
         ),
         (
             WorkerOpts {
-                lease_secs: 5,
+                lease_secs: 1,
                 ..WorkerOpts::default()
             },
             "lease_secs",

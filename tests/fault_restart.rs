@@ -161,6 +161,13 @@ async fn redis_and_postgres_restarts_mid_encode_lose_nothing() {
         "SELECT count(*) FROM files_encoding WHERE media_id = 1 AND profile_id IN (23, 2)",
     );
     assert_eq!(finals, vec!["2"], "exactly one Encoding per profile");
+    // Both outages moved the reconnect counters (they stayed 0 before issue 17). The sampler
+    // syncs them every 2 s.
+    wait_until(Duration::from_secs(30), "reconnect counters", || {
+        let broker = w.metric("broker_reconnects_total");
+        let db = w.metric("db_reconnects_total");
+        (broker >= 1.0 && db >= 1.0).then_some(())
+    });
     let text = w.log_text();
     let count = |needle: &str| text.matches(needle).count();
     println!(

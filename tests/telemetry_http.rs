@@ -60,7 +60,7 @@ fn move_counters(m: &Metrics) {
     m.hw_fallback("nvenc", "encoder_init");
     m.hw_fallback("nvenc", "some free text from an error"); // collapses to `other`
     m.restored(3);
-    m.broker_reconnected();
+    m.broker_reconnects_seen(1);
     m.db_reconnected();
     m.db_reconnected();
     m.ffmpeg_exited(FfmpegExit::Killed);

@@ -18,7 +18,7 @@ use serde_json::{json, Map, Value};
 
 use mediacms_worker::broker::memory::MemoryBroker;
 use mediacms_worker::broker::redis::{RedisBroker, RedisBrokerOptions};
-use mediacms_worker::broker::{Broker, BrokerError, Delivery, DeliveryTag};
+use mediacms_worker::broker::{Broker, BrokerError, Delivery, DeliveryTag, LeaseId};
 use mediacms_worker::celery::envelope::{decode_amqp, encode_amqp_body, v2_headers};
 use mediacms_worker::celery::message::{OutgoingTask, TaskMessage};
 use mediacms_worker::celery::result::TaskState;
@@ -66,8 +66,14 @@ impl Broker for Loopback {
     async fn requeue(&self, d: &Delivery) -> Result<(), BrokerError> {
         self.0.requeue(d).await
     }
-    async fn renew_leases(&self, tags: &[DeliveryTag]) -> Result<(), BrokerError> {
-        self.0.renew_leases(tags).await
+    async fn renew_leases(
+        &self,
+        held: &[(DeliveryTag, LeaseId)],
+    ) -> Result<Vec<LeaseId>, BrokerError> {
+        self.0.renew_leases(held).await
+    }
+    async fn claim_finish(&self, d: &Delivery) -> Result<bool, BrokerError> {
+        self.0.claim_finish(d).await
     }
     async fn restore_expired(&self) -> Result<usize, BrokerError> {
         self.0.restore_expired().await
@@ -80,6 +86,7 @@ impl Broker for Loopback {
         let message = decode_amqp(&raw, v2_headers(task), &task.queue, Some(task.priority));
         self.0.push(Delivery {
             tag: uuid::Uuid::new_v4().to_string(),
+            lease: String::new(),
             queue: task.queue.clone(),
             raw,
             message,

@@ -269,6 +269,7 @@ async fn unknown_task_is_forwarded_when_configured() {
 async fn poison_message_is_dead_lettered() {
     let broker = MemoryBroker::default();
     broker.push(Delivery {
+        lease: String::new(),
         tag: "bad".into(),
         queue: Q.into(),
         raw: b"{not json".to_vec(),
@@ -420,6 +421,98 @@ async fn leases_are_renewed_while_a_job_runs() {
         "our own live delivery was never restored"
     );
     assert_eq!(h.ran(), ["lease"]);
+}
+
+#[tokio::test]
+async fn task_runs_twice_after_a_stall_past_the_lease_job_stops_and_settles_nothing() {
+    let broker = MemoryBroker::new(Duration::from_secs(60));
+    broker.push_task(
+        Q,
+        TaskMessage {
+            eta: Some(Utc::now() + chrono::Duration::seconds(60)),
+            ..task("held", 0)
+        },
+    );
+    broker.push_task(Q, task("stalled", 0));
+    let h = Fake::new(Outcome::Success(json!(true)), 60_000);
+    let run = start(&broker, h.clone(), options(1, 1));
+    eventually("running and held", || {
+        let snap = run.state.snapshot();
+        snap.active.len() == 1 && snap.scheduled.len() == 1
+    })
+    .await;
+    // Another worker restored and took both while this one was stalled.
+    assert!(broker.take_away("stalled") && broker.take_away("held"));
+    eventually("both holdings dropped", || run.state.held() == 0).await;
+    assert_eq!(h.running.load(Ordering::SeqCst), 0, "the job was cancelled");
+    run.drain().await;
+    assert!(
+        broker.acked().is_empty(),
+        "never acks another holder's delivery"
+    );
+    assert!(broker.requeued().is_empty(), "never requeues it either");
+    assert!(broker.results().is_empty() && broker.published().is_empty());
+    assert_eq!(
+        broker.unacked_tags(),
+        ["held", "stalled"],
+        "the new holder's"
+    );
+}
+
+#[tokio::test]
+async fn intake_follows_readiness_nothing_is_fetched_while_the_gate_is_closed() {
+    let broker = MemoryBroker::default();
+    broker.push_task(Q, task("waits", 0));
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let h = Fake::new(Outcome::Success(json!(true)), 5);
+    let mut registry = Registry::default();
+    registry.register("encode_media", h.clone());
+    let b = Arc::new(broker.clone());
+    let pool = WorkerPool::new(b.clone(), b, registry, options(1, 1)).with_intake_gate(gate);
+    let signals = ShutdownSignals::new();
+    let join = tokio::spawn(pool.run(signals.clone()));
+    // A bounded look at "nothing happens" (the assertion is about absence).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        broker.queue_len(Q),
+        1,
+        "the queue is untouched while closed"
+    );
+    assert!(broker.unacked_tags().is_empty());
+    open.send(true).unwrap();
+    eventually("ran after reopening", || broker.acked() == ["waits"]).await;
+    signals.intake.cancel();
+    join.await.unwrap();
+    assert_eq!(h.ran(), ["waits"]);
+}
+
+#[tokio::test]
+async fn healthz_is_beaten_by_the_intake_loop_while_every_slot_is_busy() {
+    let broker = MemoryBroker::default();
+    broker.push_task(Q, task("long", 0));
+    broker.push_task(Q, task("next", 0));
+    let h = Fake::new(Outcome::Success(json!(true)), 1_500);
+    let mut registry = Registry::default();
+    registry.register("encode_media", h.clone());
+    let b = Arc::new(broker.clone());
+    let health = mediacms_worker::telemetry::Health::new(Duration::from_millis(300));
+    let mut opts = options(1, 1);
+    opts.beat_every = Duration::from_millis(50);
+    let pool = WorkerPool::new(b.clone(), b, registry, opts).with_health(health.clone());
+    let signals = ShutdownSignals::new();
+    let join = tokio::spawn(pool.run(signals.clone()));
+    eventually("running", || h.running.load(Ordering::SeqCst) == 1).await;
+    // Busy for 1.5 s with the prefetch gate closed: 5× the staleness limit, never stale.
+    for _ in 0..12 {
+        assert!(health.is_alive(), "stale while a job ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    signals.intake.cancel(); // draining: still beaten until the job is done
+    for _ in 0..5 {
+        assert!(health.is_alive(), "stale while draining");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    join.await.unwrap();
 }
 
 #[path = "worker_pool/pidbox_python.rs"]

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{
-    priority_step, Broker, BrokerError, Delivery, DeliveryTag, ResultStore, PRIORITY_STEPS,
+    priority_step, Broker, BrokerError, Delivery, DeliveryTag, LeaseId, ResultStore, PRIORITY_STEPS,
 };
 use crate::celery::message::{OutgoingTask, TaskMessage};
 use crate::celery::result::TaskResult;
@@ -30,6 +30,8 @@ struct State {
     acked: Vec<DeliveryTag>,
     requeued: Vec<DeliveryTag>,
     renewed: usize,
+    /// Lease ids handed out so far (each fetch gets a new one).
+    leases: u64,
     dead: Vec<(Delivery, String)>,
     published: Vec<OutgoingTask>,
     results: Vec<TaskResult>,
@@ -86,6 +88,7 @@ impl MemoryBroker {
     pub fn push_task(&self, queue: &str, task: TaskMessage) {
         self.push(Delivery {
             tag: task.id.clone(),
+            lease: String::new(),
             queue: queue.to_owned(),
             raw: Vec::new(),
             message: Ok(task),
@@ -136,7 +139,9 @@ impl MemoryBroker {
         for idx in 0..PRIORITY_STEPS.len() {
             for q in &order {
                 let popped = st.queues.get_mut(q).and_then(|l| l[idx].pop_front());
-                if let Some(d) = popped {
+                if let Some(mut d) = popped {
+                    st.leases += 1;
+                    d.lease = format!("{}#{}", d.tag, st.leases);
                     st.rotation.retain(|r| r != q);
                     st.rotation.push(q.clone());
                     let expiry = Instant::now() + self.lease;
@@ -149,12 +154,35 @@ impl MemoryBroker {
         None
     }
 
-    fn take_unacked(&self, tag: &str) -> Result<Delivery, BrokerError> {
-        self.lock()
+    /// Forget a holding, only while it is still this lease's (a restored and re-fetched
+    /// delivery belongs to its new holder).
+    fn take_unacked(&self, held: &Delivery) -> Result<Delivery, BrokerError> {
+        let mut st = self.lock();
+        let ours = st
             .unacked
-            .remove(tag)
+            .get(&held.tag)
+            .is_some_and(|(d, _)| d.lease == held.lease);
+        let lost = || BrokerError::LeaseLost(held.tag.clone());
+        if !ours {
+            return Err(lost());
+        }
+        st.unacked
+            .remove(&held.tag)
             .map(|(d, _)| d)
-            .ok_or_else(|| BrokerError::LeaseLost(tag.to_owned()))
+            .ok_or_else(lost)
+    }
+
+    /// Pretend another worker restored the delivery and fetched it (tests of lease loss): the
+    /// holding is now under a lease nobody in the test has.
+    pub fn take_away(&self, tag: &str) -> bool {
+        let mut st = self.lock();
+        match st.unacked.get_mut(tag) {
+            Some((d, _)) => {
+                d.lease = format!("{tag}#elsewhere");
+                true
+            }
+            None => false,
+        }
     }
 
     /// Put a delivery at the front of its priority list, marked redelivered.
@@ -208,27 +236,45 @@ impl Broker for MemoryBroker {
     }
 
     async fn ack(&self, delivery: &Delivery) -> Result<(), BrokerError> {
-        self.take_unacked(&delivery.tag)?;
+        self.take_unacked(delivery)?;
         self.lock().acked.push(delivery.tag.clone());
         Ok(())
     }
 
     async fn requeue(&self, delivery: &Delivery) -> Result<(), BrokerError> {
-        let held = self.take_unacked(&delivery.tag)?;
+        let held = self.take_unacked(delivery)?;
         self.restore_front(held);
         Ok(())
     }
 
-    async fn renew_leases(&self, tags: &[DeliveryTag]) -> Result<(), BrokerError> {
+    async fn renew_leases(
+        &self,
+        held: &[(DeliveryTag, LeaseId)],
+    ) -> Result<Vec<LeaseId>, BrokerError> {
         let expiry = Instant::now() + self.lease;
         let mut st = self.lock();
         st.renewed += 1;
-        for tag in tags {
-            if let Some(entry) = st.unacked.get_mut(tag) {
-                entry.1 = expiry;
+        let mut lost = Vec::new();
+        for (tag, lease) in held {
+            match st.unacked.get_mut(tag) {
+                Some(entry) if entry.0.lease == *lease => entry.1 = expiry,
+                _ => lost.push(lease.clone()),
             }
         }
-        Ok(())
+        Ok(lost)
+    }
+
+    async fn claim_finish(&self, delivery: &Delivery) -> Result<bool, BrokerError> {
+        let mut st = self.lock();
+        let Some(entry) = st.unacked.get_mut(&delivery.tag) else {
+            return Ok(false);
+        };
+        if entry.0.lease != delivery.lease {
+            return Ok(false);
+        }
+        // Nobody restores it while it finishes (a long time, not forever: see the Redis one).
+        entry.1 = Instant::now() + self.lease * 100;
+        Ok(true)
     }
 
     async fn restore_expired(&self) -> Result<usize, BrokerError> {
@@ -254,7 +300,7 @@ impl Broker for MemoryBroker {
     }
 
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), BrokerError> {
-        let held = self.take_unacked(&delivery.tag)?;
+        let held = self.take_unacked(delivery)?;
         self.lock().dead.push((held, reason.to_owned()));
         Ok(())
     }
@@ -351,8 +397,18 @@ mod tests {
         let again = b.fetch(&q(&["a"]), Duration::ZERO).await.unwrap().unwrap();
         assert_eq!(again.tag, "x");
         assert!(again.redelivered);
-        assert!(matches!(b.requeue(&d).await, Ok(())));
+        assert_ne!(again.lease, d.lease, "a new holding gets a new lease");
+        // The first holding is over: it can neither requeue nor ack the second one.
+        assert!(matches!(
+            b.requeue(&d).await,
+            Err(BrokerError::LeaseLost(_))
+        ));
         assert!(matches!(b.ack(&d).await, Err(BrokerError::LeaseLost(_))));
+        assert!(matches!(b.requeue(&again).await, Ok(())));
+        assert!(matches!(
+            b.ack(&again).await,
+            Err(BrokerError::LeaseLost(_))
+        ));
     }
 
     #[tokio::test]
@@ -361,9 +417,10 @@ mod tests {
         b.push_task("a", prio("x", 0));
         b.push_task("a", prio("y", 0));
         let _x = b.fetch(&q(&["a"]), Duration::ZERO).await.unwrap().unwrap();
-        let _y = b.fetch(&q(&["a"]), Duration::ZERO).await.unwrap().unwrap();
+        let y = b.fetch(&q(&["a"]), Duration::ZERO).await.unwrap().unwrap();
         tokio::time::sleep(Duration::from_millis(60)).await;
-        b.renew_leases(&["y".to_owned()]).await.unwrap();
+        let lost = b.renew_leases(&[(y.tag.clone(), y.lease.clone())]).await;
+        assert!(lost.unwrap().is_empty());
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert_eq!(b.restore_expired().await.unwrap(), 1);
         assert_eq!(b.unacked_tags(), ["y"]);

@@ -5,7 +5,14 @@
 //! - `ack` happens only after the task is finalised (DB committed, files renamed into place).
 //! - `renew_leases` is called periodically for every held delivery so no kombu client restores a
 //!   live task; a dead worker's deliveries come back through `restore_expired` within the lease.
-//! - `requeue` puts a delivery back at the front of its queue with `redelivered = true`.
+//!   A transport never restores a delivery its own process still holds.
+//! - A lease is a fence, not a timer (decision 4): every holding gets its own [`LeaseId`], so two
+//!   holders of one restored delivery (same kombu tag) are told apart. `renew_leases` reports the
+//!   holdings that are no longer ours; `claim_finish` atomically checks the lease and keeps every
+//!   restorer away while the final writes happen; `ack`/`requeue`/`dead_letter` act only while the
+//!   lease is ours, so one holder never deletes another's bookkeeping.
+//! - `requeue` puts a delivery back at the front of its queue with `redelivered = true`, from our
+//!   own bytes when the transport lost its bookkeeping (a restarted Redis).
 //! - What we publish must be byte-compatible with Celery 5.4 (a Python worker must run it).
 
 pub mod amqp;
@@ -22,11 +29,16 @@ use crate::celery::result::TaskResult;
 
 /// Opaque delivery tag: kombu's `properties.delivery_tag` on Redis, the delivery tag on AMQP.
 pub type DeliveryTag = String;
+/// One holding of a delivery by this process: unique per fetch (a restored and re-fetched
+/// delivery keeps its tag but gets a new lease id).
+pub type LeaseId = String;
 
 /// One received message plus what is needed to ack or requeue it.
 #[derive(Debug, Clone)]
 pub struct Delivery {
     pub tag: DeliveryTag,
+    /// This holding's lease (see [`LeaseId`]).
+    pub lease: LeaseId,
     /// The queue (routing key) it came from, e.g. `long_tasks`.
     pub queue: String,
     /// Raw bytes exactly as fetched (Redis: the JSON envelope; AMQP: the body).
@@ -44,6 +56,9 @@ pub enum BrokerError {
     Protocol(String),
     #[error("delivery {0} is no longer held by us")]
     LeaseLost(DeliveryTag),
+    /// A broker URL that can never work (unparseable, unsupported scheme): waiting is useless.
+    #[error("broker configuration: {0}")]
+    Config(String),
 }
 
 #[async_trait]
@@ -59,8 +74,22 @@ pub trait Broker: Send + Sync + 'static {
     async fn ack(&self, delivery: &Delivery) -> Result<(), BrokerError>;
     /// Return the delivery to the front of its queue, marked redelivered (shutdown, abort).
     async fn requeue(&self, delivery: &Delivery) -> Result<(), BrokerError>;
-    /// Keep our lease on deliveries we still hold.
-    async fn renew_leases(&self, tags: &[DeliveryTag]) -> Result<(), BrokerError>;
+    /// Keep our lease on the holdings we still have (`(tag, lease)` pairs). Returns the lease ids
+    /// that are no longer ours (another holder restored or took the delivery): their jobs must
+    /// stop at once and touch nothing.
+    async fn renew_leases(
+        &self,
+        held: &[(DeliveryTag, LeaseId)],
+    ) -> Result<Vec<LeaseId>, BrokerError>;
+    /// The fence before a job's final writes: `true` when the lease is still ours, and from then
+    /// on no restorer may take the delivery (until it is acked or requeued, or a long finishing
+    /// window passes after a crash). `false`: the lease is lost, write nothing.
+    async fn claim_finish(&self, delivery: &Delivery) -> Result<bool, BrokerError>;
+    /// The final writes are done but work remains (a chunk's concatenation): back to the
+    /// ordinary lease, so a crash from here on is restored after the lease, not the window.
+    async fn release_finish(&self, delivery: &Delivery) -> Result<bool, BrokerError> {
+        self.claim_finish(delivery).await
+    }
     /// Return deliveries whose lease expired (a dead worker of our fleet) to their queues.
     /// Never touches deliveries held by other (Python) consumers.
     async fn restore_expired(&self) -> Result<usize, BrokerError>;
@@ -68,6 +97,10 @@ pub trait Broker: Send + Sync + 'static {
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), BrokerError>;
     /// Publish a task exactly as Celery 5.4 would.
     async fn publish(&self, task: &OutgoingTask) -> Result<(), BrokerError>;
+    /// Connections re-established after a loss, since start (`broker_reconnects_total`).
+    fn reconnects(&self) -> u64 {
+        0
+    }
 }
 
 /// Where task results go (`celery-task-meta-<id>`); Redis in every MediaCMS deployment.

@@ -5,22 +5,25 @@
 //! transactions (used by one caller at a time). Each reconnects with capped exponential backoff.
 
 mod conn;
+pub mod dead;
+mod fence;
 mod keys;
 mod restore;
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use redis::aio::MultiplexedConnection;
 use redis::{FromRedisValue, Pipeline, Script};
-use serde_json::json;
 use tokio::sync::{oneshot, Mutex};
 
 use self::conn::Slot;
+use self::fence::{Fenced, HOLDER_TTL_SECS};
 use self::keys::{EnvelopeFacts, Rotation, LEASES, UNACKED, UNACKED_INDEX};
-use self::restore::Move;
-use crate::broker::{Broker, BrokerError, Delivery, DeliveryTag, ResultStore};
+use crate::broker::{Broker, BrokerError, Delivery, DeliveryTag, LeaseId, ResultStore};
 use crate::celery::envelope;
 use crate::celery::message::OutgoingTask;
 use crate::celery::result::{self as result_codec, TaskResult};
@@ -43,6 +46,9 @@ const BRPOP_GRACE: Duration = Duration::from_secs(10);
 const ATTEMPTS: u32 = 3;
 /// How long a popped message is retried into `unacked` before it is handed out unheld.
 const HOLD_RETRY_FOR: Duration = Duration::from_secs(60);
+/// After `claim_finish`, restorers stay away this long (at least): the final writes take well
+/// under a second, so only a worker that died (or stalled this long) mid-finish is restored.
+const FINISH_WINDOW_MIN: Duration = Duration::from_secs(600);
 
 /// Tunables of [`RedisBroker`].
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +57,8 @@ pub struct RedisBrokerOptions {
     pub lease: Duration,
     /// Redis list that receives dead-lettered deliveries (LPUSH, newest first).
     pub dead_letter_key: String,
+    /// Its bounds (count, bytes, TTL).
+    pub dead_letter_caps: crate::config::DeadLetterCaps,
 }
 
 impl Default for RedisBrokerOptions {
@@ -58,6 +66,7 @@ impl Default for RedisBrokerOptions {
         RedisBrokerOptions {
             lease: Duration::from_secs(crate::config::defaults::LEASE_SECS),
             dead_letter_key: DEFAULT_DEAD_LETTER_KEY.to_owned(),
+            dead_letter_caps: Default::default(),
         }
     }
 }
@@ -78,6 +87,11 @@ struct Inner {
     opts: RedisBrokerOptions,
     /// Our producer id, kombu's `reply_to` (`oid`) on every message we publish.
     reply_to: String,
+    /// Reconnections of any of the three connections (the `broker_reconnects_total` source).
+    reconnects: Arc<AtomicU64>,
+    /// Holdings of this process: lease id → (tag, `unacked` value). Never restored by us, and
+    /// re-established from these bytes when Redis lost them.
+    held: std::sync::Mutex<HashMap<LeaseId, (DeliveryTag, String)>>,
 }
 
 impl RedisBroker {
@@ -85,16 +99,20 @@ impl RedisBroker {
     pub async fn connect(url: &str, opts: RedisBrokerOptions) -> Result<Self, BrokerError> {
         let client = redis::Client::open(url).map_err(|e| {
             let shown = crate::config::redact_url(url);
-            BrokerError::Connection(format!("redis url `{shown}`: {e}"))
+            BrokerError::Config(format!("redis url `{shown}`: {e}"))
         })?;
+        let reconnects = Arc::new(AtomicU64::new(0));
+        let slot = |timeout| Slot::new(client.clone(), timeout, reconnects.clone());
         let inner = Inner {
-            cmd: Slot::new(client.clone(), Some(COMMAND_TIMEOUT)),
-            brpop: Slot::new(client.clone(), None),
-            txn: restore::TxnConn::new(Slot::new(client, Some(COMMAND_TIMEOUT))),
+            cmd: slot(Some(COMMAND_TIMEOUT)),
+            brpop: slot(None),
+            txn: restore::TxnConn::new(slot(Some(COMMAND_TIMEOUT))),
+            reconnects: reconnects.clone(),
             fetch_gate: Arc::new(Mutex::new(())),
             rotation: std::sync::Mutex::new(Rotation::default()),
             opts,
             reply_to: uuid::Uuid::new_v4().to_string(),
+            held: std::sync::Mutex::new(HashMap::new()),
         };
         let broker = RedisBroker {
             inner: Arc::new(inner),
@@ -211,6 +229,9 @@ impl Inner {
         let facts = EnvelopeFacts::read(&raw);
         let rk = facts.routing_key.clone().unwrap_or_else(|| queue.clone());
         let value = keys::unacked_value(&raw, facts.is_object, &facts.exchange, &rk);
+        let lease = uuid::Uuid::new_v4().simple().to_string();
+        self.local()
+            .insert(lease.clone(), (tag.clone(), value.clone()));
         let deadline = tokio::time::Instant::now() + HOLD_RETRY_FOR;
         loop {
             let now = unix_now();
@@ -220,6 +241,8 @@ impl Inner {
             p.cmd("HSET").arg(UNACKED).arg(&tag).arg(&value).ignore();
             let expiry = now + self.opts.lease.as_secs_f64();
             p.cmd("ZADD").arg(LEASES).arg(expiry).arg(&tag).ignore();
+            p.cmd("SET").arg(fence::holder_key(&tag)).arg(&lease);
+            p.arg("EX").arg(HOLDER_TTL_SECS).ignore();
             match self.run::<()>(&p, false).await {
                 Ok(()) => break,
                 Err(e) if tokio::time::Instant::now() < deadline => {
@@ -234,27 +257,11 @@ impl Inner {
         Delivery {
             message: envelope::decode_redis(&raw),
             tag,
+            lease,
             queue,
             redelivered: facts.redelivered,
             raw,
         }
-    }
-
-    /// Forget a held delivery (kombu's ack plus our lease), optionally pushing a record first.
-    async fn forget(&self, tag: &str, dead_letter: Option<String>) -> Result<(), BrokerError> {
-        let mut p = redis::pipe();
-        p.atomic();
-        if let Some(record) = dead_letter {
-            p.cmd("LPUSH")
-                .arg(&self.opts.dead_letter_key)
-                .arg(record)
-                .ignore();
-        }
-        p.cmd("ZREM").arg(UNACKED_INDEX).arg(tag).ignore();
-        p.cmd("HDEL").arg(UNACKED).arg(tag).ignore();
-        p.cmd("ZREM").arg(LEASES).arg(tag).ignore();
-        // A repeated dead-letter record is harmless; a lost message is not.
-        self.run(&p, true).await
     }
 }
 
@@ -278,7 +285,7 @@ impl Broker for RedisBroker {
         tokio::spawn(async move {
             let got = inner.fetch_one(&queues, timeout).await;
             if let Err(Ok(Some(unclaimed))) = tx.send(got) {
-                if let Err(e) = inner.move_back(&unclaimed.tag, Move::Unclaimed).await {
+                if let Err(e) = inner.give_back(&unclaimed, false).await {
                     tracing::error!(tag = %unclaimed.tag, error = %e, "unclaimed delivery stays held until its lease expires");
                 }
             }
@@ -288,60 +295,86 @@ impl Broker for RedisBroker {
     }
 
     async fn ack(&self, delivery: &Delivery) -> Result<(), BrokerError> {
-        self.inner.forget(&delivery.tag, None).await
-    }
-
-    async fn requeue(&self, delivery: &Delivery) -> Result<(), BrokerError> {
-        match self.inner.move_back(&delivery.tag, Move::Requeue).await? {
+        match self.inner.forget(delivery, "acked", None).await?.held() {
             true => Ok(()),
             false => Err(BrokerError::LeaseLost(delivery.tag.clone())),
         }
     }
 
-    /// Renews every tag still held; if some lease is gone (restored by someone, or acked), the
-    /// others are still renewed and the first lost tag is reported.
-    async fn renew_leases(&self, tags: &[DeliveryTag]) -> Result<(), BrokerError> {
-        if tags.is_empty() {
-            return Ok(());
+    /// Back to the front of its queue while the lease is ours — also when Redis lost the
+    /// bookkeeping (re-published from our bytes); never when another holder has it.
+    async fn requeue(&self, delivery: &Delivery) -> Result<(), BrokerError> {
+        match self.inner.give_back(delivery, true).await?.held() {
+            true => Ok(()),
+            false => Err(BrokerError::LeaseLost(delivery.tag.clone())),
         }
-        let now = unix_now();
-        let expiry = now + self.inner.opts.lease.as_secs_f64();
-        let mut p = redis::pipe();
-        p.atomic();
-        for tag in tags {
-            // XX: never resurrect an entry that was acked or restored meanwhile.
-            p.cmd("ZADD").arg(UNACKED_INDEX).arg("XX").arg("CH");
-            p.arg(now).arg(tag);
-            p.cmd("ZADD").arg(LEASES).arg("XX").arg("CH");
-            p.arg(expiry).arg(tag);
+    }
+
+    /// Renews every holding still ours; returns the lease ids that are not (their jobs must
+    /// stop). A holding whose bookkeeping Redis lost is held again from our bytes.
+    async fn renew_leases(
+        &self,
+        held: &[(DeliveryTag, LeaseId)],
+    ) -> Result<Vec<LeaseId>, BrokerError> {
+        let mut lost = Vec::new();
+        for (tag, lease) in held {
+            let expiry = unix_now() + self.inner.opts.lease.as_secs_f64();
+            if !self.inner.renew(tag, lease, expiry, false).await?.held() {
+                lost.push(lease.clone());
+            }
         }
-        let changed: Vec<i64> = self.inner.run(&p, true).await?;
-        let lost = tags
-            .iter()
-            .zip(changed.chunks(2))
-            .find(|(_, c)| c.contains(&0));
-        match lost {
-            Some((tag, _)) => Err(BrokerError::LeaseLost(tag.clone())),
-            None => Ok(()),
-        }
+        Ok(lost)
+    }
+
+    async fn claim_finish(&self, delivery: &Delivery) -> Result<bool, BrokerError> {
+        let window = (self.inner.opts.lease * 10).max(FINISH_WINDOW_MIN);
+        let expiry = unix_now() + window.as_secs_f64();
+        let got = self
+            .inner
+            .renew(&delivery.tag, &delivery.lease, expiry, false);
+        Ok(got.await?.held())
+    }
+
+    async fn release_finish(&self, delivery: &Delivery) -> Result<bool, BrokerError> {
+        let expiry = unix_now() + self.inner.opts.lease.as_secs_f64();
+        let got = self
+            .inner
+            .renew(&delivery.tag, &delivery.lease, expiry, true);
+        Ok(got.await?.held())
     }
 
     async fn restore_expired(&self) -> Result<usize, BrokerError> {
         self.inner.restore_expired().await
     }
 
+    /// Into the capped dead-letter list, atomically with forgetting the holding (only while the
+    /// lease is ours): the record keeps the bytes exactly (`dead::record`).
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Result<(), BrokerError> {
-        let record = json!({
-            "reason": reason,
-            "queue": delivery.queue,
-            "tag": delivery.tag,
-            "raw": String::from_utf8_lossy(&delivery.raw),
-            "at": chrono::Utc::now().to_rfc3339(),
-        });
+        let opts = &self.inner.opts;
+        let caps = &opts.dead_letter_caps;
+        let record = dead::record(&delivery.queue, &delivery.tag, reason, &delivery.raw, caps);
         tracing::warn!(tag = %delivery.tag, queue = %delivery.queue, %reason, "dead-lettered");
-        self.inner
-            .forget(&delivery.tag, Some(record.to_string()))
-            .await
+        let mut call = fence::DEAD.prepare_invoke();
+        for k in fence::keys(&delivery.tag) {
+            call.key(k);
+        }
+        call.key(&opts.dead_letter_key)
+            .key(dead::bytes_key(&opts.dead_letter_key));
+        call.arg(&delivery.tag).arg(&delivery.lease).arg("dead");
+        call.arg(HOLDER_TTL_SECS).arg(record);
+        call.arg(caps.max_count)
+            .arg(caps.max_bytes)
+            .arg(caps.ttl.as_secs());
+        let got = self.inner.script(&call).await.map(Fenced::from_reply);
+        self.inner.local().remove(&delivery.lease);
+        match got?.held() {
+            true => Ok(()),
+            false => Err(BrokerError::LeaseLost(delivery.tag.clone())),
+        }
+    }
+
+    fn reconnects(&self) -> u64 {
+        self.inner.reconnects.load(Ordering::Relaxed)
     }
 
     async fn publish(&self, task: &OutgoingTask) -> Result<(), BrokerError> {

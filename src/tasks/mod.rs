@@ -81,6 +81,98 @@ pub struct JobContext {
     /// `SoftTimeLimitExceeded` handling (mark the Encoding failed) checks this to tell a timeout
     /// from a revoke or shutdown.
     pub deadline: Option<tokio::time::Instant>,
+    /// The lease check before the final writes (row, files, follow-ups): see [`Fence`].
+    pub fence: Fence,
+    /// Why `cancel` fired, once it has.
+    pub stop: StopCause,
+}
+
+/// Why the pool stopped a job, as its handler sees it (what the row should say afterwards).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// `revoke(terminate=True)`: MediaCMS's `task_revoked` deletes the task's Encodings.
+    Terminated,
+    /// The soft time limit passed.
+    SoftTimeLimit,
+    /// Shutdown abort (drain deadline or a second SIGTERM): the delivery is requeued, so the
+    /// row goes back to `pending` for the re-run.
+    Shutdown,
+    /// Another worker holds the delivery now: touch nothing.
+    LeaseLost,
+}
+
+/// Reads the reason the pool recorded when it cancelled the job (`None` before that, and from
+/// the default handle: tests and the CLI).
+#[derive(Clone, Default)]
+pub struct StopCause(Option<Arc<dyn Fn() -> Option<Stop> + Send + Sync>>);
+
+impl StopCause {
+    pub fn new(read: Arc<dyn Fn() -> Option<Stop> + Send + Sync>) -> Self {
+        StopCause(Some(read))
+    }
+
+    /// Always `stop` (tests).
+    pub fn fixed(stop: Stop) -> Self {
+        StopCause::new(Arc::new(move || Some(stop)))
+    }
+
+    pub fn get(&self) -> Option<Stop> {
+        self.0.as_ref().and_then(|read| read())
+    }
+}
+
+impl std::fmt::Debug for StopCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StopCause({:?})", self.get())
+    }
+}
+
+/// What answers a [`Fence`]: the pool, from the broker's lease.
+#[async_trait]
+pub trait FinishGate: Send + Sync + 'static {
+    async fn claim(&self) -> bool;
+    async fn release(&self);
+}
+
+/// A lease is a fence, not a timer (ARCHITECTURE decision 4): a handler calls
+/// [`Fence::claim`] right before its final writes. `true`: the delivery is still ours and no
+/// other worker can take it from now on, write. `false`: another worker has it (this one
+/// stalled or was cut off past its lease) — write nothing and return [`Outcome::Aborted`]; the
+/// pool then leaves the delivery to its new holder. The default fence (tests, no broker) always
+/// grants.
+#[derive(Clone, Default)]
+pub struct Fence(Option<Arc<dyn FinishGate>>);
+
+impl Fence {
+    pub fn new(gate: Arc<dyn FinishGate>) -> Self {
+        Fence(Some(gate))
+    }
+
+    pub async fn claim(&self) -> bool {
+        match &self.0 {
+            None => true,
+            Some(gate) => gate.claim().await,
+        }
+    }
+
+    /// The fenced writes are done and more work follows (a chunk's concatenation, which has its
+    /// own exactly-once lock): the delivery goes back to the ordinary lease, so a crash from
+    /// here on is restored after the lease rather than the long finishing window.
+    pub async fn release(&self) {
+        if let Some(gate) = &self.0 {
+            gate.release().await;
+        }
+    }
+}
+
+impl std::fmt::Debug for Fence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Fence(lease)"
+        } else {
+            "Fence(open)"
+        })
+    }
 }
 
 #[async_trait]

@@ -114,6 +114,25 @@ pub fn fallback_reason(name: &str) -> &'static str {
     pick(&FALLBACK_REASONS, name)
 }
 
+/// `reason` label of a dead letter: the class of decode failure, from the reason text the
+/// codec (`DecodeError`'s messages) or the transport wrote; anything else is `other`.
+pub fn dead_letter_reason(reason: &str) -> &'static str {
+    const CLASSES: [(&str, &str); 8] = [
+        ("envelope is not valid JSON", "json"),
+        ("body is not valid base64", "base64"),
+        ("missing or invalid field", "field"),
+        ("body must be", "body"),
+        ("unsupported content type", "content_type"),
+        ("bad timestamp", "timestamp"),
+        ("unreadable unacked entry", "unacked_entry"),
+        ("not JSON", "json"),
+    ];
+    CLASSES
+        .iter()
+        .find(|(prefix, _)| reason.starts_with(prefix))
+        .map_or(OTHER, |(_, class)| class)
+}
+
 /// `priority` label: kombu priorities are 0..=9; larger values are clamped to 9.
 pub fn priority(p: u8) -> &'static str {
     const P: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
@@ -171,6 +190,29 @@ fn well_formed(raw: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_decode_error_has_its_own_dead_letter_reason() {
+        use crate::celery::message::DecodeError as E;
+        let errors = [
+            E::Json("eof".into()),
+            E::Base64("bad".into()),
+            E::Field("id"),
+            E::Body("2 elements".into()),
+            E::ContentType("pickle".into()),
+            E::Time {
+                field: "eta",
+                value: "x".into(),
+            },
+        ];
+        let classes: HashSet<&str> = errors
+            .iter()
+            .map(|e| dead_letter_reason(&e.to_string()))
+            .collect();
+        assert_eq!(classes.len(), errors.len(), "{classes:?}");
+        assert!(!classes.contains(OTHER));
+        assert_eq!(dead_letter_reason("a task id of 2 KB"), OTHER);
+    }
 
     #[test]
     fn task_names_collapse_to_known_or_other() {

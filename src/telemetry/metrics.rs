@@ -68,6 +68,8 @@ struct EncodeMetrics {
 struct OpsMetrics {
     queue_depth: IntGaugeVec,
     restores: IntCounter,
+    leases_lost: IntCounter,
+    dead_letters: IntCounterVec,
     broker_reconnects: IntCounter,
     db_reconnects: IntCounter,
 }
@@ -242,10 +244,25 @@ impl Metrics {
         self.ops.restores.inc_by(n);
     }
 
-    pub fn broker_reconnected(&self) {
-        self.ops.broker_reconnects.inc();
+    /// A delivery moved to the dead-letter list; `reason` is reduced to a bounded class.
+    pub fn dead_lettered(&self, reason: &str) {
+        let class = labels::dead_letter_reason(reason);
+        self.ops.dead_letters.with_label_values(&[class]).inc();
     }
 
+    /// A job found its lease taken by another worker (it stalled or was cut off past it).
+    pub fn lease_lost(&self) {
+        self.ops.leases_lost.inc();
+    }
+
+    /// The broker transports count their reconnections; the sampler brings the counter up to
+    /// their `total` (a counter only goes up).
+    pub fn broker_reconnects_seen(&self, total: u64) {
+        let c = &self.ops.broker_reconnects;
+        c.inc_by(total.saturating_sub(c.get()));
+    }
+
+    /// Postgres answered again after the readiness probe saw it down.
     pub fn db_reconnected(&self) {
         self.ops.db_reconnects.inc();
     }
@@ -320,6 +337,15 @@ impl OpsMetrics {
                 "restores_total",
                 "Dead workers' unacked deliveries restored.",
             ),
+            dead_letters: b.counter_vec(
+                "dead_letters_total",
+                "Undecodable deliveries moved to the dead-letter list, by reason class.",
+                &["reason"],
+            ),
+            leases_lost: b.counter(
+                "leases_lost_total",
+                "Jobs stopped because another worker took their delivery (stall past the lease).",
+            ),
             broker_reconnects: b.counter("broker_reconnects_total", "Broker reconnections."),
             db_reconnects: b.counter("db_reconnects_total", "Database reconnections."),
         }
@@ -334,7 +360,7 @@ mod tests {
     fn catalogue_is_prefixed_and_unique() {
         let m = Metrics::new();
         let names: Vec<&str> = m.catalogue().iter().map(|d| d.name.as_str()).collect();
-        assert_eq!(names.len(), 15);
+        assert_eq!(names.len(), 17);
         assert!(names.iter().all(|n| n.starts_with(PREFIX)));
         let mut dedup = names.clone();
         dedup.sort_unstable();

@@ -61,6 +61,8 @@ pub enum CancelReason {
     SoftTimeLimit,
     /// Shutdown abort (deadline or second signal).
     Abort,
+    /// Our lease is lost: another worker holds the delivery now. Stop, touch nothing.
+    LeaseLost,
 }
 
 /// What finishing a delivery means for the broker.
@@ -68,6 +70,9 @@ pub enum CancelReason {
 pub enum Action {
     Ack,
     Requeue,
+    /// The lease is lost: no result, no publish, no ack or requeue — the delivery is its new
+    /// holder's.
+    Abandon,
 }
 
 /// Every effect of finishing one delivery, applied in order: publish, store result, ack/requeue.
@@ -132,6 +137,13 @@ pub fn settle(
     task: &TaskMessage,
     now: DateTime<Utc>,
 ) -> Settlement {
+    if reason == Some(CancelReason::LeaseLost) {
+        return Settlement {
+            publish: None,
+            result: None,
+            action: Action::Abandon,
+        };
+    }
     let outcome = match (reason, outcome) {
         // Celery: a terminated task is REVOKED("terminated") whatever it was doing.
         (Some(CancelReason::Terminated), _) => Outcome::Revoked("terminated".into()),

@@ -14,6 +14,7 @@ fn now() -> DateTime<Utc> {
 fn delivery(task: Result<TaskMessage, DecodeError>) -> Delivery {
     Delivery {
         tag: "t".into(),
+        lease: "t#1".into(),
         queue: "long_tasks".into(),
         raw: vec![],
         message: task,
@@ -146,6 +147,22 @@ fn cancel_reasons_override_outcomes() {
     );
     let plain_abort = settle(Outcome::Aborted, None, &t, now());
     assert_eq!(plain_abort.action, Action::Requeue);
+}
+
+#[test]
+fn a_lost_lease_settles_nothing_whatever_the_outcome() {
+    let t = test_task("x", "a");
+    for outcome in [
+        Outcome::Success(json!(true)),
+        Outcome::Aborted,
+        Outcome::Failure(soft_time_limit_error()),
+    ] {
+        let s = settle(outcome, Some(CancelReason::LeaseLost), &t, now());
+        assert_eq!(
+            (s.publish, s.result, s.action),
+            (None, None, Action::Abandon)
+        );
+    }
 }
 
 #[test]

@@ -11,12 +11,12 @@ use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::{self, Action, CancelReason, Disposition, Settlement};
-use super::state::Phase;
+use super::state::{Phase, PoolState};
 use super::{Core, ShutdownSignals};
 use crate::broker::Delivery;
 use crate::celery::message::TaskMessage;
 use crate::tasks::family::Family;
-use crate::tasks::{JobContext, Outcome, TaskHandler};
+use crate::tasks::{JobContext, Outcome, Stop, StopCause, TaskHandler};
 
 fn unix_now() -> f64 {
     SystemTime::now()
@@ -38,6 +38,9 @@ impl Core {
                 tracing::error!(tag = %d.tag, queue = %d.queue, %reason, "undecodable message: dead-lettered");
                 if let Err(e) = self.broker.dead_letter(d, &reason).await {
                     tracing::error!(tag = %d.tag, error = %e, "dead-letter failed");
+                }
+                if let Some(m) = &self.metrics {
+                    m.dead_lettered(&reason);
                 }
             }
             return;
@@ -88,17 +91,20 @@ impl Core {
         task: TaskMessage,
         handler: Arc<dyn TaskHandler>,
         signals: ShutdownSignals,
+        cancel: CancellationToken,
     ) {
         if let Some(eta) = task.eta.filter(|eta| *eta > Utc::now()) {
             tokio::select! {
-                _ = tokio::time::sleep(until(eta)) => self.state.set_phase(&d.tag, Phase::Reserved),
+                _ = tokio::time::sleep(until(eta)) => self.state.set_phase(&d.lease, Phase::Reserved),
                 _ = signals.stopping() => return self.give_back(&d).await,
+                _ = cancel.cancelled() => return self.give_back(&d).await,
             }
         }
         let permit = tokio::select! {
             biased;
             p = self.slots.clone().acquire_owned() => p.expect("job slots are never closed"),
             _ = signals.stopping() => return self.give_back(&d).await,
+            _ = cancel.cancelled() => return self.give_back(&d).await,
         };
         let now = Utc::now();
         match dispatch::classify(&d, true, self.state.is_revoked(&task.id), now) {
@@ -117,27 +123,27 @@ impl Core {
         let started = std::time::Instant::now();
         let family = Family::of(&task);
         let (outcome, reason) = self
-            .execute(&d, &task, handler, &signals.abort, &family)
+            .execute(&d, &task, handler, cancel, &signals.abort, &family)
             .await;
         drop(permit);
-        self.state.set_phase(&d.tag, Phase::Settling);
+        self.state.set_phase(&d.lease, Phase::Settling);
         let settlement =
             dispatch::settle(outcome, reason, &task, Utc::now()).with_children(family.children());
         self.observe(&task, &settlement, started.elapsed());
         self.apply(&d, &task, settlement, true).await;
     }
 
-    /// Run the handler with a per-job token (child of abort) and the soft time limit.
+    /// Run the handler with its job token (a child of abort) and the soft time limit.
     async fn execute(
         &self,
         d: &Delivery,
         task: &TaskMessage,
         handler: Arc<dyn TaskHandler>,
+        cancel: CancellationToken,
         abort: &CancellationToken,
         family: &Family,
     ) -> (Outcome, Option<CancelReason>) {
-        let cancel = abort.child_token();
-        self.state.start(&d.tag, cancel.clone(), unix_now());
+        self.state.start(&d.lease, unix_now());
         let soft = task
             .time_limit
             .1
@@ -149,9 +155,11 @@ impl Core {
             m.task_started(&task.name);
         }
         let ctx = JobContext {
-            cancel,
+            cancel: cancel.clone(),
             hostname: self.opts.hostname.clone(),
             deadline,
+            fence: super::fence::fence_for(self, d, &cancel),
+            stop: stop_cause(self.state.clone(), d.lease.clone(), abort.clone()),
         };
         tracing::info!(task = %task.name, id = %task.id, "Task {}[{}] received", task.name, task.id);
         let started = std::time::Instant::now();
@@ -163,7 +171,7 @@ impl Core {
                 r = &mut run => r,
                 _ = tokio::time::sleep_until(at) => {
                     tracing::warn!(id = %task.id, "soft time limit exceeded; cancelling");
-                    self.state.cancel_job(&d.tag, CancelReason::SoftTimeLimit);
+                    self.state.cancel_job(&d.lease, CancelReason::SoftTimeLimit);
                     run.await
                 }
             },
@@ -174,25 +182,52 @@ impl Core {
         });
         let reason = self
             .state
-            .cancel_reason(&d.tag)
+            .cancel_reason(&d.lease)
             .or(abort.is_cancelled().then_some(CancelReason::Abort));
         let secs = started.elapsed().as_secs_f64();
         tracing::info!(task = %task.name, id = %task.id, ?reason, "Task {}[{}] finished in {secs:.3}s", task.name, task.id);
         (outcome, reason)
     }
 
-    /// Put a not-yet-started delivery back (shutdown while it waited for its ETA or a slot).
-    async fn give_back(&self, d: &Delivery) {
+    async fn requeue_only(&self, d: &Delivery) {
         if let Err(e) = self.broker.requeue(d).await {
             tracing::error!(tag = %d.tag, error = %e, "requeue failed");
         }
-        self.state.release(&d.tag, None);
+        self.state.release(&d.lease, None);
+    }
+
+    /// Put a not-yet-started delivery back (shutdown while it waited for its ETA or a slot),
+    /// unless its lease was lost: then it is another holder's and is only forgotten here.
+    async fn give_back(&self, d: &Delivery) {
+        if self.state.cancel_reason(&d.lease) == Some(CancelReason::LeaseLost) {
+            tracing::warn!(tag = %d.tag, "lease lost before the task started: left to its new holder");
+        } else if let Err(e) = self.broker.requeue(d).await {
+            tracing::error!(tag = %d.tag, error = %e, "requeue failed");
+        }
+        self.state.release(&d.lease, None);
     }
 
     /// Apply a settlement in order: publish, result, then ack or requeue. A failed publish
     /// requeues instead of acking, so a retry is never lost. `ran`: count it as processed.
     pub(crate) async fn apply(&self, d: &Delivery, task: &TaskMessage, s: Settlement, ran: bool) {
         let mut action = s.action;
+        // The fence (idempotent when the handler already claimed it): a job that ran may have
+        // stalled past its lease; then its effects are another holder's to produce.
+        if ran && action == Action::Ack {
+            match super::fence::claim(self, d).await {
+                Some(true) => {}
+                Some(false) => action = Action::Abandon,
+                None => {
+                    tracing::error!(id = %task.id, "cannot verify the lease: requeueing instead of finishing");
+                    return self.requeue_only(d).await;
+                }
+            }
+        }
+        if action == Action::Abandon {
+            tracing::warn!(id = %task.id, tag = %d.tag, "lease lost: nothing written, nothing acked");
+            self.state.release(&d.lease, None);
+            return;
+        }
         if let Some(out) = &s.publish {
             if let Err(e) = self.broker.publish(out).await {
                 tracing::error!(id = %task.id, error = %e, "publish failed; requeueing instead of acking");
@@ -208,13 +243,13 @@ impl Core {
         }
         let done = match action {
             Action::Ack => self.broker.ack(d).await,
-            Action::Requeue => self.broker.requeue(d).await,
+            Action::Requeue | Action::Abandon => self.broker.requeue(d).await,
         };
         if let Err(e) = done {
             tracing::error!(tag = %d.tag, ?action, error = %e, "finishing the delivery failed");
         }
         let processed = (ran && action == Action::Ack).then_some(task.name.as_str());
-        self.state.release(&d.tag, processed);
+        self.state.release(&d.lease, processed);
     }
 }
 
@@ -225,7 +260,7 @@ impl Core {
         use crate::telemetry::Outcome as M;
         let Some(m) = &self.metrics else { return };
         let outcome = match (&s.action, s.result.as_ref().map(|r| r.state)) {
-            (Action::Requeue, _) => M::Requeued,
+            (Action::Requeue | Action::Abandon, _) => M::Requeued,
             (_, Some(TaskState::Failure)) => M::Failure,
             (_, Some(TaskState::Retry)) => M::Retry,
             (_, Some(TaskState::Revoked)) => M::Revoked,
@@ -233,6 +268,22 @@ impl Core {
         };
         m.task_finished(&task.name, outcome, took);
     }
+}
+
+/// The handler's view of why its token fired: the pool's recorded reason, else a shutdown
+/// abort (the abort token cancels every job token without recording a reason per job).
+fn stop_cause(state: PoolState, lease: String, abort: CancellationToken) -> StopCause {
+    StopCause::new(Arc::new(move || {
+        let stop = match state.cancel_reason(&lease) {
+            Some(CancelReason::Terminated) => Stop::Terminated,
+            Some(CancelReason::SoftTimeLimit) => Stop::SoftTimeLimit,
+            Some(CancelReason::LeaseLost) => Stop::LeaseLost,
+            Some(CancelReason::Abort) => Stop::Shutdown,
+            None if abort.is_cancelled() => Stop::Shutdown,
+            None => return None,
+        };
+        Some(stop)
+    }))
 }
 
 fn revoked(task: &TaskMessage, reason: &str, now: DateTime<Utc>) -> Settlement {

@@ -1,5 +1,7 @@
 //! Lease keeping: renew our claim on every held delivery, and restore deliveries whose lease
 //! expired (a dead worker of our fleet), each on its own period, until the pool has finished.
+//! A holding the broker reports as no longer ours is a first-class event: its job is cancelled
+//! at once (ffmpeg killed, temp output removed) and settles nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,6 +9,7 @@ use std::time::Duration;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
+use super::dispatch::CancelReason;
 use super::state::PoolState;
 use crate::broker::Broker;
 use crate::telemetry::Metrics;
@@ -29,10 +32,11 @@ pub(crate) async fn lease_loop(
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = renew.tick() => {
-                let tags = state.held_tags();
-                if tags.is_empty() { continue; }
-                if let Err(e) = broker.renew_leases(&tags).await {
-                    tracing::warn!(error = %e, held = tags.len(), "lease renewal failed");
+                let held = state.held_leases();
+                if held.is_empty() { continue; }
+                match broker.renew_leases(&held).await {
+                    Ok(lost) => stop_lost(&state, &lost, metrics.as_deref()),
+                    Err(e) => tracing::warn!(error = %e, held = held.len(), "lease renewal failed"),
                 }
             }
             _ = restore.tick() => match broker.restore_expired().await {
@@ -46,5 +50,16 @@ pub(crate) async fn lease_loop(
                 Err(e) => tracing::warn!(error = %e, "restoring expired deliveries failed"),
             },
         }
+    }
+}
+
+/// Cancel the jobs whose lease another worker holds now.
+fn stop_lost(state: &PoolState, lost: &[String], metrics: Option<&Metrics>) {
+    for lease in lost {
+        tracing::warn!(%lease, "lease lost: another worker holds this delivery now; stopping the job");
+        if let Some(m) = metrics {
+            m.lease_lost();
+        }
+        state.cancel_job(lease, CancelReason::LeaseLost);
     }
 }

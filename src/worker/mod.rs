@@ -7,6 +7,7 @@
 //! cancelling `signals.abort` also cancels every running job, whose delivery is requeued.
 
 pub mod dispatch;
+mod fence;
 mod job;
 mod lease;
 pub mod state;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -25,7 +26,7 @@ pub use state::{Phase, PoolState};
 use crate::broker::{Broker, Delivery, ResultStore};
 use crate::celery::control::WorkerSnapshot;
 use crate::tasks::Registry;
-use crate::telemetry::Metrics;
+use crate::telemetry::{Health, Metrics};
 
 /// How the pool consumes.
 #[derive(Debug, Clone)]
@@ -47,6 +48,8 @@ pub struct PoolOptions {
     pub forward_unknown_to: Option<String>,
     /// Soft limit for tasks whose `timelimit` header has none.
     pub soft_time_limit: Option<Duration>,
+    /// The intake loop's longest silence while it waits (well inside `/healthz`'s 60 s).
+    pub beat_every: Duration,
 }
 
 impl PoolOptions {
@@ -62,6 +65,7 @@ impl PoolOptions {
             fetch_timeout: Duration::from_secs(1),
             forward_unknown_to: None,
             soft_time_limit: None,
+            beat_every: Duration::from_secs(5),
         }
     }
 
@@ -117,6 +121,10 @@ pub(crate) struct Core {
     state: PoolState,
     slots: Arc<Semaphore>,
     metrics: Option<Arc<Metrics>>,
+    /// Intake follows readiness: while this reads `false`, nothing is fetched.
+    gate: Option<watch::Receiver<bool>>,
+    /// `/healthz`'s heartbeat, beaten by the intake loop itself (a wedged loop goes stale).
+    health: Option<Health>,
 }
 
 pub struct WorkerPool {
@@ -150,6 +158,8 @@ impl WorkerPool {
                 state,
                 slots,
                 metrics: None,
+                gate: None,
+                health: None,
             }),
         }
     }
@@ -159,6 +169,29 @@ impl WorkerPool {
         let mut core =
             Arc::try_unwrap(self.core).unwrap_or_else(|_| unreachable!("not shared yet"));
         core.metrics = Some(metrics);
+        WorkerPool {
+            core: Arc::new(core),
+        }
+    }
+
+    /// Fetch only while `gate` reads `true` (the app opens it while Postgres answers): a
+    /// dependency every task needs being down must not bounce the head of the queue.
+    pub fn with_intake_gate(self, gate: watch::Receiver<bool>) -> Self {
+        let mut core =
+            Arc::try_unwrap(self.core).unwrap_or_else(|_| unreachable!("not shared yet"));
+        core.gate = Some(gate);
+        WorkerPool {
+            core: Arc::new(core),
+        }
+    }
+
+    /// Beat `health` from the intake loop: at every turn, and at least every
+    /// [`PoolOptions::beat_every`] while it waits (all slots busy, intake paused) or drains.
+    /// Busy encodes never silence it; a loop that is wedged does.
+    pub fn with_health(self, health: Health) -> Self {
+        let mut core =
+            Arc::try_unwrap(self.core).unwrap_or_else(|_| unreachable!("not shared yet"));
+        core.health = Some(health);
         WorkerPool {
             core: Arc::new(core),
         }
@@ -185,7 +218,18 @@ impl WorkerPool {
         let jobs = TaskTracker::new();
         core.clone().intake(&signals, &jobs).await;
         jobs.close();
-        jobs.wait().await;
+        // Draining: running jobs may take minutes; the worker is alive meanwhile.
+        let drained = jobs.wait();
+        tokio::pin!(drained);
+        loop {
+            if let Some(h) = &core.health {
+                h.beat();
+            }
+            tokio::select! {
+                _ = &mut drained => break,
+                _ = tokio::time::sleep(core.opts.beat_every) => {}
+            }
+        }
         lease_stop.cancel();
         let _ = lease.await;
         tracing::info!(hostname = %core.opts.hostname, "worker pool stopped");
@@ -197,13 +241,21 @@ impl Core {
     async fn intake(self: Arc<Self>, signals: &ShutdownSignals, jobs: &TaskTracker) {
         loop {
             let changed = self.state.changed();
+            if let Some(h) = &self.health {
+                h.beat();
+            }
             if signals.is_stopping() {
                 return;
+            }
+            if let Some(gate) = self.gate.clone().filter(|g| !*g.borrow()) {
+                self.paused(gate, signals).await;
+                continue;
             }
             if !self.state.may_fetch() {
                 tokio::select! {
                     _ = changed => {}
                     _ = signals.stopping() => {}
+                    _ = tokio::time::sleep(self.opts.beat_every) => {}
                 }
                 continue;
             }
@@ -221,6 +273,31 @@ impl Core {
                         _ = signals.stopping() => {}
                     }
                 }
+            }
+        }
+    }
+
+    /// Wait while the intake gate is closed; the pause and its length are logged (the
+    /// time-to-resume after an outage).
+    async fn paused(&self, mut gate: watch::Receiver<bool>, signals: &ShutdownSignals) {
+        let since = std::time::Instant::now();
+        tracing::warn!("intake paused: a dependency tasks need (Postgres) is down; not fetching");
+        loop {
+            if *gate.borrow_and_update() {
+                let secs = since.elapsed().as_secs_f64();
+                tracing::info!(paused_secs = secs, "intake resumed after {secs:.1}s");
+                return;
+            }
+            if let Some(h) = &self.health {
+                h.beat();
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.opts.beat_every) => {}
+                changed = gate.changed() => if changed.is_err() {
+                    // The app is gone: nothing will reopen it, so wait for the shutdown.
+                    return signals.stopping().await;
+                },
+                _ = signals.stopping() => return,
             }
         }
     }
@@ -250,7 +327,18 @@ impl Core {
             _ => return self.settle_now(&d, disposition).await,
         };
         let Ok(task) = d.message.clone() else { return };
-        self.state.hold(&d.tag, &task, d.redelivered, phase.0);
-        jobs.spawn(self.clone().run_delivery(d, task, phase.1, signals.clone()));
+        let cancel = signals.abort.child_token();
+        self.state.hold(
+            &d.lease,
+            &d.tag,
+            &task,
+            d.redelivered,
+            phase.0,
+            cancel.clone(),
+        );
+        let job = self
+            .clone()
+            .run_delivery(d, task, phase.1, signals.clone(), cancel);
+        jobs.spawn(job);
     }
 }

@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::CancelReason;
-use crate::broker::DeliveryTag;
+use crate::broker::{DeliveryTag, LeaseId};
 use crate::celery::control::{TaskInfo, WorkerSnapshot};
 use crate::celery::message::TaskMessage;
 
@@ -35,9 +35,13 @@ pub enum Phase {
 
 struct Job {
     seq: u64,
+    /// The kombu delivery tag (two holdings of one restored delivery share it).
+    tag: DeliveryTag,
     info: TaskInfo,
     phase: Phase,
-    cancel: Option<CancellationToken>,
+    /// Cancelled when the pool stops this job (revoke, soft limit, abort, lease loss), in any
+    /// phase: a job waiting for its ETA or a slot stops waiting too.
+    cancel: CancellationToken,
     reason: Option<CancelReason>,
 }
 
@@ -52,7 +56,8 @@ struct Inner {
     prefetch_limit: usize,
     started: Instant,
     seq: u64,
-    jobs: HashMap<DeliveryTag, Job>,
+    /// Keyed by lease id: one entry per holding.
+    jobs: HashMap<LeaseId, Job>,
     revoked: Revoked,
     total: BTreeMap<String, u64>,
 }
@@ -134,11 +139,25 @@ impl PoolState {
         self.lock().jobs.len()
     }
 
-    pub fn held_tags(&self) -> Vec<DeliveryTag> {
-        self.lock().jobs.keys().cloned().collect()
+    /// Every holding as `(tag, lease)`, for lease renewal.
+    pub fn held_leases(&self) -> Vec<(DeliveryTag, LeaseId)> {
+        let st = self.lock();
+        st.jobs
+            .iter()
+            .map(|(lease, j)| (j.tag.clone(), lease.clone()))
+            .collect()
     }
 
-    pub(crate) fn hold(&self, tag: &str, task: &TaskMessage, redelivered: bool, phase: Phase) {
+    /// Record a holding; `cancel` is the job's token for its whole life.
+    pub(crate) fn hold(
+        &self,
+        lease: &str,
+        tag: &str,
+        task: &TaskMessage,
+        redelivered: bool,
+        phase: Phase,
+        cancel: CancellationToken,
+    ) {
         let mut st = self.lock();
         st.seq += 1;
         let info = TaskInfo {
@@ -147,28 +166,28 @@ impl PoolState {
         };
         let job = Job {
             seq: st.seq,
+            tag: tag.to_owned(),
             info,
             phase,
-            cancel: None,
+            cancel,
             reason: None,
         };
-        st.jobs.insert(tag.to_owned(), job);
+        st.jobs.insert(lease.to_owned(), job);
         drop(st);
         self.touch();
     }
 
-    pub(crate) fn set_phase(&self, tag: &str, phase: Phase) {
-        if let Some(j) = self.lock().jobs.get_mut(tag) {
+    pub(crate) fn set_phase(&self, lease: &str, phase: Phase) {
+        if let Some(j) = self.lock().jobs.get_mut(lease) {
             j.phase = phase;
         }
         self.touch();
     }
 
-    /// Mark the job running with its cancel token (for revoke-terminate).
-    pub(crate) fn start(&self, tag: &str, cancel: CancellationToken, now_unix: f64) {
-        if let Some(j) = self.lock().jobs.get_mut(tag) {
+    /// Mark the job running.
+    pub(crate) fn start(&self, lease: &str, now_unix: f64) {
+        if let Some(j) = self.lock().jobs.get_mut(lease) {
             j.phase = Phase::Active;
-            j.cancel = Some(cancel);
             j.info.time_start = Some(now_unix);
             j.info.worker_pid = Some(std::process::id());
         }
@@ -176,28 +195,32 @@ impl PoolState {
     }
 
     /// Record why the pool cancels this job, then cancel its token. The first reason wins.
-    pub(crate) fn cancel_job(&self, tag: &str, reason: CancelReason) {
+    /// A lost lease overrides any earlier reason: whatever else was planned for the delivery
+    /// (a requeue at shutdown, a REVOKED result) is its new holder's business now.
+    pub(crate) fn cancel_job(&self, lease: &str, reason: CancelReason) {
         let token = {
             let mut st = self.lock();
-            let Some(j) = st.jobs.get_mut(tag) else {
+            let Some(j) = st.jobs.get_mut(lease) else {
                 return;
             };
-            j.reason.get_or_insert(reason);
+            match reason {
+                CancelReason::LeaseLost => j.reason = Some(reason),
+                _ => drop(j.reason.get_or_insert(reason)),
+            }
             j.cancel.clone()
         };
-        if let Some(t) = token {
-            t.cancel();
-        }
+        token.cancel();
     }
 
-    pub(crate) fn cancel_reason(&self, tag: &str) -> Option<CancelReason> {
-        self.lock().jobs.get(tag).and_then(|j| j.reason)
+    pub(crate) fn cancel_reason(&self, lease: &str) -> Option<CancelReason> {
+        self.lock().jobs.get(lease).and_then(|j| j.reason)
     }
 
-    /// Forget a delivery (acked, requeued or dead-lettered); `processed` counts a task that ran.
-    pub(crate) fn release(&self, tag: &str, processed: Option<&str>) {
+    /// Forget a holding (acked, requeued, dead-lettered or abandoned); `processed` counts a task
+    /// that ran.
+    pub(crate) fn release(&self, lease: &str, processed: Option<&str>) {
         let mut st = self.lock();
-        st.jobs.remove(tag);
+        st.jobs.remove(lease);
         if let Some(name) = processed {
             *st.total.entry(name.to_owned()).or_default() += 1;
         }
@@ -212,7 +235,7 @@ impl PoolState {
     /// Add ids to the revoked set; with `terminate`, cancel the running jobs among them.
     /// Returns how many running jobs were told to terminate.
     pub fn revoke(&self, task_ids: &[String], terminate: bool) -> usize {
-        let tags: Vec<DeliveryTag> = {
+        let leases: Vec<LeaseId> = {
             let mut st = self.lock();
             for id in task_ids {
                 if st.revoked.ids.insert(id.clone()) {
@@ -230,11 +253,11 @@ impl PoolState {
                 .map(|(t, _)| t.clone())
                 .collect()
         };
-        for tag in &tags {
-            tracing::warn!(tag = %tag, "Terminating task on revoke");
-            self.cancel_job(tag, CancelReason::Terminated);
+        for lease in &leases {
+            tracing::warn!(%lease, "Terminating task on revoke");
+            self.cancel_job(lease, CancelReason::Terminated);
         }
-        tags.len()
+        leases.len()
     }
 
     /// Everything the control plane reports, at one instant; lists ordered by arrival.
@@ -272,12 +295,13 @@ mod tests {
             ..WorkerSnapshot::default()
         });
         let task = test_task("encode_media", "a");
-        state.hold("t1", &task, false, Phase::Reserved);
+        let token = CancellationToken::new;
+        state.hold("t1", "t1", &task, false, Phase::Reserved, token());
         assert!(
             !state.may_fetch(),
             "one reserved delivery fills a limit of one"
         );
-        state.start("t1", CancellationToken::new(), 0.0);
+        state.start("t1", 0.0);
         assert!(!state.may_fetch());
         assert_eq!(state.snapshot().active.len(), 1);
         // The handler returned: the next fetch may overlap the result write and the ack.
@@ -286,7 +310,7 @@ mod tests {
         let snap = state.snapshot();
         assert!(snap.active.is_empty() && snap.reserved.is_empty());
         assert_eq!(state.held(), 1, "still held (and leased) until acked");
-        state.hold("t2", &task, false, Phase::Scheduled);
+        state.hold("t2", "t2", &task, false, Phase::Scheduled, token());
         assert!(
             state.may_fetch(),
             "an ETA-held delivery does not count either"

@@ -79,6 +79,8 @@ pub fn job_ctx(limit: Option<Duration>) -> JobContext {
         cancel: CancellationToken::new(),
         hostname: "long@test".into(),
         deadline: limit.map(|l| tokio::time::Instant::now() + l),
+        fence: Default::default(),
+        stop: Default::default(),
     }
 }
 

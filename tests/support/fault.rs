@@ -334,11 +334,15 @@ pub struct WorkerProc {
 
 impl WorkerProc {
     /// `run -Q long_tasks --allow-root true --hwaccel software --http-addr 127.0.0.1:0 <args>`
+    /// (`-Q long_tasks` only when `args` names no `-Q` of its own)
     /// with only the given endpoints in the environment (nothing leaks in from the caller's).
     pub fn spawn(ep: &Endpoints, log: &Path, args: &[&str], env: &[(&str, &str)]) -> WorkerProc {
         let mut cmd = Command::new(WORKER_BIN);
-        cmd.arg("run")
-            .args(["-Q", QUEUE, "--allow-root", "true", "--hwaccel", "software"])
+        cmd.arg("run");
+        if !args.contains(&"-Q") {
+            cmd.args(["-Q", QUEUE]);
+        }
+        cmd.args(["--allow-root", "true", "--hwaccel", "software"])
             .args(["--http-addr", "127.0.0.1:0"])
             .args(args)
             .env_clear()
@@ -402,6 +406,31 @@ impl WorkerProc {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The HTTP address the worker logged (it binds port 0).
+    pub fn http_addr(&mut self) -> std::net::SocketAddr {
+        self.wait_log("serving /metrics", Duration::from_secs(30));
+        let log = self.log_text();
+        let line = log
+            .lines()
+            .find(|l| l.contains("serving /metrics"))
+            .unwrap();
+        let addr = line.split("addr=").nth(1).expect("addr= in the log line");
+        addr.split_whitespace().next().unwrap().parse().unwrap()
+    }
+
+    /// The value of a counter without labels on `/metrics` (0 when absent or unreachable).
+    pub fn metric(&mut self, name: &str) -> f64 {
+        let addr = self.http_addr();
+        let probe = mediacms_worker::telemetry::http::probe;
+        let Ok((200, text)) = probe(addr, "/metrics", Duration::from_secs(5)) else {
+            return 0.0;
+        };
+        let prefix = format!("mediacms_worker_{name} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+            .unwrap_or(0.0)
     }
 
     /// Until the worker logged that it consumes.

@@ -8,5 +8,6 @@ pub mod env;
 pub mod fault;
 pub mod gpu;
 pub mod media;
+pub mod proxy;
 pub mod redis;
 pub mod worker;

@@ -27,7 +27,7 @@ use lapin::Acker;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::time::Instant;
 
-use super::{Broker, BrokerError, Delivery, DeliveryTag};
+use super::{Broker, BrokerError, Delivery, DeliveryTag, LeaseId};
 use crate::celery::envelope::{decode_amqp, encode_amqp_body};
 use crate::celery::message::{OutgoingTask, TaskMessage};
 use session::{Health, Incoming, Session};
@@ -89,6 +89,8 @@ struct Inner {
     generations: AtomicU64,
     /// The live session's generation (0 = none); read without the session lock.
     live: AtomicU64,
+    /// Sessions opened successfully (the first one is a connect, the rest reconnects).
+    connects: AtomicU64,
     tx: UnboundedSender<Incoming>,
     rx: tokio::sync::Mutex<UnboundedReceiver<Incoming>>,
     held: Mutex<HashMap<DeliveryTag, Held>>,
@@ -117,9 +119,9 @@ fn parse_url(url: &str, heartbeat: Option<u16>) -> Result<AMQPUri, BrokerError> 
     let url = url.strip_prefix("py").unwrap_or(url);
     let mut uri: AMQPUri = url
         .parse()
-        .map_err(|e| BrokerError::Connection(format!("bad AMQP URL: {e}")))?;
+        .map_err(|e| BrokerError::Config(format!("bad AMQP URL: {e}")))?;
     if uri.scheme == AMQPScheme::AMQPS {
-        return Err(BrokerError::Connection(
+        return Err(BrokerError::Config(
             "amqps:// (TLS) is not supported; use amqp:// or a TLS-terminating proxy".into(),
         ));
     }
@@ -143,6 +145,7 @@ impl AmqpBroker {
                 session: tokio::sync::Mutex::new(None),
                 generations: AtomicU64::new(0),
                 live: AtomicU64::new(0),
+                connects: AtomicU64::new(0),
                 tx,
                 rx: tokio::sync::Mutex::new(rx),
                 held: Mutex::new(HashMap::new()),
@@ -191,6 +194,7 @@ impl AmqpBroker {
             Ok(session) => {
                 *lock(&self.inner.backoff) = Backoff::default();
                 self.inner.live.store(generation, Ordering::SeqCst);
+                self.inner.connects.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(host = %self.inner.uri.authority.host, generation, "connected to RabbitMQ");
                 Ok(session)
             }

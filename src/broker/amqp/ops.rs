@@ -55,6 +55,7 @@ impl AmqpBroker {
             self.raise_qos_for_eta(generation, &tag, wait).await;
         }
         Delivery {
+            lease: tag.clone(),
             tag,
             queue,
             raw: d.data,
@@ -98,6 +99,14 @@ impl AmqpBroker {
         if let Err(e) = s.apply_qos().await {
             tracing::warn!(error = %e, "basic.qos for an ETA hold failed");
         }
+    }
+
+    /// Held on the live connection (not settled, and its channel has not been replaced).
+    fn still_held(&self, tag: &str) -> bool {
+        let live = self.inner.live.load(Ordering::SeqCst);
+        lock(&self.inner.held)
+            .get(tag)
+            .is_some_and(|h| h.generation == live)
     }
 
     /// Remove a held delivery, undoing its ETA increment; LeaseLost if it is not ours (any
@@ -197,9 +206,22 @@ impl Broker for AmqpBroker {
         self.settle(&delivery.tag, held, Some(true)).await
     }
 
-    /// RabbitMQ holds unacked deliveries for the connection's lifetime: nothing to renew.
-    async fn renew_leases(&self, _tags: &[DeliveryTag]) -> Result<(), BrokerError> {
-        Ok(())
+    /// RabbitMQ holds unacked deliveries for the connection's lifetime: nothing to renew, but a
+    /// delivery of a connection that is gone has been requeued by RabbitMQ and is lost to us.
+    async fn renew_leases(
+        &self,
+        held: &[(DeliveryTag, LeaseId)],
+    ) -> Result<Vec<LeaseId>, BrokerError> {
+        Ok(held
+            .iter()
+            .filter(|(tag, _)| !self.still_held(tag))
+            .map(|(_, lease)| lease.clone())
+            .collect())
+    }
+
+    /// Ours while its channel lives: RabbitMQ redelivers only after the channel closed.
+    async fn claim_finish(&self, delivery: &Delivery) -> Result<bool, BrokerError> {
+        Ok(self.still_held(&delivery.tag))
     }
 
     /// RabbitMQ itself redelivers a dead worker's deliveries when its connection drops.
@@ -232,6 +254,13 @@ impl Broker for AmqpBroker {
         })
         .await?;
         self.ack(delivery).await
+    }
+
+    fn reconnects(&self) -> u64 {
+        self.inner
+            .connects
+            .load(Ordering::Relaxed)
+            .saturating_sub(1)
     }
 
     async fn publish(&self, task: &OutgoingTask) -> Result<(), BrokerError> {

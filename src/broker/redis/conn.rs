@@ -1,5 +1,7 @@
 //! One lazily (re)connected Redis connection with capped exponential backoff between attempts.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -18,6 +20,8 @@ pub(crate) struct Slot {
     client: Client,
     config: AsyncConnectionConfig,
     state: Mutex<State>,
+    /// Connections made after this slot's first one (shared by a broker's slots).
+    reconnects: Arc<AtomicU64>,
 }
 
 #[derive(Default)]
@@ -25,11 +29,16 @@ struct State {
     conn: Option<MultiplexedConnection>,
     failures: u32,
     next_try: Option<Instant>,
+    connected_before: bool,
 }
 
 impl Slot {
     /// `response_timeout: None` for the BRPOP connection, whose replies take as long as the block.
-    pub(crate) fn new(client: Client, response_timeout: Option<Duration>) -> Self {
+    pub(crate) fn new(
+        client: Client,
+        response_timeout: Option<Duration>,
+        reconnects: Arc<AtomicU64>,
+    ) -> Self {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(response_timeout);
@@ -37,6 +46,7 @@ impl Slot {
             client,
             config,
             state: Mutex::new(State::default()),
+            reconnects,
         }
     }
 
@@ -54,8 +64,13 @@ impl Slot {
             .await;
         match attempt {
             Ok(c) => {
+                if st.connected_before {
+                    self.reconnects.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(after_failures = st.failures, "redis reconnected");
+                }
                 *st = State {
                     conn: Some(c.clone()),
+                    connected_before: true,
                     ..State::default()
                 };
                 Ok(c)

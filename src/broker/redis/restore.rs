@@ -1,5 +1,8 @@
-//! Putting held deliveries back on their queue (lease expiry, requeue): kombu's
-//! WATCH/HGET/MULTI/ZREM/HDEL/RPUSH/EXEC under `unacked_mutex`, restricted to our own leases.
+//! Putting deliveries whose lease expired back on their queue: kombu's
+//! WATCH/HGET/MULTI/ZREM/HDEL/RPUSH/EXEC under `unacked_mutex`, restricted to our fleet's leases
+//! and never touching a delivery this process holds itself. The holder key is watched too (every
+//! renewal touches it), and a restore leaves the `restored` tombstone there, so the old holder
+//! learns it lost the lease (`fence.rs`). Requeues and acks are fence scripts, not this path.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -9,6 +12,7 @@ use serde_json::json;
 use tokio::sync::Mutex;
 
 use super::conn::Slot;
+use super::fence::{self, HOLDER_TTL_SECS};
 use super::keys::{self, EnvelopeFacts, LEASES, MUTEX_PX, UNACKED, UNACKED_INDEX, UNACKED_MUTEX};
 use super::{unix_now, Inner};
 use crate::broker::BrokerError;
@@ -19,17 +23,6 @@ const RELEASE_LUA: &str = "local token = redis.call('get', KEYS[1]); \
     if not token or token ~= ARGV[1] then return 0 end; redis.call('del', KEYS[1]); return 1";
 /// A transaction aborted by a concurrent writer (any fetch, ack or renewal) is retried this often.
 const WATCH_RETRIES: usize = 10;
-
-/// Why a delivery goes back.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum Move {
-    /// Our lease ran out at `now` (a dead worker of our fleet): redelivered = true.
-    Expired { now: f64 },
-    /// We give it back (shutdown, abort): redelivered = true.
-    Requeue,
-    /// Popped but never handed to a caller: back unchanged.
-    Unclaimed,
-}
 
 #[derive(Debug, PartialEq)]
 enum Outcome {
@@ -90,7 +83,11 @@ impl Inner {
         let (expired,): (Vec<String>,) = self.run(&p, true).await?;
         let mut restored = 0;
         for tag in expired {
-            if self.move_back(&tag, Move::Expired { now }).await? {
+            if self.holds_tag(&tag) {
+                // Our own holding, not renewed in time (this process stalled): still ours.
+                continue;
+            }
+            if self.move_back(&tag, now).await? {
                 tracing::info!(%tag, "restored a delivery whose lease expired");
                 restored += 1;
             }
@@ -98,9 +95,9 @@ impl Inner {
         Ok(restored)
     }
 
-    /// Move one held delivery back to the front of its priority list. `Ok(false)` when it is not
-    /// (or no longer) ours to move.
-    pub(crate) async fn move_back(&self, tag: &str, why: Move) -> Result<bool, BrokerError> {
+    /// Move one delivery whose lease expired before `now` back to the front of its priority
+    /// list. `Ok(false)` when it is not (or no longer) ours to move.
+    async fn move_back(&self, tag: &str, now: f64) -> Result<bool, BrokerError> {
         let txn = &self.txn;
         let _one_at_a_time = txn.gate.lock().await;
         if txn.dirty.swap(true, Ordering::SeqCst) {
@@ -108,7 +105,7 @@ impl Inner {
         }
         let mut c = txn.slot.get().await?;
         for _ in 0..WATCH_RETRIES {
-            let outcome = self.attempt(&mut c, tag, why).await;
+            let outcome = self.attempt(&mut c, tag, now).await;
             match txn.slot.check(outcome).await? {
                 Outcome::Aborted => continue,
                 done => {
@@ -127,10 +124,12 @@ impl Inner {
         &self,
         c: &mut MultiplexedConnection,
         tag: &str,
-        why: Move,
+        now: f64,
     ) -> Result<Outcome, RedisError> {
+        let holder = fence::holder_key(tag);
         redis::cmd("WATCH")
             .arg(UNACKED)
+            .arg(&holder)
             .query_async::<()>(c)
             .await?;
         let mut read = redis::pipe();
@@ -151,7 +150,7 @@ impl Inner {
                 .await?;
             return Ok(Outcome::NotOurs);
         };
-        if matches!(why, Move::Expired { now } if lease > now) {
+        if lease > now {
             redis::cmd("UNWATCH").query_async::<()>(c).await?;
             return Ok(Outcome::Renewed);
         }
@@ -160,7 +159,9 @@ impl Inner {
         p.cmd("ZREM").arg(UNACKED_INDEX).arg(tag).ignore();
         p.cmd("HDEL").arg(UNACKED).arg(tag).ignore();
         p.cmd("ZREM").arg(LEASES).arg(tag).ignore();
-        let (list, payload) = self.destination(tag, &value, why);
+        p.cmd("SET").arg(&holder).arg("restored");
+        p.arg("EX").arg(HOLDER_TTL_SECS).ignore();
+        let (list, payload) = self.destination(tag, &value);
         p.cmd(if list == self.opts.dead_letter_key {
             "LPUSH"
         } else {
@@ -173,7 +174,7 @@ impl Inner {
 
     /// Where a held entry goes and with which bytes: RPUSH (front of the queue, consumed next)
     /// to the list of its routing key and priority; an unreadable entry to the dead-letter list.
-    fn destination(&self, tag: &str, value: &str, why: Move) -> (String, Vec<u8>) {
+    fn destination(&self, tag: &str, value: &str) -> (String, Vec<u8>) {
         let Some(held) = keys::parse_unacked(value) else {
             let record = json!({
                 "reason": "unreadable unacked entry",
@@ -185,10 +186,7 @@ impl Inner {
             return (self.opts.dead_letter_key.clone(), record.to_string().into());
         };
         let priority = EnvelopeFacts::read(&held.raw).priority;
-        let payload = match why {
-            Move::Unclaimed => held.raw,
-            _ => envelope::mark_redelivered(&held.raw).unwrap_or(held.raw),
-        };
+        let payload = envelope::mark_redelivered(&held.raw).unwrap_or(held.raw);
         (keys::priority_list(&held.routing_key, priority), payload)
     }
 }

@@ -208,6 +208,22 @@ impl Store {
     }
 
     /// Deletes one Encoding, returning it for its post_delete side effects.
+    /// A run that was stopped to be re-run later (shutdown abort, requeued): the row goes back
+    /// from `running` to `pending`, as it was before the claim, so it never stays `running`
+    /// with nothing running it. `false` when the row was not `running`.
+    pub async fn mark_pending(&self, encoding_id: i32) -> Result<bool> {
+        let n = self
+            .conn()
+            .await?
+            .execute(
+                "UPDATE files_encoding SET status = 'pending', progress = 0, update_date = now() \
+                 WHERE id = $1 AND status = 'running'",
+                &[&encoding_id],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
     pub async fn delete_encoding(&self, encoding_id: i32) -> Result<Option<Encoding>> {
         let c = self.conn().await?;
         Ok(delete_where(&c, "id = $1", &[&encoding_id]).await?.pop())

@@ -85,6 +85,13 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Opening a Postgres connection (TCP + startup) longer than this fails.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// A job waits at most this long for a free pooled connection.
+const POOL_WAIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Checking a pooled connection before reuse.
+const RECYCLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Store {
     /// Builds the pool (connections open lazily). `max_size` should cover job slots plus the
     /// connections held by in-progress chunk concatenations.
@@ -94,7 +101,8 @@ impl Store {
             .port(cfg.port)
             .dbname(&cfg.dbname)
             .user(&cfg.user)
-            .application_name("mediacms-worker");
+            .application_name("mediacms-worker")
+            .connect_timeout(CONNECT_TIMEOUT);
         if !cfg.password.is_empty() {
             pg.password(&cfg.password);
         }
@@ -105,8 +113,13 @@ impl Store {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        // Bounded waits everywhere: a hung database makes calls fail (and the task requeue),
+        // never wait forever holding a job slot.
         let pool = Pool::builder(mgr)
             .max_size(max_size.max(2))
+            .wait_timeout(Some(POOL_WAIT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(RECYCLE_TIMEOUT))
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Build(e.to_string()))?;

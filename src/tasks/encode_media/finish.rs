@@ -12,7 +12,7 @@ use crate::mediacms::layout::LayoutError;
 use crate::mediacms::signals::{Completion, ConcatOutput, FollowUp, SignalError};
 use crate::mediacms::store::{ChunkKey, Started};
 use crate::plan;
-use crate::tasks::{JobContext, Outcome, TaskError};
+use crate::tasks::{Fence, JobContext, Outcome, Stop, TaskError};
 
 /// MediaCMS's exception for ffmpeg failures (`files.backends.VideoEncodingError`).
 fn encoding_error(tail: &str) -> TaskError {
@@ -24,6 +24,7 @@ impl EncodeMedia {
     /// (MediaCMS returns False, so the task itself succeeds with `false`). The signals'
     /// follow-ups go into `follow_ups` for the caller to publish (a ladder publishes each
     /// distinct one once per group instead of once per rendition).
+    #[allow(clippy::too_many_arguments)] // the one ending every encode path shares
     pub(super) async fn finish(
         &self,
         s: &Started,
@@ -33,10 +34,13 @@ impl EncodeMedia {
         fail_log: &str,
         began: Instant,
         follow_ups: &mut Vec<FollowUp>,
+        fence: &Fence,
     ) -> Result<Outcome, SignalError> {
         let non_empty = std::fs::metadata(output).is_ok_and(|m| m.len() > 0);
         if non_empty && probe::validate_output(output).is_ok() {
-            return self.succeed(s, output, logs, began, follow_ups).await;
+            return self
+                .succeed(s, output, logs, began, follow_ups, fence)
+                .await;
         }
         let failed = self
             .env
@@ -54,6 +58,7 @@ impl EncodeMedia {
         logs: &str,
         began: Instant,
         follow_ups: &mut Vec<FollowUp>,
+        fence: &Fence,
     ) -> Result<Outcome, SignalError> {
         let run_secs = i32::try_from(began.elapsed().as_secs()).unwrap_or(i32::MAX);
         let signals = &self.env.signals;
@@ -72,6 +77,9 @@ impl EncodeMedia {
             // The chunk's own follow-ups go out before the concatenation's, as MediaCMS's.
             self.env.publish_follow_ups(follow_ups).await;
             follow_ups.clear();
+            // The chunk is committed; the concatenation has its own exactly-once lock, and a
+            // crash during it should be restored after the lease, not the finishing window.
+            fence.release().await;
             self.concatenate(&key).await?;
         }
         Ok(Outcome::Success(json!(true)))
@@ -110,8 +118,9 @@ impl EncodeMedia {
     }
 
     /// The job's token fired. Past the soft limit this is MediaCMS's `SoftTimeLimitExceeded`
-    /// (fail, one retry); otherwise it is a shutdown abort or a revoke: leave the row for the
-    /// re-run (the pool requeues the delivery, or writes REVOKED for a terminate).
+    /// (fail, one retry). A revoke-terminate does what MediaCMS's `task_revoked` does: the
+    /// task's Encodings are deleted. A shutdown abort requeues the delivery, so the row goes
+    /// back to `pending` for the re-run. A lost lease touches nothing (another worker has it).
     pub(super) async fn cancelled(
         &self,
         job: &Job<'_>,
@@ -124,6 +133,18 @@ impl EncodeMedia {
         if timed_out {
             let why = "soft time limit exceeded";
             return self.failed(job, s, why, why).await;
+        }
+        match ctx.stop.get() {
+            Some(Stop::LeaseLost) => {}
+            Some(Stop::Terminated) if ctx.fence.claim().await => {
+                let gone = self.env.signals.encoding_revoked(&job.task.id).await?;
+                tracing::info!(task = %job.task.id, deleted = gone.len(), "revoked: the task's Encodings are deleted, as MediaCMS's task_revoked does");
+                return Ok(Outcome::Revoked("terminated".into()));
+            }
+            Some(Stop::Shutdown | Stop::SoftTimeLimit) | None if ctx.fence.claim().await => {
+                self.env.signals.store().mark_pending(s.encoding.id).await?;
+            }
+            _ => {}
         }
         Ok(Outcome::Aborted)
     }

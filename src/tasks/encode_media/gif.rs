@@ -26,13 +26,16 @@ impl EncodeMedia {
         let Some((mut tail, notes)) = self.make_gif(s, &output, ctx).await? else {
             return Ok(Outcome::Aborted);
         };
+        if !ctx.fence.claim().await {
+            return Ok(Outcome::Aborted); // lease lost: the row is another run's now
+        }
         // MediaCMS accepts the gif when `filetype` sees image magic bytes; `validate_output`
         // rejects image formats (gif included) by design, so it cannot be used here.
         if is_gif_file(&output) && !plan::ffmpeg_reported_empty(&tail) {
             let mut follow_ups = Vec::new();
             // MediaCMS's gif rows have an empty log; ours says when the preview starts at 0.
             let done = self
-                .succeed(s, &output, &notes, began, &mut follow_ups)
+                .succeed(s, &output, &notes, began, &mut follow_ups, &ctx.fence)
                 .await;
             self.env.publish_follow_ups(&follow_ups).await;
             return done;

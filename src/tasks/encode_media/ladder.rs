@@ -159,6 +159,10 @@ impl EncodeMedia {
         for (n, group) in groups.iter().enumerate() {
             let group: Vec<&Member> = group.iter().map(|&i| &members[i]).collect();
             let end = self.run_group(&group, info, ctx).await?;
+            let writes = matches!(end, GroupEnd::Done(_) | GroupEnd::Failed(_));
+            if writes && !ctx.fence.claim().await {
+                return Ok(Outcome::Aborted); // lease lost: the rows are another run's now
+            }
             let tail = match end {
                 GroupEnd::Done(tail) => tail,
                 GroupEnd::Failed(tail) if plan::ffmpeg_error_is_final(&tail) => tail,
@@ -227,8 +231,12 @@ impl EncodeMedia {
             return Ok(Outcome::Success(json!(false)));
         }
         let logs = format!("{note}{tail}");
-        self.finish(&m.started, &m.output, &logs, tail, began, follow_ups)
-            .await
+        // Ladder members are never chunks, so no concatenation follows: nothing to release.
+        let fence = crate::tasks::Fence::default();
+        self.finish(
+            &m.started, &m.output, &logs, tail, began, follow_ups, &fence,
+        )
+        .await
     }
 
     /// A retryable ladder failure. While our own Encoding is unfinished it takes MediaCMS's

@@ -68,13 +68,16 @@ impl TaskHandler for EncodeMedia {
                 chunk,
                 chunk_file_path,
                 ..
-            }) => Job {
-                task,
-                force,
-                chunk_file_path: chunk.then_some(chunk_file_path),
-                encoding_id: encoding_id as i32,
-                profile_id: profile_id as i32,
-                friendly_token,
+            }) => match (row_id(encoding_id), row_id(profile_id)) {
+                (Ok(encoding_id), Ok(profile_id)) => Job {
+                    task,
+                    force,
+                    chunk_file_path: chunk.then_some(chunk_file_path),
+                    encoding_id,
+                    profile_id,
+                    friendly_token,
+                },
+                (Err(e), _) | (_, Err(e)) => return Outcome::bad_args(e),
             },
             Ok(other) => return Outcome::bad_args(format!("not an encode_media task: {other:?}")),
             Err(e) => return Outcome::bad_args(e.to_string()),
@@ -124,6 +127,12 @@ impl EncodeMedia {
             EncodingPeek::Free => Ok(None),
         }
     }
+}
+
+/// A row id from a message: Django's `AutoField` is a Postgres `integer`, so anything outside
+/// i32 names no row — never a wrapped-around other one (2^32 + 5 is not Encoding 5).
+fn row_id(id: i64) -> Result<i32, String> {
+    i32::try_from(id).map_err(|_| format!("id {id} is out of range for an integer primary key"))
 }
 
 impl EncodeMedia {
@@ -237,14 +246,23 @@ impl EncodeMedia {
             store
                 .set_commands(s.encoding.id, &temp_file, &commands)
                 .await?;
-            match self.run_passes(s, &plan.passes, &plan.backend, ctx).await? {
+            let pass = self.run_passes(s, &plan.passes, &plan.backend, ctx).await?;
+            let hw_retry = matches!(pass, Pass::Failed(_)) && plan.backend != Backend::Software;
+            let writes = matches!(pass, Pass::Done(_) | Pass::Failed(_)) && !hw_retry;
+            if writes && !ctx.fence.claim().await {
+                // Lease lost (this worker stalled or was cut off past it, and another one has
+                // the task now): the row, files and follow-ups are that run's to write.
+                return Ok(Outcome::Aborted);
+            }
+            match pass {
                 Pass::Done(tail) => {
                     self.env.accel.succeeded(&plan.backend);
                     let logs = format!("{notes}{tail}");
                     let mut follow_ups = Vec::new();
                     let f = &mut follow_ups;
                     // A failed output's log keeps the hardware attempt's account too.
-                    let done = self.finish(s, &output, &logs, &logs, began, f).await;
+                    let fence = &ctx.fence;
+                    let done = self.finish(s, &output, &logs, &logs, began, f, fence).await;
                     self.env.publish_follow_ups(&follow_ups).await;
                     return done;
                 }
@@ -394,3 +412,19 @@ mod fallback;
 mod finish;
 mod gif;
 mod ladder;
+
+#[cfg(test)]
+mod tests {
+    use super::row_id;
+
+    #[test]
+    fn encoding_id_narrowing_is_an_error_not_a_wraparound() {
+        assert_eq!(row_id(5), Ok(5));
+        assert!(
+            row_id((1_i64 << 32) + 5).is_err(),
+            "2^32 + 5 must not become 5"
+        );
+        assert!(row_id(i64::from(i32::MAX) + 1).is_err());
+        assert!(row_id(-(1_i64 << 32)).is_err());
+    }
+}

@@ -14,7 +14,6 @@ use mediacms_worker::tasks::{Outcome, Stop, StopCause, TaskHandler};
 use support::db::TestDb;
 use support::env::job_ctx;
 use support::fault::{encode_task, encoding_row, insert_media_and_encoding, script, task_env};
-use support::media::{clip, ClipSpec};
 use support::redis::TestRedis;
 
 const PROFILE: i32 = 23;
@@ -26,21 +25,8 @@ async fn stopped_encode(stop: Stop, id: i32) -> (Outcome, Option<(String, String
     let redis = TestRedis::claim();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("media");
-    let originals = root.join("original/user/refuser");
-    std::fs::create_dir_all(&originals).unwrap();
     db.rebase_media_root(&root).await;
-    let spec = ClipSpec {
-        width: 320,
-        height: 180,
-        seconds: 1.0,
-        ..ClipSpec::default()
-    };
-    let made = clip(&originals, &spec);
-    let rel = format!(
-        "original/user/refuser/{}",
-        made.file_name().unwrap().to_str().unwrap()
-    );
-    let info = mediacms_worker::ffmpeg::probe::media_file_info(&made, false).to_string();
+    let (rel, info) = support::media::small_upload(&root);
     let c = db.client().await;
     let token = format!("Stop{id}");
     insert_media_and_encoding(&c, id, &token, &rel, &info, 1, PROFILE).await;

@@ -17,7 +17,6 @@ use support::fault::{
     descendants, insert_media_and_encoding, result_doc, script, wait_until, Case, Endpoints,
     WorkerProc,
 };
-use support::media::{clip, ClipSpec};
 use support::proxy::Proxy;
 use support::redis::TestRedis;
 use support::worker::files_under;
@@ -54,21 +53,8 @@ impl Rig {
         let redis = TestRedis::claim();
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("media");
-        let originals = root.join("original/user/refuser");
-        std::fs::create_dir_all(&originals).unwrap();
         db.rebase_media_root(&root).await;
-        let spec = ClipSpec {
-            width: 320,
-            height: 180,
-            seconds: 1.0,
-            ..ClipSpec::default()
-        };
-        let made = clip(&originals, &spec);
-        let rel = format!(
-            "original/user/refuser/{}",
-            made.file_name().unwrap().to_str().unwrap()
-        );
-        let info = mediacms_worker::ffmpeg::probe::media_file_info(&made, false).to_string();
+        let (rel, info) = support::media::small_upload(&root);
         db.client()
             .await
             .batch_execute(

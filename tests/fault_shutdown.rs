@@ -107,21 +107,8 @@ async fn double_sigterm_mid_encode_requeues_and_leaves_the_row_pending() {
     let redis = support::redis::TestRedis::claim();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("media");
-    let originals = root.join("original/user/refuser");
-    std::fs::create_dir_all(&originals).unwrap();
     db.rebase_media_root(&root).await;
-    let spec = support::media::ClipSpec {
-        width: 320,
-        height: 180,
-        seconds: 1.0,
-        ..Default::default()
-    };
-    let made = support::media::clip(&originals, &spec);
-    let rel = format!(
-        "original/user/refuser/{}",
-        made.file_name().unwrap().to_str().unwrap()
-    );
-    let info = mediacms_worker::ffmpeg::probe::media_file_info(&made, false).to_string();
+    let (rel, info) = support::media::small_upload(&root);
     let c = db.client().await;
     support::fault::insert_media_and_encoding(&c, 4100, "Dbl4100", &rel, &info, 1, 23).await;
     let wrapper = dir.path().join("ffmpeg.sh");

@@ -150,6 +150,27 @@ pub fn clip(dir: &Path, spec: &ClipSpec) -> PathBuf {
     out
 }
 
+/// A small clip (320x180, 1 s) uploaded as the reference user's: written under
+/// `root/original/user/refuser/`; returns its `media_file` path relative to `root` and its
+/// `media_info` JSON.
+pub fn small_upload(root: &Path) -> (String, String) {
+    let originals = root.join("original/user/refuser");
+    std::fs::create_dir_all(&originals).unwrap();
+    let spec = ClipSpec {
+        width: 320,
+        height: 180,
+        seconds: 1.0,
+        ..ClipSpec::default()
+    };
+    let made = clip(&originals, &spec);
+    let rel = format!(
+        "original/user/refuser/{}",
+        made.file_name().unwrap().to_str().unwrap()
+    );
+    let info = mediacms_worker::ffmpeg::probe::media_file_info(&made, false).to_string();
+    (rel, info)
+}
+
 /// An empty file with a video extension.
 pub fn zero_byte(dir: &Path) -> PathBuf {
     let out = dir.join("empty.mp4");

@@ -130,7 +130,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         caps,
     ));
     let cache = redis::Client::open(config.redis_location.as_str()).context("REDIS_LOCATION")?;
-    let whisper = WhisperOptions::from_env(&config.whisper_model);
+    let whisper = WhisperOptions {
+        command: config.whisper_command.clone(),
+        model: config.whisper_model.clone(),
+    };
     let mut registry = registry(env.clone(), cache, whisper, config.concurrency);
     if config.chunkize {
         crate::tasks::chunkize::register_chunkize(&mut registry, env);

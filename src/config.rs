@@ -129,6 +129,9 @@ pub struct RawConfig {
     /// MediaCMS WHISPER_MODEL.
     #[arg(long, env = "WHISPER_MODEL")]
     pub whisper_model: Option<String>,
+    /// The whisper CLI: a name looked up on PATH when the task runs, or a path.
+    #[arg(long, env = "WHISPER_COMMAND")]
+    pub whisper_command: Option<String>,
     /// Also run `chunkize_media` (a short_tasks task): consume `short_tasks` too (`-Q`) to use it.
     #[arg(long, env = "WORKER_CHUNKIZE")]
     pub chunkize: Option<bool>,
@@ -201,6 +204,7 @@ pub struct Config {
     pub sprite_num_secs: u32,
     pub soft_time_limit: Duration,
     pub whisper_model: String,
+    pub whisper_command: String,
     pub chunkize: bool,
     pub allow_root: bool,
     pub decode_once: bool,
@@ -241,6 +245,7 @@ impl std::fmt::Debug for Config {
             .field("sprite_num_secs", &self.sprite_num_secs)
             .field("soft_time_limit", &self.soft_time_limit)
             .field("whisper_model", &self.whisper_model)
+            .field("whisper_command", &self.whisper_command)
             .field("allow_root", &self.allow_root)
             .field("dead_letters", &self.dead_letters)
             .finish()
@@ -347,6 +352,7 @@ pub mod defaults {
     pub const SPRITE_NUM_SECS: u32 = 10;
     pub const SOFT_TIME_LIMIT_SECS: u64 = 7200;
     pub const WHISPER_MODEL: &str = "base";
+    pub const WHISPER_COMMAND: &str = "whisper";
     pub const DEAD_LETTER_MAX_COUNT: u64 = 1000;
     pub const DEAD_LETTER_MAX_BYTES: u64 = 16 * 1024 * 1024;
     pub const DEAD_LETTER_TTL_SECS: u64 = 7 * 86_400;
@@ -391,6 +397,7 @@ impl RawConfig {
             sprite_num_secs,
             celery_soft_time_limit,
             whisper_model,
+            whisper_command,
             chunkize,
             allow_root,
             decode_once,
@@ -532,6 +539,10 @@ impl RawConfig {
             whisper_model: self
                 .whisper_model
                 .unwrap_or_else(|| defaults::WHISPER_MODEL.into()),
+            whisper_command: self
+                .whisper_command
+                .filter(|c| !c.is_empty())
+                .unwrap_or_else(|| defaults::WHISPER_COMMAND.into()),
             chunkize: self.chunkize.unwrap_or(false),
             allow_root: self.allow_root.unwrap_or(false),
             decode_once: self.decode_once.unwrap_or(false),

@@ -41,6 +41,13 @@
 //! decisions) · Rendition (one output of a ladder) · Backend (software/nvenc/vaapi/qsv) · Lease
 //! (our claim on an unacked delivery).
 
+// House rules, written down where the compiler checks them (clippy.toml names the methods and
+// their one home module each): one process spawner, the environment read only by `config`, no
+// `as` cast that can silently truncate, and every `unsafe` block says why it is sound.
+#![deny(clippy::disallowed_methods)]
+#![deny(clippy::cast_possible_truncation)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod app;
 pub mod broker;
 pub mod celery;

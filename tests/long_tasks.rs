@@ -131,7 +131,10 @@ fn queued(r: &TestRedis, key: &str) -> Vec<TaskMessage> {
 async fn no_long_task_name_is_unknown_any_more() {
     let e = Env::new().await;
     let cache = redis::Client::open(e.redis.url.as_str()).unwrap();
-    let whisper = WhisperOptions::from_env("base");
+    let whisper = WhisperOptions {
+        command: "whisper".into(),
+        model: "base".into(),
+    };
     let mut r = mediacms_worker::app::registry(e.env.clone(), cache, whisper, 1);
     for name in mediacms_worker::celery::args::LONG_TASK_NAMES {
         assert!(r.get(name).is_some(), "{name} has no handler");

@@ -375,6 +375,25 @@ fn kill_group(pid: Option<u32>) {
     }
 }
 
+/// `command` itself when it names a file, else the first executable match on PATH.
+pub fn find_program(command: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if command.contains('/') {
+        let p = PathBuf::from(command);
+        return executable(&p).then_some(p);
+    }
+    // PATH is looked up when the program runs, as execvp would (a CLI installed after start is
+    // found): part of spawning, so it lives with the one spawner.
+    #[allow(clippy::disallowed_methods)]
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(command))
+        .find(|p| executable(p))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,8 +24,6 @@ use crate::mediacms::layout::{self, LayoutError};
 use crate::mediacms::model::{Media, TranscriptionRequest};
 use crate::mediacms::signals::SignalError;
 
-/// The CLI run when `WHISPER_COMMAND` is not set.
-pub const DEFAULT_WHISPER_COMMAND: &str = "whisper";
 /// Subtitle post_save: `update_search_vector.apply_async(args=[ft], countdown=10)`.
 const SEARCH_VECTOR_COUNTDOWN: Duration = Duration::from_secs(10);
 
@@ -36,20 +34,6 @@ pub struct WhisperOptions {
     pub command: String,
     /// WHISPER_MODEL (`--model`).
     pub model: String,
-}
-
-impl WhisperOptions {
-    /// `WHISPER_COMMAND` from the environment (default `whisper`) and the configured model.
-    pub fn from_env(model: &str) -> Self {
-        let command = std::env::var("WHISPER_COMMAND")
-            .ok()
-            .filter(|c| !c.is_empty())
-            .unwrap_or_else(|| DEFAULT_WHISPER_COMMAND.into());
-        Self {
-            command,
-            model: model.to_owned(),
-        }
-    }
 }
 
 pub struct WhisperTranscribe {
@@ -94,7 +78,7 @@ impl WhisperTranscribe {
         else {
             return Ok(Outcome::Success(json!(false)));
         };
-        let Some(program) = find_program(&self.options.command) else {
+        let Some(program) = crate::ffmpeg::run::find_program(&self.options.command) else {
             let logs = format!(
                 "Transcription failed after 0.00 seconds. Error: the whisper CLI `{}` is missing \
                  (not found on PATH; install openai-whisper or set WHISPER_COMMAND)",
@@ -227,22 +211,6 @@ impl WhisperTranscribe {
             tracing::error!(error = %e, "publishing update_search_vector failed");
         }
     }
-}
-
-/// `command` itself when it names a file, else the first executable match on PATH.
-fn find_program(command: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    if command.contains('/') {
-        let p = PathBuf::from(command);
-        return executable(&p).then_some(p);
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(command))
-        .find(|p| executable(p))
 }
 
 /// The basename without its last extension (whisper names its outputs that way).

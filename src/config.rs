@@ -455,16 +455,13 @@ impl RawConfig {
         if !(0..=19).contains(&ffmpeg_nice) {
             return Err(bad("ffmpeg_nice", "must be between 0 and 19"));
         }
-        let sprite_num_secs = positive(
-            "sprite_num_secs",
-            self.sprite_num_secs.unwrap_or(10) as usize,
-        )? as u32;
+        let sprite_num_secs = positive("sprite_num_secs", self.sprite_num_secs.unwrap_or(10))?;
         let dead_letters = DeadLetterCaps {
             max_count: positive(
                 "dead_letter_max_count",
                 self.dead_letter_max_count
-                    .unwrap_or(defaults::DEAD_LETTER_MAX_COUNT) as usize,
-            )? as u64,
+                    .unwrap_or(defaults::DEAD_LETTER_MAX_COUNT),
+            )?,
             max_bytes: self
                 .dead_letter_max_bytes
                 .unwrap_or(defaults::DEAD_LETTER_MAX_BYTES),
@@ -580,8 +577,8 @@ fn url_port(url: &str) -> Option<&str> {
     after_host.split_once(':').map(|(_, p)| p)
 }
 
-fn positive(field: &'static str, n: usize) -> Result<usize, ConfigError> {
-    if n == 0 {
+fn positive<N: PartialEq + Default>(field: &'static str, n: N) -> Result<N, ConfigError> {
+    if n == N::default() {
         Err(bad(field, "must be at least 1"))
     } else {
         Ok(n)

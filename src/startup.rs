@@ -66,7 +66,7 @@ where
                 let pause = backoff(n);
                 tracing::warn!(
                     attempt = n,
-                    retry_in_ms = pause.as_millis() as u64,
+                    retry_in_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
                     "waiting for {what} (attempt {n}, next in {:.2}s): {e:#}",
                     pause.as_secs_f64()
                 );

@@ -8,7 +8,7 @@
 //! `update_search_vector` is published instead of two. A missing CLI ends the request `fail`
 //! with a log that says so, instead of a traceback.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

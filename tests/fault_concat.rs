@@ -181,12 +181,21 @@ async fn kill_9_mid_concatenation_is_rerun_by_another_instance() {
         vec![&media_file.trim_start_matches("encoded/").to_owned()],
         "only the final file remains for the profile (no leaked chunk outputs)"
     );
-    // The chunk deliveries are acked (the follow-up create_hls may still be running).
-    let held: Vec<String> = redis::cmd("HVALS").arg("unacked").query(&mut r).unwrap();
-    for m in &msgs {
-        let id = task_id(m);
-        assert!(!held.iter().any(|h| h.contains(&id)), "{id} still held");
-    }
+    // The chunk deliveries are acked (the follow-up create_hls may still be running). The ack
+    // follows the result write, so the last one may land a moment after the result appeared.
+    let ids: Vec<String> = msgs.iter().map(|m| task_id(m)).collect();
+    wait_until(
+        Duration::from_secs(30),
+        "every chunk delivery acked",
+        || {
+            let held: Vec<String> = redis::cmd("HVALS").arg("unacked").query(&mut r).unwrap();
+            let still: Vec<&String> = ids
+                .iter()
+                .filter(|id| held.iter().any(|h| h.contains(id.as_str())))
+                .collect();
+            still.is_empty().then_some(())
+        },
+    );
     for (_, path) in &chunks {
         assert!(
             Path::new(path).is_file(),

@@ -17,16 +17,20 @@
 //! | pidbox requests/replies, worker events | [`celery::control`] | pure |
 //! | the `Broker` trait, `Delivery`, priorities | [`broker`] | contract |
 //! | kombu-exact Redis transport (unacked, lease, restore) | [`broker::redis`] | adapter |
+//! | the lease as a fence: lease ids, Lua-checked renew/finish/ack/requeue, capped dead letters | `broker::redis::fence`, [`broker::redis::dead`] | adapter |
 //! | RabbitMQ transport (lapin), same semantics | [`broker::amqp`] | adapter |
 //! | `celery inspect`/control replies, worker heartbeats (Redis pidbox) | [`broker::pidbox`] | adapter |
 //! | in-memory broker for orchestration tests | [`broker::memory`] | adapter |
 //! | job slots, prefetch, ETA holding, dispatch, the one place that acks | [`worker`] | orchestration |
+//! | a job stops when its lease is lost; final writes claim the lease first | `worker::fence`, `worker::lease` | orchestration |
 //! | one handler per Celery task name (encode_media, create_hls, sprites, beat, whisper, …) | [`tasks`] | orchestration |
+//! | follow-ups published as children of the running task (`parent_id`, `root_id`, `children`) | [`tasks::family`] | orchestration |
 //! | profile + media info + settings → ffmpeg argv | [`plan`] | pure |
 //! | per-input hardware eligibility: where decode / scale / encode run | [`plan::eligibility`], [`plan::hw`] | pure |
 //! | decode-once ladder: one ffmpeg for several renditions (`--decode-once`) | [`plan::ladder`], [`tasks::encode_media`] | pure / orchestration |
 //! | the only process spawner; progress; stderr tail | [`ffmpeg::run`], [`ffmpeg::progress`] | adapter / pure |
 //! | in-process probe (`media_info` JSON), hardware capabilities | [`ffmpeg::probe`], [`ffmpeg::caps`] | adapter |
+//! | keyframe byte ranges of HLS segments (the I-frame playlists) | [`ffmpeg::keyframes`] | adapter |
 //! | backend and device per job, device health with backoff, hardware-failure classes | [`ffmpeg::backend`], [`ffmpeg::hwfail`] | pure |
 //! | hardware slot pools per device, the software re-run of a failed hardware job | [`tasks::env`], [`tasks::encode_media`] | orchestration |
 //! | all SQL | [`mediacms::store`] | adapter |

@@ -27,17 +27,6 @@ fn junk_count() -> usize {
         .unwrap_or(1000)
 }
 
-fn http_addr(w: &mut WorkerProc) -> SocketAddr {
-    w.wait_log("serving /metrics", Duration::from_secs(30));
-    let log = w.log_text();
-    let line = log
-        .lines()
-        .find(|l| l.contains("serving /metrics"))
-        .unwrap();
-    let addr = line.split("addr=").nth(1).expect("addr= in the log line");
-    addr.split_whitespace().next().unwrap().parse().unwrap()
-}
-
 /// The sum of `dead_letters_total` over every reason.
 fn dead_letters_total(addr: SocketAddr) -> u64 {
     let Ok((200, text)) = probe(addr, "/metrics", Duration::from_secs(5)) else {
@@ -68,7 +57,7 @@ async fn a_flood_of_junk_leaves_at_most_the_cap_and_is_counted() {
         &bytes,
     ];
     let mut w = WorkerProc::spawn(&ep, &dir.path().join("w.log"), &args, &[]);
-    let addr = http_addr(&mut w);
+    let addr = w.http_addr();
     w.wait_consuming();
     let mut c = redis.conn();
     let n = junk_count();

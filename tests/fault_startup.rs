@@ -19,18 +19,6 @@ use support::redis::TestRedis;
 
 const DB: &str = "fault_startup";
 
-/// The HTTP address the worker logged (it binds port 0).
-fn http_addr(w: &mut WorkerProc) -> SocketAddr {
-    w.wait_log("serving /metrics", Duration::from_secs(30));
-    let log = w.log_text();
-    let line = log
-        .lines()
-        .find(|l| l.contains("serving /metrics"))
-        .unwrap();
-    let addr = line.split("addr=").nth(1).expect("addr= in the log line");
-    addr.split_whitespace().next().unwrap().parse().unwrap()
-}
-
 fn status(addr: SocketAddr, path: &str) -> u16 {
     probe(addr, path, Duration::from_secs(5)).map_or(0, |(s, _)| s)
 }
@@ -52,7 +40,7 @@ async fn redis_down_30s_at_start_then_serving_within_5s_of_its_return() {
     let dir = tempfile::tempdir().unwrap();
     let ep = Endpoints::in_dir(&redis.url(1), db.config(), dir.path());
     let mut w = WorkerProc::spawn(&ep, &dir.path().join("w.log"), &[], &[]);
-    let addr = http_addr(&mut w);
+    let addr = w.http_addr();
     w.wait_log("waiting for the broker (attempt 1", Duration::from_secs(30));
     let down = Instant::now();
     assert_eq!(status(addr, "/healthz"), 200, "alive while waiting");
@@ -101,7 +89,7 @@ async fn intake_follows_postgres_readiness_the_queue_is_untouched_while_it_is_do
     // Down at start: the worker waits for it.
     pg.crash();
     let mut w = WorkerProc::spawn(&ep, &dir.path().join("w.log"), &[], &[]);
-    let addr = http_addr(&mut w);
+    let addr = w.http_addr();
     w.wait_log("waiting for Postgres (attempt 2", Duration::from_secs(60));
     assert_eq!(status(addr, "/healthz"), 200);
     assert_eq!(status(addr, "/readyz"), 503);

@@ -46,7 +46,6 @@ async fn deleting_the_encoding_mid_encode_stops_ffmpeg_and_leaves_no_file() {
             },
         )
         .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
         !w.ffmpeg_children().is_empty(),
         "ffmpeg ended before the row could be deleted; the clip is too short for this machine"

@@ -3,7 +3,11 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// Tokio's clock, not std's: in production they are the same monotonic clock, and tests can
+// pause and advance it instead of sleeping past the staleness limit.
+use tokio::time::Instant;
 
 use serde::Serialize;
 
@@ -107,11 +111,13 @@ impl Health {
 mod tests {
     use super::*;
 
-    #[test]
-    fn alive_until_stale_then_beat_revives() {
-        let h = Health::new(Duration::from_millis(30));
+    #[tokio::test(start_paused = true)]
+    async fn alive_until_stale_then_beat_revives() {
+        let h = Health::new(Duration::from_secs(30));
         assert!(h.is_alive());
-        std::thread::sleep(Duration::from_millis(60));
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(h.is_alive(), "stale only after the limit");
+        tokio::time::advance(Duration::from_millis(1)).await;
         assert!(!h.is_alive());
         h.clone().beat();
         assert!(h.is_alive());

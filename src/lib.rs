@@ -11,6 +11,7 @@
 //! | flags + env + TOML → validated config (exit 64) | [`config`] | pure |
 //! | signals, intake/abort tokens, drain deadline | [`shutdown`] | orchestration |
 //! | start-up waits for the broker and Postgres (backoff, a log line per attempt) | [`startup`] | orchestration |
+//! | capped exponential backoff (start-up waits, Redis reconnects, device cool-down) | [`backoff`] | pure |
 //! | Redis envelope, protocol-v2 headers/body, ETA parsing | [`celery::envelope`], [`celery::message`], [`celery::time`] | pure |
 //! | typed arguments of the seven long task names | [`celery::args`] | pure |
 //! | result documents (SUCCESS/FAILURE/RETRY/REVOKED) | [`celery::result`] | pure |
@@ -53,6 +54,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod app;
+pub mod backoff;
 pub mod broker;
 pub mod celery;
 pub mod config;

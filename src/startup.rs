@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::broker::BrokerError;
 use crate::telemetry::Health;
 
@@ -17,12 +18,7 @@ use crate::telemetry::Health;
 pub const BACKOFF_CAP: Duration = Duration::from_secs(2);
 
 /// 250 ms, 500 ms, 1 s, then every 2 s.
-pub fn backoff(attempt: u32) -> Duration {
-    let exp = attempt.saturating_sub(1).min(8);
-    Duration::from_millis(250)
-        .saturating_mul(1 << exp)
-        .min(BACKOFF_CAP)
-}
+pub const BACKOFF: Backoff = Backoff::new(Duration::from_millis(250), BACKOFF_CAP);
 
 /// Whether waiting can help: not for a broker URL that can never work.
 pub fn is_permanent(e: &anyhow::Error) -> bool {
@@ -63,7 +59,7 @@ where
             }
             Err(e) if is_permanent(&e) => return Err(e),
             Err(e) => {
-                let pause = backoff(n);
+                let pause = BACKOFF.delay(n);
                 tracing::warn!(
                     attempt = n,
                     retry_in_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
@@ -139,11 +135,11 @@ mod tests {
 
     #[test]
     fn backoff_grows_then_stays_at_the_cap() {
-        assert_eq!(backoff(1), Duration::from_millis(250));
-        assert_eq!(backoff(2), Duration::from_millis(500));
-        assert_eq!(backoff(3), Duration::from_secs(1));
-        assert_eq!(backoff(4), BACKOFF_CAP);
-        assert_eq!(backoff(1000), BACKOFF_CAP);
+        assert_eq!(BACKOFF.delay(1), Duration::from_millis(250));
+        assert_eq!(BACKOFF.delay(2), Duration::from_millis(500));
+        assert_eq!(BACKOFF.delay(3), Duration::from_secs(1));
+        assert_eq!(BACKOFF.delay(4), BACKOFF_CAP);
+        assert_eq!(BACKOFF.delay(1000), BACKOFF_CAP);
     }
 
     #[test]

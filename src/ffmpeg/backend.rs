@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::caps::{Capabilities, Family};
 pub use super::hwfail::{classify_hw_failure, HwFailure};
+use crate::backoff::Backoff;
 use crate::config::HwAccel;
 pub use crate::plan::Backend;
 
@@ -241,8 +242,7 @@ impl HealthBook {
             return;
         }
         let count = self.failed.get(backend).map_or(0, |s| s.count) + 1;
-        let factor = 1u32 << (count - 1).min(16);
-        let cooldown = self.first.saturating_mul(factor).min(self.longest);
+        let cooldown = Backoff::new(self.first, self.longest).delay(count);
         let strikes = Strikes {
             until: now + cooldown,
             reason: reason.into(),

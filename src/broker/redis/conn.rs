@@ -9,10 +9,11 @@ use redis::{AsyncConnectionConfig, Client, RedisError};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use crate::backoff::Backoff;
 use crate::broker::BrokerError;
 
-const BACKOFF_BASE: Duration = Duration::from_millis(100);
-const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// 100 ms, 200 ms, 400 ms … capped at 5 s.
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
 /// A connection slot: hands out the live connection, or reconnects (waiting out the backoff of
 /// earlier failed attempts first). A connection-class error empties the slot.
@@ -77,7 +78,7 @@ impl Slot {
             }
             Err(e) => {
                 st.failures = st.failures.saturating_add(1);
-                st.next_try = Some(Instant::now() + backoff(st.failures));
+                st.next_try = Some(Instant::now() + RECONNECT.delay(st.failures));
                 tracing::warn!(error = %e, failures = st.failures, "redis connect failed");
                 Err(BrokerError::Connection(e.to_string()))
             }
@@ -109,23 +110,4 @@ fn is_connection_error(e: &RedisError) -> bool {
         || e.is_connection_refusal()
         || e.is_timeout()
         || e.is_unrecoverable_error()
-}
-
-/// 100 ms, 200 ms, 400 ms … capped at 5 s.
-fn backoff(failures: u32) -> Duration {
-    let exp = failures.saturating_sub(1).min(16);
-    BACKOFF_BASE.saturating_mul(1 << exp).min(BACKOFF_CAP)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_is_capped() {
-        assert_eq!(backoff(1), Duration::from_millis(100));
-        assert_eq!(backoff(2), Duration::from_millis(200));
-        assert_eq!(backoff(4), Duration::from_millis(800));
-        assert_eq!(backoff(30), BACKOFF_CAP);
-    }
 }

@@ -55,6 +55,7 @@
 pub mod app;
 pub mod broker;
 pub mod celery;
+pub mod clock;
 pub mod config;
 pub mod ffmpeg;
 pub mod mediacms;

@@ -13,7 +13,7 @@ mod restore;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::MultiplexedConnection;
@@ -27,6 +27,7 @@ use crate::broker::{Broker, BrokerError, Delivery, DeliveryTag, LeaseId, ResultS
 use crate::celery::envelope;
 use crate::celery::message::OutgoingTask;
 use crate::celery::result::{self as result_codec, TaskResult};
+use crate::clock::unix_now;
 
 /// Default dead-letter list for undecodable deliveries.
 pub const DEFAULT_DEAD_LETTER_KEY: &str = "mediacms-worker.dead-letter";
@@ -149,14 +150,6 @@ impl RedisBroker {
             .map(|((q, s), n)| (q, s, n))
             .collect())
     }
-}
-
-/// Unix time in float seconds, kombu's `unacked_index` score.
-pub(crate) fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64()
 }
 
 impl Inner {

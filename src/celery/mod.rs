@@ -13,8 +13,6 @@ pub mod args;
 pub mod control;
 pub mod envelope;
 pub mod message;
-#[cfg(test)]
-mod props;
 pub mod python;
 pub mod result;
 pub mod time;

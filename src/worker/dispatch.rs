@@ -11,7 +11,7 @@ use crate::tasks::{Outcome, TaskError};
 
 /// What to do with a delivery right after it is fetched (or again just before it runs).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Disposition {
+pub enum Triage {
     /// Undecodable: park it in the dead-letter list with this reason.
     DeadLetter(String),
     /// No handler for this task name.
@@ -27,28 +27,23 @@ pub enum Disposition {
 }
 
 /// Classify a delivery. `known`: a handler exists; `revoked`: the id is in the revoked set.
-pub fn classify(
-    delivery: &Delivery,
-    known: bool,
-    revoked: bool,
-    now: DateTime<Utc>,
-) -> Disposition {
+pub fn classify(delivery: &Delivery, known: bool, revoked: bool, now: DateTime<Utc>) -> Triage {
     let task = match &delivery.message {
-        Err(e) => return Disposition::DeadLetter(e.to_string()),
+        Err(e) => return Triage::DeadLetter(e.to_string()),
         Ok(t) => t,
     };
     if !known {
-        return Disposition::Unknown(task.name.clone());
+        return Triage::Unknown(task.name.clone());
     }
     if revoked {
-        return Disposition::Revoked;
+        return Triage::Revoked;
     }
     if task.expires.is_some_and(|exp| exp < now) {
-        return Disposition::Expired;
+        return Triage::Expired;
     }
     match task.eta {
-        Some(eta) if eta > now => Disposition::Hold(eta),
-        _ => Disposition::Run,
+        Some(eta) if eta > now => Triage::Hold(eta),
+        _ => Triage::Run,
     }
 }
 

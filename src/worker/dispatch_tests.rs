@@ -26,20 +26,20 @@ fn delivery(task: Result<TaskMessage, DecodeError>) -> Delivery {
 fn classify_covers_every_disposition() {
     let poison = delivery(Err(DecodeError::Field("id")));
     assert!(
-        matches!(classify(&poison, true, false, now()), Disposition::DeadLetter(r) if r.contains("id"))
+        matches!(classify(&poison, true, false, now()), Triage::DeadLetter(r) if r.contains("id"))
     );
     let t = test_task("encode_media", "a");
     assert_eq!(
         classify(&delivery(Ok(t.clone())), false, false, now()),
-        Disposition::Unknown("encode_media".into())
+        Triage::Unknown("encode_media".into())
     );
     assert_eq!(
         classify(&delivery(Ok(t.clone())), true, true, now()),
-        Disposition::Revoked
+        Triage::Revoked
     );
     assert_eq!(
         classify(&delivery(Ok(t.clone())), true, false, now()),
-        Disposition::Run
+        Triage::Run
     );
     let expired = TaskMessage {
         expires: Some(now() - chrono::Duration::seconds(1)),
@@ -47,7 +47,7 @@ fn classify_covers_every_disposition() {
     };
     assert_eq!(
         classify(&delivery(Ok(expired)), true, false, now()),
-        Disposition::Expired
+        Triage::Expired
     );
     let eta = now() + chrono::Duration::seconds(10);
     let later = TaskMessage {
@@ -56,7 +56,7 @@ fn classify_covers_every_disposition() {
     };
     assert_eq!(
         classify(&delivery(Ok(later)), true, false, now()),
-        Disposition::Hold(eta)
+        Triage::Hold(eta)
     );
     let past = TaskMessage {
         eta: Some(now() - chrono::Duration::seconds(10)),
@@ -64,7 +64,7 @@ fn classify_covers_every_disposition() {
     };
     assert_eq!(
         classify(&delivery(Ok(past)), true, false, now()),
-        Disposition::Run
+        Triage::Run
     );
 }
 

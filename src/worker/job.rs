@@ -4,25 +4,20 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
-use super::dispatch::{self, Action, CancelReason, Disposition, Settlement};
+use super::dispatch::{self, Action, CancelReason, Settlement, Triage};
 use super::state::{Phase, PoolState};
 use super::{Core, ShutdownSignals};
 use crate::broker::Delivery;
 use crate::celery::message::TaskMessage;
+use crate::clock::unix_now;
 use crate::tasks::family::Family;
 use crate::tasks::{JobContext, Outcome, Stop, StopCause, TaskHandler};
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
 
 /// Time from now until `at` (zero if past).
 fn until(at: DateTime<Utc>) -> Duration {
@@ -31,10 +26,10 @@ fn until(at: DateTime<Utc>) -> Duration {
 
 impl Core {
     /// Settle a delivery that never reaches a handler (unknown, expired, revoked, poison).
-    pub(crate) async fn settle_now(&self, d: &Delivery, disposition: Disposition) {
+    pub(crate) async fn settle_now(&self, d: &Delivery, triage: Triage) {
         let now = Utc::now();
         let Ok(task) = &d.message else {
-            if let Disposition::DeadLetter(reason) = disposition {
+            if let Triage::DeadLetter(reason) = triage {
                 tracing::error!(tag = %d.tag, queue = %d.queue, %reason, "undecodable message: dead-lettered");
                 if let Err(e) = self.broker.dead_letter(d, &reason).await {
                     tracing::error!(tag = %d.tag, error = %e, "dead-letter failed");
@@ -45,10 +40,10 @@ impl Core {
             }
             return;
         };
-        let settlement = match disposition {
-            Disposition::Unknown(name) => return self.unknown(d, task, &name).await,
-            Disposition::Expired => revoked(task, "expired", now),
-            Disposition::Revoked => revoked(task, "revoked", now),
+        let settlement = match triage {
+            Triage::Unknown(name) => return self.unknown(d, task, &name).await,
+            Triage::Expired => revoked(task, "expired", now),
+            Triage::Revoked => revoked(task, "revoked", now),
             // Hold/Run always come with a handler and never reach here; leave it held, not lost.
             other => return tracing::error!(id = %task.id, ?other, "settle_now: nothing to settle"),
         };
@@ -108,12 +103,12 @@ impl Core {
         };
         let now = Utc::now();
         match dispatch::classify(&d, true, self.state.is_revoked(&task.id), now) {
-            Disposition::Expired => {
+            Triage::Expired => {
                 return self
                     .apply(&d, &task, revoked(&task, "expired", now), false)
                     .await
             }
-            Disposition::Revoked => {
+            Triage::Revoked => {
                 return self
                     .apply(&d, &task, revoked(&task, "revoked", now), false)
                     .await
@@ -257,7 +252,7 @@ impl Core {
     /// One finished job in the metrics catalogue (outcome from what the settlement does).
     fn observe(&self, task: &TaskMessage, s: &Settlement, took: Duration) {
         use crate::celery::result::TaskState;
-        use crate::telemetry::Outcome as M;
+        use crate::telemetry::OutcomeLabel as M;
         let Some(m) = &self.metrics else { return };
         let outcome = match (&s.action, s.result.as_ref().map(|r| r.state)) {
             (Action::Requeue | Action::Abandon, _) => M::Requeued,

@@ -20,7 +20,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use dispatch::{CancelReason, Disposition};
+pub use dispatch::{CancelReason, Triage};
 pub use state::{Phase, PoolState};
 
 use crate::broker::{Broker, Delivery, ResultStore};
@@ -320,11 +320,11 @@ impl Core {
         }
         let handler = self.registry.get(name);
         let revoked = self.state.is_revoked(id);
-        let disposition = dispatch::classify(&d, handler.is_some(), revoked, Utc::now());
-        let phase = match (&disposition, handler) {
-            (Disposition::Hold(_), Some(h)) => (Phase::Scheduled, h),
-            (Disposition::Run, Some(h)) => (Phase::Reserved, h),
-            _ => return self.settle_now(&d, disposition).await,
+        let triage = dispatch::classify(&d, handler.is_some(), revoked, Utc::now());
+        let phase = match (&triage, handler) {
+            (Triage::Hold(_), Some(h)) => (Phase::Scheduled, h),
+            (Triage::Run, Some(h)) => (Phase::Reserved, h),
+            _ => return self.settle_now(&d, triage).await,
         };
         let Ok(task) = d.message.clone() else { return };
         let cancel = signals.abort.child_token();

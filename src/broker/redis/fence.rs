@@ -12,9 +12,10 @@ use std::collections::HashMap;
 use redis::Script;
 
 use super::keys::{self as kombu, EnvelopeFacts, LEASES, UNACKED, UNACKED_INDEX};
-use super::{unix_now, Inner, ATTEMPTS};
+use super::{Inner, ATTEMPTS};
 use crate::broker::{BrokerError, Delivery, DeliveryTag, LeaseId};
 use crate::celery::envelope;
+use crate::clock::unix_now;
 
 /// How long the holder key (and its tombstone) lives: kombu's default visibility timeout.
 pub(crate) const HOLDER_TTL_SECS: u64 = 86_400;

@@ -14,9 +14,10 @@ use tokio::sync::Mutex;
 use super::conn::Slot;
 use super::fence::{self, HOLDER_TTL_SECS};
 use super::keys::{self, EnvelopeFacts, LEASES, MUTEX_PX, UNACKED, UNACKED_INDEX, UNACKED_MUTEX};
-use super::{unix_now, Inner};
+use super::Inner;
 use crate::broker::BrokerError;
 use crate::celery::envelope;
+use crate::clock::unix_now;
 
 /// The mutex release: delete only if the token is still ours (celery-wire.md §4.4).
 const RELEASE_LUA: &str = "local token = redis.call('get', KEYS[1]); \

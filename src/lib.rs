@@ -53,6 +53,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod app;
+pub mod blocking;
 pub mod broker;
 pub mod celery;
 pub mod clock;

@@ -90,7 +90,7 @@ impl ProduceSprites {
                 return Ok(Outcome::Success(json!(false)));
             }
         };
-        let placed = self.place(&media, &strip)?;
+        let placed = self.place(&media, &strip).await?;
         store.set_sprites(media.id, &placed).await?;
         tracing::info!(media = %friendly_token, sprites = %placed, "sprites saved");
         Ok(Outcome::Success(json!(true)))
@@ -135,10 +135,10 @@ impl ProduceSprites {
     }
 
     /// `M.sprites.save(basename(orig) + "sprites.jpg")`: Django naming, never overwriting.
-    fn place(&self, media: &Media, strip: &Path) -> Result<String, LayoutError> {
+    async fn place(&self, media: &Media, strip: &Path) -> Result<String, LayoutError> {
         let uid_hex = media.uid_hex();
         let rel = layout::sprites_relative_path(&media.username, &uid_hex, &media.media_file)?;
-        layout::place_file(self.env.media_root(), &rel, strip)
+        layout::place_file_async(self.env.media_root(), &rel, strip).await
     }
 }
 

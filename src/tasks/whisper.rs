@@ -183,7 +183,7 @@ impl WhisperTranscribe {
         let language = store.language_id(code, title).await?;
         let rel =
             layout::subtitle_relative_path(&media.username, &media.uid_hex(), &media.media_file)?;
-        let placed = layout::place_file(self.env.media_root(), &rel, vtt)?;
+        let placed = layout::place_file_async(self.env.media_root(), &rel, vtt).await?;
         match store
             .insert_subtitle(media.id, media.user_id, language, &placed)
             .await

@@ -21,7 +21,7 @@ use crate::ffmpeg::progress::{percent, Progress, ProgressThrottle};
 use crate::ffmpeg::run::RunError;
 use crate::mediacms::layout;
 use crate::mediacms::signals::SignalError;
-use crate::mediacms::store::{EncodingPeek, StartOutcome, StartRequest, Started};
+use crate::mediacms::store::{StartOutcome, StartRequest, Started};
 use crate::mediacms::Disposition;
 use crate::plan::{self, Backend, EncodeIo, MediaInfo, ProfileSpec};
 
@@ -112,21 +112,6 @@ impl EncodeMedia {
             }
         }
     }
-
-    /// Before `begin_encoding`, one read: a deleted Encoding ends here (False, as MediaCMS),
-    /// and a row another task's ladder claimed (running or finished) is left alone — the task
-    /// succeeds with whether that row is a success.
-    async fn early_end(&self, job: &Job<'_>) -> Result<Option<Outcome>, SignalError> {
-        let store = self.env.signals.store();
-        match store.peek_encoding(job.encoding_id, &job.task.id).await? {
-            EncodingPeek::Missing => Ok(Some(Outcome::Success(json!(false)))),
-            EncodingPeek::ClaimedByLadder(status) => {
-                tracing::info!(encoding = job.encoding_id, %status, "claimed by a ladder: not re-encoded");
-                Ok(Some(Outcome::Success(json!(status == "success"))))
-            }
-            EncodingPeek::Free => Ok(None),
-        }
-    }
 }
 
 /// A row id from a message: Django's `AutoField` is a Postgres `integer`, so anything outside
@@ -147,13 +132,14 @@ impl EncodeMedia {
             worker: &ctx.hostname,
             retries: job.task.retries as i32,
         };
-        if let Some(done) = self.early_end(job).await? {
-            return Ok(done); // deleted, or another task's decode-once ladder owns it
-        }
         let started = match self.env.signals.begin_encoding(&req).await? {
             StartOutcome::Started(s) => s,
             StartOutcome::Missing | StartOutcome::Dropped { .. } => {
                 return Ok(Outcome::Success(json!(false)))
+            }
+            StartOutcome::ClaimedByLadder(status) => {
+                tracing::info!(encoding = job.encoding_id, %status, "claimed by a ladder: not re-encoded");
+                return Ok(Outcome::Success(json!(status == "success")));
             }
         };
         let dir = self

@@ -22,7 +22,7 @@ use tokio::sync::{oneshot, Mutex};
 
 use self::conn::Slot;
 use self::fence::{Fenced, HOLDER_TTL_SECS};
-use self::keys::{EnvelopeFacts, Rotation, LEASES, UNACKED, UNACKED_INDEX};
+use self::keys::{Rotation, LEASES, UNACKED, UNACKED_INDEX};
 use crate::broker::{Broker, BrokerError, Delivery, DeliveryTag, LeaseId, ResultStore};
 use crate::celery::envelope;
 use crate::celery::message::OutgoingTask;
@@ -218,8 +218,12 @@ impl Inner {
     /// kombu's `MULTI; ZADD unacked_index; HSET unacked; EXEC` plus our lease, retried while
     /// Redis is away: the message exists only in our memory until this succeeds.
     async fn hold(&self, queue: String, raw: Vec<u8>) -> Delivery {
-        let tag = envelope::delivery_tag(&raw).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let facts = EnvelopeFacts::read(&raw);
+        // The envelope's one parse: bookkeeping facts and the decoded task together.
+        let (facts, message) = envelope::read_redis(&raw);
+        let tag = facts
+            .tag
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let rk = facts.routing_key.clone().unwrap_or_else(|| queue.clone());
         let value = keys::unacked_value(&raw, facts.is_object, &facts.exchange, &rk);
         let lease = uuid::Uuid::new_v4().simple().to_string();
@@ -248,7 +252,7 @@ impl Inner {
             }
         }
         Delivery {
-            message: envelope::decode_redis(&raw),
+            message,
             tag,
             lease,
             queue,

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use redis::Script;
 
-use super::keys::{self as kombu, EnvelopeFacts, LEASES, UNACKED, UNACKED_INDEX};
+use super::keys::{self as kombu, LEASES, UNACKED, UNACKED_INDEX};
 use super::{Inner, ATTEMPTS};
 use crate::broker::{BrokerError, Delivery, DeliveryTag, LeaseId};
 use crate::celery::envelope;
@@ -192,7 +192,7 @@ impl Inner {
         d: &Delivery,
         redelivered: bool,
     ) -> Result<Fenced, BrokerError> {
-        let facts = EnvelopeFacts::read(&d.raw);
+        let facts = envelope::redis_facts(&d.raw);
         let rk = facts.routing_key.unwrap_or_else(|| d.queue.clone());
         let list = kombu::priority_list(&rk, facts.priority);
         let payload = match redelivered {

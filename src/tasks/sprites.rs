@@ -25,9 +25,7 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::env::TaskEnv;
-use super::{infra_outcome, JobContext, Outcome, TaskHandler};
-use crate::celery::args::{bind, LongTask};
-use crate::celery::message::TaskMessage;
+use super::{infra_outcome, misrouted, JobContext, LongTask, Outcome, Task, TaskHandler};
 use crate::ffmpeg::run::RunError;
 use crate::mediacms::layout::{self, LayoutError};
 use crate::mediacms::model::Media;
@@ -54,13 +52,11 @@ enum Skip {
 
 #[async_trait]
 impl TaskHandler for ProduceSprites {
-    async fn run(&self, task: &TaskMessage, ctx: JobContext) -> Outcome {
-        let friendly_token = match bind(task) {
-            Ok(LongTask::ProduceSpriteFromVideo { friendly_token }) => friendly_token,
-            Ok(other) => return Outcome::bad_args(format!("not a sprites task: {other:?}")),
-            Err(e) => return Outcome::bad_args(e.to_string()),
+    async fn run(&self, task: &Task<'_>, ctx: JobContext) -> Outcome {
+        let LongTask::ProduceSpriteFromVideo { friendly_token } = &task.call else {
+            return misrouted(task);
         };
-        match self.produce(&friendly_token, &ctx).await {
+        match self.produce(friendly_token, &ctx).await {
             Ok(outcome) => outcome,
             Err(e) => infra_outcome(task, &ctx, &e.to_string(), e.disposition()).await,
         }

@@ -1,10 +1,12 @@
-//! Pure dispatch decisions: what to do with a fresh delivery ([`classify`]) and how an
-//! [`Outcome`] becomes a result document, an optional republish and an ack or requeue ([`settle`]).
+//! Pure dispatch decisions: what to do with a fresh delivery ([`classify`]), what arguments
+//! that do not bind come to ([`bad_args`]), and how an [`Outcome`] becomes a result document,
+//! an optional republish and an ack or requeue ([`settle`]).
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::broker::Delivery;
+use crate::celery::args::ArgsError;
 use crate::celery::message::{OutgoingTask, TaskMessage};
 use crate::celery::result::TaskResult;
 use crate::tasks::{Outcome, TaskError};
@@ -26,7 +28,7 @@ pub enum Triage {
     Run,
 }
 
-/// Classify a delivery. `known`: a handler exists; `revoked`: the id is in the revoked set.
+/// Classify a delivery. `known`: the name is registered; `revoked`: the id is in the revoked set.
 pub fn classify(delivery: &Delivery, known: bool, revoked: bool, now: DateTime<Utc>) -> Triage {
     let task = match &delivery.message {
         Err(e) => return Triage::DeadLetter(e.to_string()),
@@ -70,23 +72,30 @@ pub enum Action {
     Abandon,
 }
 
-/// Every effect of finishing one delivery, applied in order: publish, store result, ack/requeue.
+/// Every effect of finishing one delivery, applied in order by the pool's apply step:
+/// follow-ups, republish, result (with the published follow-ups as `children`), ack/requeue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settlement {
+    /// What the job handed over to be sent (create_hls, chunk encodes, update_search_vector),
+    /// already children of the task; published only once the lease fence is claimed.
+    pub follow_ups: Vec<OutgoingTask>,
+    /// The task itself again: a retry, or an unknown name forwarded. Its publish must succeed,
+    /// else the delivery is requeued instead of acked.
     pub publish: Option<OutgoingTask>,
     pub result: Option<TaskResult>,
     pub action: Action,
 }
 
 impl Settlement {
-    /// List the tasks the job published as `children` of its result (Celery's request trail).
-    pub fn with_children(mut self, children: Vec<String>) -> Self {
-        self.result = self.result.map(|r| r.with_children(children));
+    /// The follow-ups the job handed over (its family's), to publish when it settles.
+    pub fn with_follow_ups(mut self, follow_ups: Vec<OutgoingTask>) -> Self {
+        self.follow_ups = follow_ups;
         self
     }
 
-    fn ack(result: Option<TaskResult>) -> Self {
+    pub(crate) fn ack(result: Option<TaskResult>) -> Self {
         Self {
+            follow_ups: Vec::new(),
             publish: None,
             result,
             action: Action::Ack,
@@ -94,11 +103,19 @@ impl Settlement {
     }
     fn requeue() -> Self {
         Self {
+            follow_ups: Vec::new(),
             publish: None,
             result: None,
             action: Action::Requeue,
         }
     }
+}
+
+/// Arguments that do not fit the task's signature: Python raises `TypeError` before the task
+/// body runs, so the result is that FAILURE and nothing else happens. Decided here, once, for
+/// every task name (the handler never runs).
+pub fn bad_args(e: &ArgsError) -> Outcome {
+    Outcome::Failure(TaskError::new("TypeError", "builtins", e.to_string()))
 }
 
 /// REVOKED with `TaskRevokedError(reason)` (reason: revoked | terminated | expired | …).
@@ -134,6 +151,7 @@ pub fn settle(
 ) -> Settlement {
     if reason == Some(CancelReason::LeaseLost) {
         return Settlement {
+            follow_ups: Vec::new(),
             publish: None,
             result: None,
             action: Action::Abandon,
@@ -163,6 +181,7 @@ pub fn settle(
             now,
         ))),
         Outcome::Retry { countdown, error } => Settlement {
+            follow_ups: Vec::new(),
             publish: Some(OutgoingTask::retry_of(task, countdown, now)),
             result: Some(TaskResult::retry(
                 id,

@@ -24,9 +24,33 @@ pub use dispatch::{CancelReason, Triage};
 pub use state::{Phase, PoolState};
 
 use crate::broker::{Broker, Delivery, ResultStore};
+use crate::celery::args::{self, Task};
 use crate::celery::control::WorkerSnapshot;
-use crate::tasks::Registry;
+use crate::celery::message::{OutgoingTask, TaskMessage};
+use crate::tasks::family::Family;
+use crate::tasks::{JobContext, Outcome, Registry, TaskHandler};
 use crate::telemetry::{Health, Metrics};
+
+/// Run `handler` on `message` outside the pool (tests, tools): the arguments are bound as the
+/// pool binds them (a misfit is the same TypeError failure, and the handler does not run), the
+/// handler runs in a fresh job family, and its outcome comes back with the follow-ups it
+/// handed over (already children of `message`). Publishing them is the caller's business, as
+/// it is the pool's apply step's.
+pub async fn run_unpooled(
+    handler: &dyn TaskHandler,
+    message: &TaskMessage,
+    ctx: JobContext,
+) -> (Outcome, Vec<OutgoingTask>) {
+    let family = Family::of(message);
+    let outcome = match args::bind(message) {
+        Ok(call) => {
+            let task = Task { message, call };
+            family.clone().scope(handler.run(&task, ctx)).await
+        }
+        Err(e) => dispatch::bad_args(&e),
+    };
+    (outcome, family.take())
+}
 
 /// How the pool consumes.
 #[derive(Debug, Clone)]
@@ -318,27 +342,36 @@ impl Core {
         if let Some(m) = &self.metrics {
             m.task_received(name);
         }
-        let handler = self.registry.get(name);
+        // The one name lookup: the closed enum, then this worker's handler for it.
+        let found = self.registry.lookup(name);
         let revoked = self.state.is_revoked(id);
-        let triage = dispatch::classify(&d, handler.is_some(), revoked, Utc::now());
-        let phase = match (&triage, handler) {
-            (Triage::Hold(_), Some(h)) => (Phase::Scheduled, h),
-            (Triage::Run, Some(h)) => (Phase::Reserved, h),
+        let triage = dispatch::classify(&d, found.is_some(), revoked, Utc::now());
+        let (phase, (task_name, handler)) = match (&triage, found) {
+            (Triage::Hold(_), Some(f)) => (Phase::Scheduled, f),
+            (Triage::Run, Some(f)) => (Phase::Reserved, f),
             _ => return self.settle_now(&d, triage).await,
         };
-        let Ok(task) = d.message.clone() else { return };
+        let Ok(message) = d.message.clone() else {
+            return;
+        };
+        // The one argument binding; a misfit is settled as Python's TypeError when the job's
+        // turn comes (after its ETA, revoke and expiry checks, as Celery does).
+        let call = args::bind_as(task_name, &message);
         let cancel = signals.abort.child_token();
         self.state.hold(
             &d.lease,
             &d.tag,
-            &task,
+            &message,
             d.redelivered,
-            phase.0,
+            phase,
             cancel.clone(),
         );
-        let job = self
-            .clone()
-            .run_delivery(d, task, phase.1, signals.clone(), cancel);
+        let bound = job::Bound {
+            message,
+            call,
+            handler,
+        };
+        let job = self.clone().run_delivery(d, bound, signals.clone(), cancel);
         jobs.spawn(job);
     }
 }

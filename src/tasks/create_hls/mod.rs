@@ -30,9 +30,7 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::env::TaskEnv;
-use super::{infra_outcome, JobContext, Outcome, TaskHandler};
-use crate::celery::args::{bind, LongTask};
-use crate::celery::message::TaskMessage;
+use super::{infra_outcome, misrouted, JobContext, LongTask, Outcome, Task, TaskHandler};
 use crate::ffmpeg::probe;
 use crate::ffmpeg::run::RunError;
 use crate::mediacms::layout::{self, LayoutError};
@@ -95,13 +93,11 @@ impl From<LayoutError> for Failed {
 
 #[async_trait]
 impl TaskHandler for CreateHls {
-    async fn run(&self, task: &TaskMessage, ctx: JobContext) -> Outcome {
-        let friendly_token = match bind(task) {
-            Ok(LongTask::CreateHls { friendly_token }) => friendly_token,
-            Ok(other) => return Outcome::bad_args(format!("not a create_hls task: {other:?}")),
-            Err(e) => return Outcome::bad_args(e.to_string()),
+    async fn run(&self, task: &Task<'_>, ctx: JobContext) -> Outcome {
+        let LongTask::CreateHls { friendly_token } = &task.call else {
+            return misrouted(task);
         };
-        match self.wait_for_last(&friendly_token, &ctx).await {
+        match self.wait_for_last(friendly_token, &ctx).await {
             Some(true) => {}
             Some(false) => {
                 tracing::info!(media = %friendly_token, "create_hls superseded by a later one");
@@ -109,12 +105,12 @@ impl TaskHandler for CreateHls {
             }
             None => return Outcome::Aborted,
         }
-        let lock = self.media_lock(&friendly_token);
+        let lock = self.media_lock(friendly_token);
         let result = {
             let _held = lock.lock().await;
-            self.package(&friendly_token, &ctx).await
+            self.package(friendly_token, &ctx).await
         };
-        self.release_media_lock(&friendly_token, lock);
+        self.release_media_lock(friendly_token, lock);
         match result {
             Ok(done) => Outcome::Success(json!(done)),
             Err(Failed::Cancelled) => Outcome::Aborted,

@@ -13,8 +13,7 @@ use tokio::sync::watch;
 
 use self::fallback::fallback_note;
 use super::env::TaskEnv;
-use super::{infra_outcome, JobContext, Outcome, TaskHandler};
-use crate::celery::args::{bind, LongTask};
+use super::{infra_outcome, misrouted, JobContext, LongTask, Outcome, Task, TaskHandler};
 use crate::celery::message::TaskMessage;
 use crate::ffmpeg::backend::{backend_name, classify_hw_failure};
 use crate::ffmpeg::progress::{percent, Progress, ProgressThrottle};
@@ -58,29 +57,26 @@ enum Pass {
 
 #[async_trait]
 impl TaskHandler for EncodeMedia {
-    async fn run(&self, task: &TaskMessage, ctx: JobContext) -> Outcome {
-        let job = match bind(task) {
-            Ok(LongTask::EncodeMedia {
-                friendly_token,
-                profile_id,
-                encoding_id,
-                force,
-                chunk,
-                chunk_file_path,
-                ..
-            }) => match (row_id(encoding_id), row_id(profile_id)) {
-                (Ok(encoding_id), Ok(profile_id)) => Job {
-                    task,
-                    force,
-                    chunk_file_path: chunk.then_some(chunk_file_path),
-                    encoding_id,
-                    profile_id,
-                    friendly_token,
-                },
-                (Err(e), _) | (_, Err(e)) => return Outcome::bad_args(e),
-            },
-            Ok(other) => return Outcome::bad_args(format!("not an encode_media task: {other:?}")),
-            Err(e) => return Outcome::bad_args(e.to_string()),
+    async fn run(&self, task: &Task<'_>, ctx: JobContext) -> Outcome {
+        let LongTask::EncodeMedia {
+            friendly_token,
+            profile_id,
+            encoding_id,
+            force,
+            chunk,
+            chunk_file_path,
+            ..
+        } = &task.call
+        else {
+            return misrouted(task);
+        };
+        let job = Job {
+            task: task.message,
+            force: *force,
+            chunk_file_path: chunk.then(|| chunk_file_path.clone()),
+            encoding_id: *encoding_id,
+            profile_id: *profile_id,
+            friendly_token: friendly_token.clone(),
         };
         match self.encode(&job, &ctx).await {
             Ok(outcome) => outcome,
@@ -112,12 +108,6 @@ impl EncodeMedia {
             }
         }
     }
-}
-
-/// A row id from a message: Django's `AutoField` is a Postgres `integer`, so anything outside
-/// i32 names no row — never a wrapped-around other one (2^32 + 5 is not Encoding 5).
-fn row_id(id: i64) -> Result<i32, String> {
-    i32::try_from(id).map_err(|_| format!("id {id} is out of range for an integer primary key"))
 }
 
 impl EncodeMedia {
@@ -398,19 +388,3 @@ mod fallback;
 mod finish;
 mod gif;
 mod ladder;
-
-#[cfg(test)]
-mod tests {
-    use super::row_id;
-
-    #[test]
-    fn encoding_id_narrowing_is_an_error_not_a_wraparound() {
-        assert_eq!(row_id(5), Ok(5));
-        assert!(
-            row_id((1_i64 << 32) + 5).is_err(),
-            "2^32 + 5 must not become 5"
-        );
-        assert!(row_id(i64::from(i32::MAX) + 1).is_err());
-        assert!(row_id(-(1_i64 << 32)).is_err());
-    }
-}

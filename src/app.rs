@@ -55,6 +55,12 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
+/// Celery's `origin` of what this process publishes, `gen<pid>@<host>` (the host read here, in
+/// the composition root, not in the codec).
+fn producer_origin() -> String {
+    crate::celery::message::origin_of(std::process::id(), &host_name())
+}
+
 /// MediaCMS runs its workers as www-data; running ffmpeg on uploads as root is refused unless
 /// the operator says so.
 fn refuse_root(config: &Config) -> Result<(), ConfigError> {
@@ -187,7 +193,9 @@ async fn connect_broker(
         .context("connecting to the result backend")?;
     if config.broker_url.starts_with("amqp") || config.broker_url.starts_with("pyamqp") {
         let prefetch = u16::try_from(pool_options(config).prefetch_limit()).unwrap_or(u16::MAX);
-        let amqp = AmqpBroker::connect(&config.broker_url, AmqpOptions::new(prefetch))
+        let mut options = AmqpOptions::new(prefetch);
+        options.connection_name = format!("mediacms-worker {}", producer_origin());
+        let amqp = AmqpBroker::connect(&config.broker_url, options)
             .await
             .context("connecting to the AMQP broker")?;
         return Ok((Arc::new(amqp), Arc::new(results), None));
@@ -218,6 +226,7 @@ fn pool_options(config: &Config) -> PoolOptions {
     opts.prefetch_multiplier = config.prefetch_multiplier;
     opts.forward_unknown_to = config.forward_unknown_to.clone();
     opts.soft_time_limit = Some(config.soft_time_limit);
+    opts.origin = producer_origin();
     // Renew well inside the lease; restore dead workers' deliveries about twice per lease.
     opts.lease_renew_every = config.lease / 3;
     opts.restore_every = config.lease / 2;

@@ -93,6 +93,13 @@ impl Settlement {
         self
     }
 
+    /// What the job sends goes out as ours unless it names its producer already (a retry
+    /// keeps the request's `origin`).
+    pub fn stamp_origin(&mut self, origin: &str) {
+        let sent = self.follow_ups.iter_mut().chain(self.publish.as_mut());
+        sent.for_each(|t| t.stamp_origin(origin));
+    }
+
     pub(crate) fn ack(result: Option<TaskResult>) -> Self {
         Self {
             follow_ups: Vec::new(),

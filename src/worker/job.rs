@@ -122,8 +122,9 @@ impl Core {
         drop(permit);
         self.state.set_phase(&d.lease, Phase::Settling);
         // The follow-ups travel in the settlement; apply publishes them, nothing else does.
-        let settlement =
+        let mut settlement =
             dispatch::settle(outcome, reason, task, Utc::now()).with_follow_ups(family.take());
+        settlement.stamp_origin(&self.opts.origin);
         self.observe(task, &settlement, started.elapsed());
         self.apply(&d, task, settlement, true).await;
     }

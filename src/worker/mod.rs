@@ -74,6 +74,9 @@ pub struct PoolOptions {
     pub soft_time_limit: Option<Duration>,
     /// The intake loop's longest silence while it waits (well inside `/healthz`'s 60 s).
     pub beat_every: Duration,
+    /// The `origin` header of what jobs send (follow-ups, retries): Celery's
+    /// `gen<pid>@<host>`; the app sets the real host name.
+    pub origin: String,
 }
 
 impl PoolOptions {
@@ -90,6 +93,7 @@ impl PoolOptions {
             forward_unknown_to: None,
             soft_time_limit: None,
             beat_every: Duration::from_secs(5),
+            origin: crate::celery::message::origin_of(std::process::id(), "localhost"),
         }
     }
 

@@ -37,16 +37,25 @@ pub fn classify(delivery: &Delivery, known: bool, revoked: bool, now: DateTime<U
     if !known {
         return Triage::Unknown(task.name.clone());
     }
-    if revoked {
-        return Triage::Revoked;
-    }
-    if task.expires.is_some_and(|exp| exp < now) {
-        return Triage::Expired;
+    if let Some(gone) = stale(task, revoked, now) {
+        return gone;
     }
     match task.eta {
         Some(eta) if eta > now => Triage::Hold(eta),
         _ => Triage::Run,
     }
+}
+
+/// Revoked or expired: checked at intake and again just before a held task runs (it may have
+/// been revoked, or expired, while it waited for its ETA or a slot). `Some` is
+/// [`Triage::Revoked`] or [`Triage::Expired`].
+pub fn stale(task: &TaskMessage, revoked: bool, now: DateTime<Utc>) -> Option<Triage> {
+    if revoked {
+        return Some(Triage::Revoked);
+    }
+    task.expires
+        .is_some_and(|exp| exp < now)
+        .then_some(Triage::Expired)
 }
 
 /// Why the pool cancelled a running job's token (decides how its outcome is read).

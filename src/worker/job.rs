@@ -101,18 +101,19 @@ impl Core {
             _ = cancel.cancelled() => return self.give_back(&d).await,
         };
         let now = Utc::now();
-        match dispatch::classify(&d, true, self.state.is_revoked(&task.id), now) {
-            Triage::Expired => {
+        // Not a second classification: only what can change while a task waits.
+        match dispatch::stale(task, self.state.is_revoked(&task.id), now) {
+            Some(Triage::Expired) => {
                 return self
                     .apply(&d, task, revoked(task, "expired", now), false)
                     .await
             }
-            Triage::Revoked => {
+            Some(_) => {
                 return self
                     .apply(&d, task, revoked(task, "revoked", now), false)
                     .await
             }
-            _ => {}
+            None => {}
         }
         let started = std::time::Instant::now();
         let family = Family::of(task);

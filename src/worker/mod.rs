@@ -1,5 +1,6 @@
 //! The worker pool: prefetch gate, ETA holding, job slots, dispatch and lease renewal — the one
-//! place that acks deliveries and writes results (ARCHITECTURE decisions 3, 4, 11).
+//! place that publishes, acks, requeues and dead-letters deliveries and writes results
+//! (ARCHITECTURE decisions 3, 4, 11, 13). A delivery is looked up and bound once, here.
 //!
 //! Wiring (in `app`): `WorkerPool::new(broker, results, registry, options)`, keep
 //! [`WorkerPool::state`] for pidbox/metrics, then `pool.run(signals).await`. Cancelling

@@ -567,3 +567,44 @@ async fn published_children_missing_from_the_result() {
     assert_eq!(r.children, ids);
     assert_eq!(r.parent_id.as_deref(), Some("chunkize-0"));
 }
+
+/// Hands a create_hls over, then runs until its token fires.
+struct HandsOverThenWaits;
+
+#[async_trait]
+impl TaskHandler for HandsOverThenWaits {
+    async fn run(&self, _task: &Task<'_>, ctx: JobContext) -> Outcome {
+        use mediacms_worker::celery::message::OutgoingTask;
+        let child = OutgoingTask::new("create_hls", Q, vec![json!("tok")], Default::default());
+        mediacms_worker::tasks::family::follow_up(child);
+        ctx.cancel.cancelled().await;
+        Outcome::Aborted
+    }
+}
+
+/// Follow-ups travel in the settlement: a job whose lease is lost publishes none of what it
+/// handed over, and acks and writes nothing.
+#[tokio::test]
+async fn lease_lost_job_publishes_none_of_its_follow_ups() {
+    let broker = MemoryBroker::new(Duration::from_secs(60));
+    broker.push_task(Q, task("lost", 0));
+    let mut registry = Registry::default();
+    registry.register(TaskName::EncodeMedia, Arc::new(HandsOverThenWaits));
+    let b = Arc::new(broker.clone());
+    let pool = WorkerPool::new(b.clone(), b, registry, options(1, 1));
+    let (signals, state) = (ShutdownSignals::new(), pool.state());
+    let join = tokio::spawn(pool.run(signals.clone()));
+    eventually("running", || state.snapshot().active.len() == 1).await;
+    assert!(broker.take_away("lost"));
+    eventually("holding dropped", || state.held() == 0).await;
+    signals.intake.cancel();
+    tokio::time::timeout(Duration::from_secs(10), join)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        broker.published().is_empty(),
+        "the follow-up died with the lease"
+    );
+    assert!(broker.acked().is_empty() && broker.results().is_empty());
+}

@@ -38,13 +38,13 @@ fn make_original(media_root: &Path) -> PathBuf {
     target
 }
 
-async fn env(db: &TestDb, redis: &TestRedis, media_root: &Path, hwaccel: HwAccel) -> TaskEnv {
+async fn env(db: &TestDb, media_root: &Path, hwaccel: HwAccel) -> TaskEnv {
     let opts = EnvOptions {
         hwaccel,
         ..EnvOptions::default()
     };
     let temp = media_root.join("tmp");
-    task_env(&db.config(), &redis.url, media_root, &temp, opts).await
+    task_env(&db.config(), media_root, &temp, opts).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,7 +54,7 @@ async fn forced_vaapi_falls_back_to_software_and_the_log_says_so() {
     let root = tempfile::tempdir().unwrap();
     db.rebase_media_root(root.path()).await;
     make_original(root.path());
-    let env = Arc::new(env(&db, &redis, root.path(), HwAccel::Vaapi).await);
+    let env = Arc::new(env(&db, root.path(), HwAccel::Vaapi).await);
     let metrics = env.metrics.clone();
     let handler = EncodeMedia { env };
     // encode_media-1: ["2SJorQ1Qe", 23, 1] (h264-144, Encoding 1), priority 9.
@@ -159,7 +159,7 @@ async fn gif_of_two_second_clip(duration: f64) -> (String, String, String, Outco
     )
     .await
     .unwrap();
-    let env = Arc::new(env(&db, &redis, root.path(), HwAccel::Software).await);
+    let env = Arc::new(env(&db, root.path(), HwAccel::Software).await);
     let metrics = env.metrics.clone();
     let handler = EncodeMedia { env };
     // encode_media-6: ["2SJorQ1Qe", 1, 6] (preview gif, Encoding 6).

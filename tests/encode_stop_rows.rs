@@ -35,7 +35,7 @@ async fn stopped_encode(stop: Stop, id: i32) -> (Outcome, Option<(String, String
         &wrapper,
         "#!/bin/sh\ncase \"$*\" in *libx264*) sleep 60;; esac\nexec ffmpeg \"$@\"\n",
     );
-    let mut env = task_env(&db.config(), &redis.url, &root, &dir.path().join("tmp")).await;
+    let mut env = task_env(&db.config(), &root, &dir.path().join("tmp")).await;
     env.ffmpeg.program = wrapper.display().to_string();
     let handler = EncodeMedia { env: Arc::new(env) };
     let mut ctx = job_ctx(None);

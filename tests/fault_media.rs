@@ -210,7 +210,7 @@ async fn bad_and_odd_media_end_in_success_or_a_readable_fail_never_a_hang() {
     std::fs::create_dir_all(&originals).unwrap();
     let scratch = base.path().join("gen");
     std::fs::create_dir_all(&scratch).unwrap();
-    let env = Arc::new(task_env(&db.config(), &redis.url, &root, &base.path().join("tmp")).await);
+    let env = Arc::new(task_env(&db.config(), &root, &base.path().join("tmp")).await);
     let handler = EncodeMedia { env };
     let c = db.client().await;
 

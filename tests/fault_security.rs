@@ -41,7 +41,7 @@ async fn encode_with_media_file(
         .get(0);
     let token = format!("Esc{id}");
     insert_media_and_encoding(&c, id, &token, media_file, &info, 8, 23).await;
-    let env = task_env(&db.config(), &redis.url, root, &root.join("tmp")).await;
+    let env = task_env(&db.config(), root, &root.join("tmp")).await;
     let handler = EncodeMedia {
         env: std::sync::Arc::new(env),
     };
@@ -145,7 +145,7 @@ async fn remove_media_file_refuses_escapes_and_symlinks() {
     // The task handler, as the worker runs a `remove_media_file` message: refused → `false`.
     let db = TestDb::new().await;
     let redis = TestRedis::claim();
-    let env = task_env(&db.config(), &redis.url, &root, &base.path().join("tmp")).await;
+    let env = task_env(&db.config(), &root, &base.path().join("tmp")).await;
     let handler = RemoveMediaFile {
         env: std::sync::Arc::new(env),
     };

@@ -45,12 +45,12 @@ fn source(dir: &Path) -> PathBuf {
     clip(dir, &spec)
 }
 
-async fn env(db: &TestDb, redis: &TestRedis, root: &Path, decode_once: bool) -> TaskEnv {
+async fn env(db: &TestDb, root: &Path, decode_once: bool) -> TaskEnv {
     let opts = EnvOptions {
         decode_once,
         ..EnvOptions::default()
     };
-    task_env(&db.config(), &redis.url, root, &root.join("tmp"), opts).await
+    task_env(&db.config(), root, &root.join("tmp"), opts).await
 }
 
 /// Everything one run leaves behind.
@@ -100,7 +100,7 @@ async fn run(src: &Path, keep: &Path, decode_once: bool) -> Run {
     let dir = root.path().join("original/user/refuser");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(src, dir.join(format!("{UID}.reference_720p.mp4"))).unwrap();
-    let env = Arc::new(env(&db, &redis, root.path(), decode_once).await);
+    let env = Arc::new(env(&db, root.path(), decode_once).await);
     let metrics = env.metrics.clone();
     let handler = EncodeMedia { env };
     let (mut outcomes, mut task_ids, mut spawned_first) = (vec![], vec![], 0);

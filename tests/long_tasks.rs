@@ -51,7 +51,7 @@ impl Env {
             ..EnvOptions::default()
         };
         let temp = root.path().join("tmp");
-        let env = Arc::new(task_env(&db.config(), &redis.url, root.path(), &temp, opts).await);
+        let env = Arc::new(task_env(&db.config(), root.path(), &temp, opts).await);
         let work = tempfile::tempdir().unwrap();
         Env {
             db,

@@ -41,14 +41,14 @@ impl Default for EnvOptions {
     }
 }
 
+/// The handlers' environment. It has no broker: follow-ups come back from [`run_task`], which
+/// publishes them as the pool does.
 pub async fn task_env(
     pg: &PostgresConfig,
-    redis_url: &str,
     media_root: &Path,
     temp_root: &Path,
     opts: EnvOptions,
 ) -> TaskEnv {
-    let _ = redis_url; // follow-ups go through `run_task`, as they go through the pool
     let store = Store::connect(pg, 8).unwrap();
     let accel = match opts.hwaccel {
         HwAccel::Software => Accel::software(),

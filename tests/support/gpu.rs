@@ -153,7 +153,7 @@ pub async fn rig(mode: &str, source: Source, devices: &[&str], hwaccel: HwAccel)
     let program = fake_ffmpeg(root.path(), mode, &calls, "1");
     let temp = root.path().join("tmp");
     let opts = EnvOptions::default();
-    let mut env = task_env(&db.config(), &redis.url, root.path(), &temp, opts).await;
+    let mut env = task_env(&db.config(), root.path(), &temp, opts).await;
     env.ffmpeg.program = program.to_string_lossy().into_owned();
     if hwaccel != HwAccel::Software {
         env.accel = Accel::new(nvidia_caps(devices), hwaccel, 1, Duration::from_secs(600));

@@ -25,7 +25,7 @@ use crate::tasks::env::{Accel, FfmpegOptions, TaskEnv};
 use crate::tasks::remove_media_file::RemoveMediaFile;
 use crate::tasks::sprites::ProduceSprites;
 use crate::tasks::whisper::{WhisperOptions, WhisperTranscribe};
-use crate::tasks::Registry;
+use crate::tasks::{Registry, TaskName};
 use crate::telemetry::{Health, HttpState, Metrics};
 use crate::worker::{PoolOptions, PoolState, WorkerPool};
 
@@ -53,6 +53,12 @@ pub fn host_name() -> String {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into())
+}
+
+/// Celery's `origin` of what this process publishes, `gen<pid>@<host>` (the host read here, in
+/// the composition root, not in the codec).
+fn producer_origin() -> String {
+    crate::celery::message::origin_of(std::process::id(), &host_name())
 }
 
 /// MediaCMS runs its workers as www-data; running ffmpeg on uploads as root is refused unless
@@ -122,13 +128,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     health.set_db_up(true);
     tracing::info!("{}", crate::ffmpeg::report::report_text(&caps));
-    let env = Arc::new(task_env(
-        &config,
-        store.clone(),
-        broker.clone(),
-        metrics.clone(),
-        caps,
-    ));
+    let env = Arc::new(task_env(&config, store.clone(), metrics.clone(), caps));
     let cache = redis::Client::open(config.redis_location.as_str()).context("REDIS_LOCATION")?;
     let whisper = WhisperOptions {
         command: config.whisper_command.clone(),
@@ -193,7 +193,9 @@ async fn connect_broker(
         .context("connecting to the result backend")?;
     if config.broker_url.starts_with("amqp") || config.broker_url.starts_with("pyamqp") {
         let prefetch = u16::try_from(pool_options(config).prefetch_limit()).unwrap_or(u16::MAX);
-        let amqp = AmqpBroker::connect(&config.broker_url, AmqpOptions::new(prefetch))
+        let mut options = AmqpOptions::new(prefetch);
+        options.connection_name = format!("mediacms-worker {}", producer_origin());
+        let amqp = AmqpBroker::connect(&config.broker_url, options)
             .await
             .context("connecting to the AMQP broker")?;
         return Ok((Arc::new(amqp), Arc::new(results), None));
@@ -224,22 +226,16 @@ fn pool_options(config: &Config) -> PoolOptions {
     opts.prefetch_multiplier = config.prefetch_multiplier;
     opts.forward_unknown_to = config.forward_unknown_to.clone();
     opts.soft_time_limit = Some(config.soft_time_limit);
+    opts.origin = producer_origin();
     // Renew well inside the lease; restore dead workers' deliveries about twice per lease.
     opts.lease_renew_every = config.lease / 3;
     opts.restore_every = config.lease / 2;
     opts
 }
 
-fn task_env(
-    config: &Config,
-    store: Store,
-    publisher: Arc<dyn Broker>,
-    metrics: Arc<Metrics>,
-    caps: Capabilities,
-) -> TaskEnv {
+fn task_env(config: &Config, store: Store, metrics: Arc<Metrics>, caps: Capabilities) -> TaskEnv {
     TaskEnv {
         signals: Signals::new(store, config.media_root.clone()),
-        publisher,
         ffmpeg: FfmpegOptions {
             program: config.ffmpeg_command.clone(),
             nice: config.ffmpeg_nice,
@@ -276,29 +272,32 @@ pub fn registry(
     job_slots: usize,
 ) -> Registry {
     let mut r = Registry::default();
-    r.register("encode_media", Arc::new(EncodeMedia { env: env.clone() }));
     r.register(
-        "create_hls",
+        TaskName::EncodeMedia,
+        Arc::new(EncodeMedia { env: env.clone() }),
+    );
+    r.register(
+        TaskName::CreateHls,
         Arc::new(CreateHls::new(env.clone(), job_slots)),
     );
     r.register(
-        "produce_sprite_from_video",
+        TaskName::ProduceSpriteFromVideo,
         Arc::new(ProduceSprites { env: env.clone() }),
     );
     let beat = Arc::new(BeatTasks {
         env: env.clone(),
         cache,
     });
-    r.register("get_list_of_popular_media", beat.clone());
-    r.register("update_listings_thumbnails", beat);
+    r.register(TaskName::GetListOfPopularMedia, beat.clone());
+    r.register(TaskName::UpdateListingsThumbnails, beat);
     r.register(
-        "whisper_transcribe",
+        TaskName::WhisperTranscribe,
         Arc::new(WhisperTranscribe {
             env: env.clone(),
             options: whisper,
         }),
     );
-    r.register("remove_media_file", Arc::new(RemoveMediaFile { env }));
+    r.register(TaskName::RemoveMediaFile, Arc::new(RemoveMediaFile { env }));
     r
 }
 

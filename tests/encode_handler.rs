@@ -11,10 +11,10 @@ use mediacms_worker::celery::envelope::decode_redis;
 use mediacms_worker::config::HwAccel;
 use mediacms_worker::tasks::encode_media::EncodeMedia;
 use mediacms_worker::tasks::env::TaskEnv;
-use mediacms_worker::tasks::{Outcome, TaskHandler};
+use mediacms_worker::tasks::Outcome;
 use serde_json::json;
 use support::db::TestDb;
-use support::env::{job_ctx, real_message, task_env, EnvOptions};
+use support::env::{job_ctx, real_message, run_task, task_env, EnvOptions};
 use support::media::{clip, ClipSpec};
 use support::redis::TestRedis;
 
@@ -38,13 +38,13 @@ fn make_original(media_root: &Path) -> PathBuf {
     target
 }
 
-async fn env(db: &TestDb, redis: &TestRedis, media_root: &Path, hwaccel: HwAccel) -> TaskEnv {
+async fn env(db: &TestDb, media_root: &Path, hwaccel: HwAccel) -> TaskEnv {
     let opts = EnvOptions {
         hwaccel,
         ..EnvOptions::default()
     };
     let temp = media_root.join("tmp");
-    task_env(&db.config(), &redis.url, media_root, &temp, opts).await
+    task_env(&db.config(), media_root, &temp, opts).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,12 +54,12 @@ async fn forced_vaapi_falls_back_to_software_and_the_log_says_so() {
     let root = tempfile::tempdir().unwrap();
     db.rebase_media_root(root.path()).await;
     make_original(root.path());
-    let env = Arc::new(env(&db, &redis, root.path(), HwAccel::Vaapi).await);
+    let env = Arc::new(env(&db, root.path(), HwAccel::Vaapi).await);
     let metrics = env.metrics.clone();
     let handler = EncodeMedia { env };
     // encode_media-1: ["2SJorQ1Qe", 23, 1] (h264-144, Encoding 1), priority 9.
     let task = real_message("encode_media-1.json");
-    let outcome = handler.run(&task, job_ctx(None)).await;
+    let outcome = run_task(&handler, &task, job_ctx(None), &redis.url).await;
     assert_eq!(outcome, Outcome::Success(json!(true)));
 
     let c = db.client().await;
@@ -159,13 +159,17 @@ async fn gif_of_two_second_clip(duration: f64) -> (String, String, String, Outco
     )
     .await
     .unwrap();
-    let env = Arc::new(env(&db, &redis, root.path(), HwAccel::Software).await);
+    let env = Arc::new(env(&db, root.path(), HwAccel::Software).await);
     let metrics = env.metrics.clone();
     let handler = EncodeMedia { env };
     // encode_media-6: ["2SJorQ1Qe", 1, 6] (preview gif, Encoding 6).
-    let outcome = handler
-        .run(&real_message("encode_media-6.json"), job_ctx(None))
-        .await;
+    let outcome = run_task(
+        &handler,
+        &real_message("encode_media-6.json"),
+        job_ctx(None),
+        &redis.url,
+    )
+    .await;
     let row = c
         .query_one(
             "SELECT status, media_file, logs FROM files_encoding WHERE id = 6",

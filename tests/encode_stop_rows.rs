@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mediacms_worker::tasks::encode_media::EncodeMedia;
-use mediacms_worker::tasks::{Outcome, Stop, StopCause, TaskHandler};
+use mediacms_worker::tasks::{Outcome, Stop, StopCause};
 use support::db::TestDb;
-use support::env::job_ctx;
+use support::env::{job_ctx, run_task};
 use support::fault::{encode_task, encoding_row, insert_media_and_encoding, script, task_env};
 use support::redis::TestRedis;
 
@@ -35,14 +35,15 @@ async fn stopped_encode(stop: Stop, id: i32) -> (Outcome, Option<(String, String
         &wrapper,
         "#!/bin/sh\ncase \"$*\" in *libx264*) sleep 60;; esac\nexec ffmpeg \"$@\"\n",
     );
-    let mut env = task_env(&db.config(), &redis.url, &root, &dir.path().join("tmp")).await;
+    let mut env = task_env(&db.config(), &root, &dir.path().join("tmp")).await;
     env.ffmpeg.program = wrapper.display().to_string();
     let handler = EncodeMedia { env: Arc::new(env) };
     let mut ctx = job_ctx(None);
     ctx.stop = StopCause::fixed(stop);
     let cancel = ctx.cancel.clone();
     let task = encode_task(&token, PROFILE, id);
-    let run = tokio::spawn(async move { handler.run(&task, ctx).await });
+    let url = redis.url.clone();
+    let run = tokio::spawn(async move { run_task(&handler, &task, ctx, &url).await });
     let until = tokio::time::Instant::now() + Duration::from_secs(60);
     while encoding_row(&c, id).await.map(|r| r.0).as_deref() != Some("running") {
         assert!(tokio::time::Instant::now() < until, "the row never ran");

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use mediacms_worker::ffmpeg::probe;
 use mediacms_worker::plan::extras::ffmpeg_error_is_final;
 use mediacms_worker::tasks::encode_media::EncodeMedia;
-use mediacms_worker::tasks::{Outcome, TaskHandler};
+use mediacms_worker::tasks::Outcome;
 use serde_json::json;
 use support::db::TestDb;
-use support::env::job_ctx;
+use support::env::{job_ctx, run_task};
 use support::fault::{encode_task, encoding_row, insert_media_and_encoding, task_env, Case};
 use support::media::{self, clip, ffmpeg, ClipSpec};
 use support::redis::TestRedis;
@@ -211,7 +211,7 @@ async fn bad_and_odd_media_end_in_success_or_a_readable_fail_never_a_hang() {
     std::fs::create_dir_all(&originals).unwrap();
     let scratch = base.path().join("gen");
     std::fs::create_dir_all(&scratch).unwrap();
-    let env = Arc::new(task_env(&db.config(), &redis.url, &root, &base.path().join("tmp")).await);
+    let env = Arc::new(task_env(&db.config(), &root, &base.path().join("tmp")).await);
     let handler = EncodeMedia { env };
     let c = db.client().await;
 
@@ -241,7 +241,7 @@ async fn bad_and_odd_media_end_in_success_or_a_readable_fail_never_a_hang() {
 
         let started = Instant::now();
         let task = encode_task(&token, PROFILE, id);
-        let run = handler.run(&task, job_ctx(Some(SOFT_LIMIT)));
+        let run = run_task(&handler, &task, job_ctx(Some(SOFT_LIMIT)), &redis.url);
         let outcome = tokio::time::timeout(SOFT_LIMIT + Duration::from_secs(30), run)
             .await
             .unwrap_or_else(|_| panic!("{name}: hung past the soft limit"));

@@ -12,10 +12,10 @@ use std::time::Duration;
 use mediacms_worker::mediacms::layout::{self, LayoutError};
 use mediacms_worker::tasks::encode_media::EncodeMedia;
 use mediacms_worker::tasks::remove_media_file::RemoveMediaFile;
-use mediacms_worker::tasks::{Outcome, TaskHandler};
+use mediacms_worker::tasks::Outcome;
 use serde_json::json;
 use support::db::TestDb;
-use support::env::job_ctx;
+use support::env::{job_ctx, run_task};
 use support::fault::{
     encode_task, encoding_row, insert_media_and_encoding, lpush, result_doc, task_env, task_id,
     wait_until, Case, Endpoints, WorkerProc, QUEUE, WORKER_BIN,
@@ -41,13 +41,18 @@ async fn encode_with_media_file(
         .get(0);
     let token = format!("Esc{id}");
     insert_media_and_encoding(&c, id, &token, media_file, &info, 8, 23).await;
-    let env = task_env(&db.config(), &redis.url, root, &root.join("tmp")).await;
+    let env = task_env(&db.config(), root, &root.join("tmp")).await;
     let handler = EncodeMedia {
         env: std::sync::Arc::new(env),
     };
     let outcome = tokio::time::timeout(
         Duration::from_secs(60),
-        handler.run(&encode_task(&token, 23, id), job_ctx(None)),
+        run_task(
+            &handler,
+            &encode_task(&token, 23, id),
+            job_ctx(None),
+            &redis.url,
+        ),
     )
     .await
     .expect("a refused path must not hang");
@@ -140,7 +145,7 @@ async fn remove_media_file_refuses_escapes_and_symlinks() {
     // The task handler, as the worker runs a `remove_media_file` message: refused → `false`.
     let db = TestDb::new().await;
     let redis = TestRedis::claim();
-    let env = task_env(&db.config(), &redis.url, &root, &base.path().join("tmp")).await;
+    let env = task_env(&db.config(), &root, &base.path().join("tmp")).await;
     let handler = RemoveMediaFile {
         env: std::sync::Arc::new(env),
     };
@@ -158,7 +163,7 @@ async fn remove_media_file_refuses_escapes_and_symlinks() {
             Err(LayoutError::Escapes { .. }) | Err(LayoutError::NotRegularFile(_)) => {}
             other => panic!("{p}: expected a refusal, got {other:?}"),
         }
-        let outcome = handler.run(&task(p), job_ctx(None)).await;
+        let outcome = run_task(&handler, &task(p), job_ctx(None), &redis.url).await;
         assert_eq!(outcome, Outcome::Success(json!(false)), "{p}");
     }
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
@@ -167,9 +172,13 @@ async fn remove_media_file_refuses_escapes_and_symlinks() {
         "the link's target inside the root survives"
     );
     // The legitimate delete still works.
-    let outcome = handler
-        .run(&task("encoded/inside.mp4"), job_ctx(None))
-        .await;
+    let outcome = run_task(
+        &handler,
+        &task("encoded/inside.mp4"),
+        job_ctx(None),
+        &redis.url,
+    )
+    .await;
     assert_eq!(outcome, Outcome::Success(json!(true)));
     assert!(!inside.exists());
     case.survived();

@@ -14,11 +14,11 @@ use mediacms_worker::mediacms::store::{EncodingPeek, LadderClaim, Store, LADDER_
 use mediacms_worker::plan::{plan_ladder, EncodeSettings, LadderRung, MediaInfo, ProfileSpec};
 use mediacms_worker::tasks::encode_media::EncodeMedia;
 use mediacms_worker::tasks::env::TaskEnv;
-use mediacms_worker::tasks::{Outcome, TaskHandler};
+use mediacms_worker::tasks::Outcome;
 use mediacms_worker::telemetry::Metrics;
 use serde_json::json;
 use support::db::TestDb;
-use support::env::{job_ctx, real_message, task_env, EnvOptions};
+use support::env::{job_ctx, real_message, run_task, task_env, EnvOptions};
 use support::media::{clip, ClipSpec};
 use support::redis::TestRedis;
 
@@ -45,12 +45,12 @@ fn source(dir: &Path) -> PathBuf {
     clip(dir, &spec)
 }
 
-async fn env(db: &TestDb, redis: &TestRedis, root: &Path, decode_once: bool) -> TaskEnv {
+async fn env(db: &TestDb, root: &Path, decode_once: bool) -> TaskEnv {
     let opts = EnvOptions {
         decode_once,
         ..EnvOptions::default()
     };
-    task_env(&db.config(), &redis.url, root, &root.join("tmp"), opts).await
+    task_env(&db.config(), root, &root.join("tmp"), opts).await
 }
 
 /// Everything one run leaves behind.
@@ -100,13 +100,13 @@ async fn run(src: &Path, keep: &Path, decode_once: bool) -> Run {
     let dir = root.path().join("original/user/refuser");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(src, dir.join(format!("{UID}.reference_720p.mp4"))).unwrap();
-    let env = Arc::new(env(&db, &redis, root.path(), decode_once).await);
+    let env = Arc::new(env(&db, root.path(), decode_once).await);
     let metrics = env.metrics.clone();
     let handler = EncodeMedia { env };
     let (mut outcomes, mut task_ids, mut spawned_first) = (vec![], vec![], 0);
     for name in MESSAGES {
         let task = real_message(name);
-        outcomes.push(handler.run(&task, job_ctx(None)).await);
+        outcomes.push(run_task(&handler, &task, job_ctx(None), &redis.url).await);
         task_ids.push(task.id.clone());
         if spawned_first == 0 {
             spawned_first = spawned(&metrics);

@@ -16,10 +16,10 @@ use mediacms_worker::celery::message::{OutgoingTask, TaskMessage};
 use mediacms_worker::plan::EncodeSettings;
 use mediacms_worker::tasks::env::TaskEnv;
 use mediacms_worker::tasks::whisper::WhisperOptions;
-use mediacms_worker::tasks::{Outcome, TaskHandler};
+use mediacms_worker::tasks::{Outcome, TaskHandler, TaskName};
 use serde_json::{json, Value};
 use support::db::TestDb;
-use support::env::{job_ctx, task_env, EnvOptions};
+use support::env::{job_ctx, run_task, task_env, EnvOptions};
 use support::redis::TestRedis;
 
 const FT1: &str = "2SJorQ1Qe";
@@ -51,7 +51,7 @@ impl Env {
             ..EnvOptions::default()
         };
         let temp = root.path().join("tmp");
-        let env = Arc::new(task_env(&db.config(), &redis.url, root.path(), &temp, opts).await);
+        let env = Arc::new(task_env(&db.config(), root.path(), &temp, opts).await);
         let work = tempfile::tempdir().unwrap();
         Env {
             db,
@@ -103,8 +103,9 @@ fn message(name: &str, args: Value, kwargs: Value) -> TaskMessage {
     decode_redis(&encode_redis(&task, "tag", "reply")).unwrap()
 }
 
-async fn run(h: &dyn TaskHandler, name: &str, args: Value, kwargs: Value) -> Outcome {
-    h.run(&message(name, args, kwargs), job_ctx(None)).await
+/// Runs `h` as the pool would; its follow-ups land in `e`'s Redis.
+async fn run(e: &Env, h: &dyn TaskHandler, name: &str, args: Value, kwargs: Value) -> Outcome {
+    run_task(h, &message(name, args, kwargs), job_ctx(None), &e.redis.url).await
 }
 
 fn ok(v: bool) -> Outcome {
@@ -137,11 +138,13 @@ async fn no_long_task_name_is_unknown_any_more() {
     };
     let mut r = mediacms_worker::app::registry(e.env.clone(), cache, whisper, 1);
     for name in mediacms_worker::celery::args::LONG_TASK_NAMES {
-        assert!(r.get(name).is_some(), "{name} has no handler");
+        let name = TaskName::parse(name).unwrap();
+        assert!(r.handler(name).is_some(), "{name:?} has no handler");
     }
-    assert!(r.get("chunkize_media").is_none(), "chunkize is opt-in");
+    let chunkize = TaskName::ChunkizeMedia;
+    assert!(r.handler(chunkize).is_none(), "chunkize is opt-in");
     mediacms_worker::tasks::chunkize::register_chunkize(&mut r, e.env.clone());
-    assert!(r.get("chunkize_media").is_some());
+    assert!(r.handler(chunkize).is_some());
 }
 
 #[path = "long_tasks/hls.rs"]

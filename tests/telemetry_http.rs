@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mediacms_worker::telemetry::http::probe;
-use mediacms_worker::telemetry::{serve_on, FfmpegExit, Health, HttpState, Metrics, Outcome};
+use mediacms_worker::telemetry::{serve_on, FfmpegExit, Health, HttpState, Metrics, OutcomeLabel};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -51,8 +51,16 @@ fn move_counters(m: &Metrics) {
     m.task_received("encode_media");
     m.task_received("chunkize_media"); // not a long task: collapses to `other`
     m.task_started("encode_media");
-    m.task_finished("encode_media", Outcome::Success, Duration::from_secs(42));
-    m.task_finished("create_hls", Outcome::Failure, Duration::from_millis(300));
+    m.task_finished(
+        "encode_media",
+        OutcomeLabel::Success,
+        Duration::from_secs(42),
+    );
+    m.task_finished(
+        "create_hls",
+        OutcomeLabel::Failure,
+        Duration::from_millis(300),
+    );
     m.task_retried("encode_media");
     m.encode_observed("h264-720", "nvenc", 12.5, 300.0);
     m.set_queue_depth("long_tasks", 3, 17);

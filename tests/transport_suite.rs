@@ -22,7 +22,7 @@ use mediacms_worker::broker::{Broker, BrokerError, Delivery, DeliveryTag, LeaseI
 use mediacms_worker::celery::envelope::{decode_amqp, encode_amqp_body, v2_headers};
 use mediacms_worker::celery::message::{OutgoingTask, TaskMessage};
 use mediacms_worker::celery::result::TaskState;
-use mediacms_worker::tasks::{JobContext, Outcome, Registry, TaskHandler};
+use mediacms_worker::tasks::{JobContext, Outcome, Registry, Task, TaskHandler, TaskName};
 use mediacms_worker::worker::{PoolOptions, ShutdownSignals, WorkerPool};
 
 /// How a transport orders priorities 9, 0, 5 published in that order.
@@ -327,7 +327,7 @@ struct Echo;
 
 #[async_trait]
 impl TaskHandler for Echo {
-    async fn run(&self, task: &TaskMessage, _ctx: JobContext) -> Outcome {
+    async fn run(&self, task: &Task<'_>, _ctx: JobContext) -> Outcome {
         Outcome::Success(task.args.first().cloned().unwrap_or(Value::Null))
     }
 }
@@ -335,12 +335,14 @@ impl TaskHandler for Echo {
 async fn worker_pool_end_to_end(t: &dyn Transport) {
     let mut sent_args = BTreeMap::new();
     for i in 0..5 {
-        let sent = task(t, "suite.echo", vec![json!(i)]);
+        // The closed set of names: an encode_media whose token carries `i`.
+        let i = format!("tok-{i}");
+        let sent = task(t, "encode_media", vec![json!(i), json!(1), json!(1)]);
         t.broker().publish(&sent).await.unwrap();
         sent_args.insert(sent.id, json!(i));
     }
     let mut registry = Registry::default();
-    registry.register("suite.echo", Arc::new(Echo));
+    registry.register(TaskName::EncodeMedia, Arc::new(Echo));
     let mut opts = PoolOptions::new(vec![t.queue()], 2, "suite@test");
     opts.prefetch_multiplier = usize::from(PREFETCH) / 2;
     opts.fetch_timeout = Duration::from_millis(200);

@@ -15,7 +15,9 @@ use mediacms_worker::broker::memory::{test_task, MemoryBroker};
 use mediacms_worker::broker::Delivery;
 use mediacms_worker::celery::message::{DecodeError, TaskMessage};
 use mediacms_worker::celery::result::TaskState;
-use mediacms_worker::tasks::{JobContext, Outcome, Registry, TaskError, TaskHandler};
+use mediacms_worker::tasks::{
+    JobContext, Outcome, Registry, Task, TaskError, TaskHandler, TaskName,
+};
 use mediacms_worker::worker::{PoolOptions, PoolState, ShutdownSignals, WorkerPool};
 
 const Q: &str = "long_tasks";
@@ -51,7 +53,7 @@ impl Fake {
 
 #[async_trait]
 impl TaskHandler for Fake {
-    async fn run(&self, task: &TaskMessage, ctx: JobContext) -> Outcome {
+    async fn run(&self, task: &Task<'_>, ctx: JobContext) -> Outcome {
         let n = self.running.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_running.fetch_max(n, Ordering::SeqCst);
         self.log
@@ -84,7 +86,7 @@ fn options(slots: usize, multiplier: usize) -> PoolOptions {
 
 fn start(broker: &MemoryBroker, handler: Arc<Fake>, opts: PoolOptions) -> Running {
     let mut registry = Registry::default();
-    registry.register("encode_media", handler);
+    registry.register(TaskName::EncodeMedia, handler);
     let b = Arc::new(broker.clone());
     let pool = WorkerPool::new(b.clone(), b, registry, opts);
     let signals = ShutdownSignals::new();
@@ -466,7 +468,7 @@ async fn intake_follows_readiness_nothing_is_fetched_while_the_gate_is_closed() 
     let (open, gate) = tokio::sync::watch::channel(false);
     let h = Fake::new(Outcome::Success(json!(true)), 5);
     let mut registry = Registry::default();
-    registry.register("encode_media", h.clone());
+    registry.register(TaskName::EncodeMedia, h.clone());
     let b = Arc::new(broker.clone());
     let pool = WorkerPool::new(b.clone(), b, registry, options(1, 1)).with_intake_gate(gate);
     let signals = ShutdownSignals::new();
@@ -495,7 +497,7 @@ async fn healthz_is_beaten_by_the_intake_loop_while_every_slot_is_busy() {
     broker.push_task(Q, task("next", 0));
     let h = Fake::new(Outcome::Success(json!(true)), 1_500);
     let mut registry = Registry::default();
-    registry.register("encode_media", h.clone());
+    registry.register(TaskName::EncodeMedia, h.clone());
     let b = Arc::new(broker.clone());
     let health = mediacms_worker::telemetry::Health::new(Duration::from_millis(300));
     let mut opts = options(1, 1);
@@ -520,22 +522,17 @@ async fn healthz_is_beaten_by_the_intake_loop_while_every_slot_is_busy() {
 #[path = "worker_pool/pidbox_python.rs"]
 mod pidbox_python;
 
-/// Publishes two create_hls from inside the job, as `TaskEnv::publish_child` does.
-struct Publisher {
-    broker: MemoryBroker,
-}
+/// Hands two create_hls over from inside the job, as `TaskEnv::publish_follow_ups` does.
+struct Publisher;
 
 #[async_trait]
 impl TaskHandler for Publisher {
-    async fn run(&self, _task: &TaskMessage, _ctx: JobContext) -> Outcome {
-        use mediacms_worker::broker::Broker;
+    async fn run(&self, _task: &Task<'_>, _ctx: JobContext) -> Outcome {
         use mediacms_worker::celery::message::OutgoingTask;
         use mediacms_worker::tasks::family;
         for _ in 0..2 {
             let child = OutgoingTask::new("create_hls", Q, vec![json!("tok")], Default::default());
-            let child = family::adopt(child);
-            self.broker.publish(&child).await.unwrap();
-            family::published(&child.id);
+            family::follow_up(child);
         }
         Outcome::Success(json!(true))
     }
@@ -550,12 +547,7 @@ async fn published_children_missing_from_the_result() {
     parent.root_id = Some("root-0".into());
     broker.push_task(Q, parent);
     let mut registry = Registry::default();
-    registry.register(
-        "encode_media",
-        Arc::new(Publisher {
-            broker: broker.clone(),
-        }),
-    );
+    registry.register(TaskName::EncodeMedia, Arc::new(Publisher));
     let b = Arc::new(broker.clone());
     let pool = WorkerPool::new(b.clone(), b, registry, options(1, 1));
     let signals = ShutdownSignals::new();
@@ -576,4 +568,45 @@ async fn published_children_missing_from_the_result() {
     let ids: Vec<String> = children.iter().map(|c| c.id.clone()).collect();
     assert_eq!(r.children, ids);
     assert_eq!(r.parent_id.as_deref(), Some("chunkize-0"));
+}
+
+/// Hands a create_hls over, then runs until its token fires.
+struct HandsOverThenWaits;
+
+#[async_trait]
+impl TaskHandler for HandsOverThenWaits {
+    async fn run(&self, _task: &Task<'_>, ctx: JobContext) -> Outcome {
+        use mediacms_worker::celery::message::OutgoingTask;
+        let child = OutgoingTask::new("create_hls", Q, vec![json!("tok")], Default::default());
+        mediacms_worker::tasks::family::follow_up(child);
+        ctx.cancel.cancelled().await;
+        Outcome::Aborted
+    }
+}
+
+/// Follow-ups travel in the settlement: a job whose lease is lost publishes none of what it
+/// handed over, and acks and writes nothing.
+#[tokio::test]
+async fn lease_lost_job_publishes_none_of_its_follow_ups() {
+    let broker = MemoryBroker::new(Duration::from_secs(60));
+    broker.push_task(Q, task("lost", 0));
+    let mut registry = Registry::default();
+    registry.register(TaskName::EncodeMedia, Arc::new(HandsOverThenWaits));
+    let b = Arc::new(broker.clone());
+    let pool = WorkerPool::new(b.clone(), b, registry, options(1, 1));
+    let (signals, state) = (ShutdownSignals::new(), pool.state());
+    let join = tokio::spawn(pool.run(signals.clone()));
+    eventually("running", || state.snapshot().active.len() == 1).await;
+    assert!(broker.take_away("lost"));
+    eventually("holding dropped", || state.held() == 0).await;
+    signals.intake.cancel();
+    tokio::time::timeout(Duration::from_secs(10), join)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        broker.published().is_empty(),
+        "the follow-up died with the lease"
+    );
+    assert!(broker.acked().is_empty() && broker.results().is_empty());
 }

@@ -173,7 +173,9 @@ def media_times(media, t0, now, seen):
     ):
         mark["first_playable_s"] = round(now - t0, 2)
     final = encodings and all(e.status in ("success", "fail") for e in encodings)
-    if "done_s" not in mark and final and media.sprites:
+    # MediaCMS makes a sprite strip only from 5 s of video on (one frame every 10 s, rounded).
+    sprites_due = (media.duration or 0) >= 5
+    if "done_s" not in mark and final and (media.sprites or not sprites_due):
         mark["done_s"] = round(now - t0, 2)
     return "done_s" in mark
 

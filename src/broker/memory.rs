@@ -319,12 +319,20 @@ impl ResultStore for MemoryBroker {
     }
 }
 
-/// A minimal decoded task for tests: `name`, `id`, no args, priority 0, no ETA.
+/// A minimal decoded task for tests: `name`, `id`, the fewest arguments that bind for a long
+/// task name (none for any other name), priority 0, no ETA.
 pub fn test_task(name: &str, id: &str) -> TaskMessage {
+    let token = || Value::String("tok".into());
+    let args = match name {
+        "encode_media" => vec![token(), Value::from(1), Value::from(1)],
+        "create_hls" | "produce_sprite_from_video" | "whisper_transcribe" => vec![token()],
+        "chunkize_media" => vec![token(), Value::Array(Vec::new())],
+        _ => Vec::new(),
+    };
     TaskMessage {
         name: name.to_owned(),
         id: id.to_owned(),
-        args: Vec::new(),
+        args,
         kwargs: Map::new(),
         embed: Value::Null,
         eta: None,

@@ -3,7 +3,7 @@
 //! publishes worker.online / heartbeat (every 2 s) / offline on `/<db>.celeryev/…`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::StreamExt;
 use redis::aio::MultiplexedConnection;
@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::celery::control::{self, Command, ControlRequest, EventContext, WorkerEvent};
+use crate::clock::unix_now;
 use crate::worker::PoolState;
 
 /// kombu's binding-table separator.
@@ -53,12 +54,6 @@ pub fn reply_queue(members: &[String], routing_key: &str) -> Option<String> {
         let queue = parts.next()?;
         (rk == routing_key).then(|| queue.to_owned())
     })
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn loadavg() -> [f64; 3] {

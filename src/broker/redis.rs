@@ -13,7 +13,7 @@ mod restore;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::MultiplexedConnection;
@@ -22,11 +22,12 @@ use tokio::sync::{oneshot, Mutex};
 
 use self::conn::Slot;
 use self::fence::{Fenced, HOLDER_TTL_SECS};
-use self::keys::{EnvelopeFacts, Rotation, LEASES, UNACKED, UNACKED_INDEX};
+use self::keys::{Rotation, LEASES, UNACKED, UNACKED_INDEX};
 use crate::broker::{Broker, BrokerError, Delivery, DeliveryTag, LeaseId, ResultStore};
 use crate::celery::envelope;
 use crate::celery::message::OutgoingTask;
 use crate::celery::result::{self as result_codec, TaskResult};
+use crate::clock::unix_now;
 
 /// Default dead-letter list for undecodable deliveries.
 pub const DEFAULT_DEAD_LETTER_KEY: &str = "mediacms-worker.dead-letter";
@@ -151,14 +152,6 @@ impl RedisBroker {
     }
 }
 
-/// Unix time in float seconds, kombu's `unacked_index` score.
-pub(crate) fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64()
-}
-
 impl Inner {
     /// Run a pipeline on the command connection; `retry` only for idempotent ones.
     async fn run<T: FromRedisValue>(&self, p: &Pipeline, retry: bool) -> Result<T, BrokerError> {
@@ -225,8 +218,12 @@ impl Inner {
     /// kombu's `MULTI; ZADD unacked_index; HSET unacked; EXEC` plus our lease, retried while
     /// Redis is away: the message exists only in our memory until this succeeds.
     async fn hold(&self, queue: String, raw: Vec<u8>) -> Delivery {
-        let tag = envelope::delivery_tag(&raw).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let facts = EnvelopeFacts::read(&raw);
+        // The envelope's one parse: bookkeeping facts and the decoded task together.
+        let (facts, message) = envelope::read_redis(&raw);
+        let tag = facts
+            .tag
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let rk = facts.routing_key.clone().unwrap_or_else(|| queue.clone());
         let value = keys::unacked_value(&raw, facts.is_object, &facts.exchange, &rk);
         let lease = uuid::Uuid::new_v4().simple().to_string();
@@ -255,7 +252,7 @@ impl Inner {
             }
         }
         Delivery {
-            message: envelope::decode_redis(&raw),
+            message,
             tag,
             lease,
             queue,

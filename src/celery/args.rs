@@ -15,8 +15,9 @@ use super::message::TaskMessage;
 pub enum LongTask {
     EncodeMedia {
         friendly_token: String,
-        profile_id: i64,
-        encoding_id: i64,
+        /// Row ids: Django's `AutoField` is a Postgres `integer`.
+        profile_id: i32,
+        encoding_id: i32,
         force: bool,
         chunk: bool,
         chunk_file_path: String,
@@ -44,6 +45,67 @@ pub enum LongTask {
         profiles: Vec<i64>,
         force: bool,
     },
+}
+
+/// The closed set of task names this worker can bind (the seven long ones and
+/// `chunkize_media`): a fetched name is looked up once, here, and dispatched by `match`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaskName {
+    EncodeMedia,
+    CreateHls,
+    ProduceSpriteFromVideo,
+    WhisperTranscribe,
+    GetListOfPopularMedia,
+    UpdateListingsThumbnails,
+    RemoveMediaFile,
+    ChunkizeMedia,
+}
+
+impl TaskName {
+    pub const ALL: [TaskName; 8] = [
+        TaskName::EncodeMedia,
+        TaskName::CreateHls,
+        TaskName::ProduceSpriteFromVideo,
+        TaskName::WhisperTranscribe,
+        TaskName::GetListOfPopularMedia,
+        TaskName::UpdateListingsThumbnails,
+        TaskName::RemoveMediaFile,
+        TaskName::ChunkizeMedia,
+    ];
+
+    /// The Celery name (`headers.task`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskName::EncodeMedia => "encode_media",
+            TaskName::CreateHls => "create_hls",
+            TaskName::ProduceSpriteFromVideo => "produce_sprite_from_video",
+            TaskName::WhisperTranscribe => "whisper_transcribe",
+            TaskName::GetListOfPopularMedia => "get_list_of_popular_media",
+            TaskName::UpdateListingsThumbnails => "update_listings_thumbnails",
+            TaskName::RemoveMediaFile => "remove_media_file",
+            TaskName::ChunkizeMedia => "chunkize_media",
+        }
+    }
+
+    /// `None` for any name outside the closed set (the pool's "unregistered task").
+    pub fn parse(name: &str) -> Option<Self> {
+        TaskName::ALL.into_iter().find(|n| n.as_str() == name)
+    }
+}
+
+/// A delivery decoded once: the message (ids, headers, what a retry re-sends) and its
+/// arguments bound to their types. Handlers read both; `Deref` gives the message's fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task<'a> {
+    pub message: &'a TaskMessage,
+    pub call: LongTask,
+}
+
+impl std::ops::Deref for Task<'_> {
+    type Target = TaskMessage;
+    fn deref(&self) -> &TaskMessage {
+        self.message
+    }
 }
 
 /// The seven task names a worker on `long_tasks` receives.
@@ -90,21 +152,29 @@ pub enum ArgsError {
 
 /// Bind a decoded task to its typed arguments.
 pub fn bind(task: &TaskMessage) -> Result<LongTask, ArgsError> {
-    match task.name.as_str() {
-        "encode_media" => bind_encode_media(task),
-        "create_hls" => {
+    match TaskName::parse(&task.name) {
+        Some(name) => bind_as(name, task),
+        None => Err(ArgsError::UnknownTask(task.name.clone())),
+    }
+}
+
+/// Bind `task`'s arguments to the signature of `name` (already looked up by the caller).
+pub fn bind_as(name: TaskName, task: &TaskMessage) -> Result<LongTask, ArgsError> {
+    match name {
+        TaskName::EncodeMedia => bind_encode_media(task),
+        TaskName::CreateHls => {
             let v = Binder::new("create_hls", &["friendly_token"], task)?;
             Ok(LongTask::CreateHls {
                 friendly_token: v.string(0)?,
             })
         }
-        "produce_sprite_from_video" => {
+        TaskName::ProduceSpriteFromVideo => {
             let v = Binder::new("produce_sprite_from_video", &["friendly_token"], task)?;
             Ok(LongTask::ProduceSpriteFromVideo {
                 friendly_token: v.string(0)?,
             })
         }
-        "whisper_transcribe" => {
+        TaskName::WhisperTranscribe => {
             let params = ["friendly_token", "translate_to_english"];
             let v = Binder::new("whisper_transcribe", &params, task)?;
             Ok(LongTask::WhisperTranscribe {
@@ -112,21 +182,21 @@ pub fn bind(task: &TaskMessage) -> Result<LongTask, ArgsError> {
                 translate_to_english: v.bool_or(1, false)?,
             })
         }
-        "get_list_of_popular_media" => {
+        TaskName::GetListOfPopularMedia => {
             Binder::new("get_list_of_popular_media", &[], task)?;
             Ok(LongTask::GetListOfPopularMedia)
         }
-        "update_listings_thumbnails" => {
+        TaskName::UpdateListingsThumbnails => {
             Binder::new("update_listings_thumbnails", &[], task)?;
             Ok(LongTask::UpdateListingsThumbnails)
         }
-        "remove_media_file" => {
+        TaskName::RemoveMediaFile => {
             let v = Binder::new("remove_media_file", &["media_file"], task)?;
             Ok(LongTask::RemoveMediaFile {
                 media_file: v.opt_string(0)?,
             })
         }
-        "chunkize_media" => {
+        TaskName::ChunkizeMedia => {
             let params = ["friendly_token", "profiles", "force"];
             let v = Binder::new("chunkize_media", &params, task)?;
             Ok(LongTask::ChunkizeMedia {
@@ -135,7 +205,6 @@ pub fn bind(task: &TaskMessage) -> Result<LongTask, ArgsError> {
                 force: v.bool_or(2, true)?,
             })
         }
-        other => Err(ArgsError::UnknownTask(other.to_owned())),
     }
 }
 
@@ -171,8 +240,8 @@ fn bind_encode_media(task: &TaskMessage) -> Result<LongTask, ArgsError> {
     let at = |name: &str| params.iter().position(|p| *p == name).unwrap_or(0);
     Ok(LongTask::EncodeMedia {
         friendly_token: v.string(0)?,
-        profile_id: v.int(1)?,
-        encoding_id: v.int(2)?,
+        profile_id: v.row_id(1)?,
+        encoding_id: v.row_id(2)?,
         force: v.bool_or(at("force"), true)?,
         chunk: v.bool_or(at("chunk"), false)?,
         chunk_file_path: v.string_or(at("chunk_file_path"), "")?,
@@ -268,6 +337,12 @@ impl<'a> Binder<'a> {
         self.required(i)?
             .as_i64()
             .ok_or_else(|| self.wrong(i, "an integer"))
+    }
+
+    /// A row id: anything outside i32 names no row — never a wrapped-around other one
+    /// (2^32 + 5 is not row 5).
+    fn row_id(&self, i: usize) -> Result<i32, ArgsError> {
+        i32::try_from(self.int(i)?).map_err(|_| self.wrong(i, "an integer primary key (32-bit)"))
     }
 
     fn bool_or(&self, i: usize, default: bool) -> Result<bool, ArgsError> {
@@ -438,6 +513,27 @@ mod tests {
             e("nope", json!([]), json!({})),
             ArgsError::UnknownTask("nope".into())
         );
+    }
+
+    #[test]
+    fn encoding_id_narrowing_is_an_error_not_a_wraparound() {
+        let bound = |id: i64| bind_of("encode_media", json!(["t", 1, id]), json!({}));
+        assert!(matches!(
+            bound(5),
+            Ok(LongTask::EncodeMedia { encoding_id: 5, .. })
+        ));
+        for id in [(1_i64 << 32) + 5, i64::from(i32::MAX) + 1, -(1_i64 << 32)] {
+            assert!(
+                matches!(
+                    bound(id),
+                    Err(ArgsError::WrongType {
+                        param: "encoding_id",
+                        ..
+                    })
+                ),
+                "{id} must not become a row id"
+            );
+        }
     }
 
     #[test]

@@ -7,7 +7,6 @@
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::message::{DecodeError, OutgoingTask, TaskMessage};
@@ -16,11 +15,67 @@ use super::time::format_celery_time;
 
 const JSON_CONTENT_TYPE: &str = "application/json";
 
+/// What the Redis transport needs from an entry, read leniently so a poison message still
+/// yields usable bookkeeping: a tag to ack or dead-letter by, the list to give it back to, and
+/// the `unacked` value (the strict decode is [`read_redis`]'s other half).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisFacts {
+    /// `properties.delivery_tag`, when it is a string.
+    pub tag: Option<String>,
+    pub exchange: String,
+    pub routing_key: Option<String>,
+    pub priority: u8,
+    pub redelivered: bool,
+    /// The raw bytes are a JSON object, so they can be embedded verbatim in the unacked value.
+    pub is_object: bool,
+}
+
+impl RedisFacts {
+    fn of(v: &Value) -> Self {
+        let props = &v["properties"];
+        let info = &props["delivery_info"];
+        let flag = |x: &Value| x.as_bool().unwrap_or(false);
+        RedisFacts {
+            tag: props["delivery_tag"].as_str().map(str::to_owned),
+            exchange: info["exchange"].as_str().unwrap_or_default().to_owned(),
+            routing_key: info["routing_key"].as_str().map(str::to_owned),
+            priority: props["priority"]
+                .as_u64()
+                .map_or(0, |p| u8::try_from(p).unwrap_or(u8::MAX)),
+            redelivered: flag(&info["redelivered"]) || flag(&v["headers"]["redelivered"]),
+            is_object: v.is_object(),
+        }
+    }
+}
+
+/// The lenient facts alone (restoring or requeueing an entry: no task decode needed).
+pub fn redis_facts(raw: &[u8]) -> RedisFacts {
+    RedisFacts::of(&serde_json::from_slice(raw).unwrap_or(Value::Null))
+}
+
+/// One fetched Redis entry, parsed once: the transport's facts and the decoded task (or why it
+/// is poison), from a single JSON parse of the envelope (the body's own parse follows).
+pub fn read_redis(raw: &[u8]) -> (RedisFacts, Result<TaskMessage, DecodeError>) {
+    match serde_json::from_slice::<Value>(raw) {
+        Ok(v) => (RedisFacts::of(&v), decode_value(v)),
+        Err(e) => (
+            RedisFacts::of(&Value::Null),
+            Err(DecodeError::Json(e.to_string())),
+        ),
+    }
+}
+
 /// Decode one Redis list entry (as BRPOPed or held in `unacked`) into a task.
 pub fn decode_redis(raw: &[u8]) -> Result<TaskMessage, DecodeError> {
-    let envelope = parse_object(raw)?;
+    read_redis(raw).1
+}
+
+/// The strict decode of a parsed envelope.
+fn decode_value(v: Value) -> Result<TaskMessage, DecodeError> {
+    let Value::Object(mut envelope) = v else {
+        return Err(DecodeError::Json("envelope is not a JSON object".into()));
+    };
     check_content_type(&envelope)?;
-    let mut envelope = envelope;
     let headers = take_object(&mut envelope, "headers", "headers")?;
     let properties = take_object(&mut envelope, "properties", "properties")?;
     let delivery_info = match properties.get("delivery_info") {
@@ -42,17 +97,7 @@ pub fn decode_redis(raw: &[u8]) -> Result<TaskMessage, DecodeError> {
 /// `properties.delivery_tag`, read without decoding the rest, so even a poison message can be
 /// acked or dead-lettered by tag.
 pub fn delivery_tag(raw: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Peek {
-        properties: PeekProperties,
-    }
-    #[derive(Deserialize)]
-    struct PeekProperties {
-        delivery_tag: String,
-    }
-    serde_json::from_slice::<Peek>(raw)
-        .ok()
-        .map(|p| p.properties.delivery_tag)
+    redis_facts(raw).tag
 }
 
 /// What kombu does before restoring or requeueing an entry: `headers.redelivered = true` and
@@ -243,5 +288,26 @@ fn body_bytes(body: Option<&Value>, encoding: Option<&Value>) -> Result<Vec<u8>,
             .map_err(|e| DecodeError::Base64(e.to_string())),
         None | Some(Value::Null) => Ok(body.clone().into_bytes()),
         Some(_) => Err(DecodeError::Field("properties.body_encoding")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_are_read_leniently() {
+        let raw = br#"{"headers": {"redelivered": true}, "properties": {"priority": 9,
+            "delivery_tag": "t-1", "delivery_info": {"exchange": "", "routing_key": "long_tasks"}}}"#;
+        let (f, message) = read_redis(raw);
+        assert_eq!(f.routing_key.as_deref(), Some("long_tasks"));
+        assert_eq!(f.tag.as_deref(), Some("t-1"));
+        assert_eq!((f.priority, f.redelivered, f.is_object), (9, true, true));
+        assert!(message.is_err(), "no body: poison, but still bookkept");
+        let (poison, message) = read_redis(b"\xffnot json");
+        assert_eq!((poison.priority, poison.is_object), (0, false));
+        assert_eq!((poison.routing_key, poison.tag), (None, None));
+        assert!(matches!(message, Err(DecodeError::Json(_))));
+        assert_eq!(redis_facts(raw), f);
     }
 }

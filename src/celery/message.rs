@@ -2,7 +2,6 @@
 //! Decoding is shared by both transports ([`TaskMessage::from_v2`]); the transport framing lives
 //! in [`super::envelope`], Python renderings in [`super::python`].
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -70,7 +69,8 @@ pub struct OutgoingTask {
     pub time_limit: (Option<f64>, Option<f64>),
     pub root_id: Option<String>,
     pub parent_id: Option<String>,
-    /// `origin` header: `gen<pid>@<host>` in Celery.
+    /// `origin` header: `gen<pid>@<host>` in Celery. Empty until the publisher stamps its own
+    /// ([`OutgoingTask::stamp_origin`]; the pool does it for everything a job sends).
     pub origin: String,
     /// `argsrepr` as a tuple (`"('tok',)"`), as `.delay(…)` writes it (MediaCMS's signals call
     /// `create_hls.delay(token)`); `false` is `apply_async(args=[…])`'s list repr.
@@ -225,8 +225,15 @@ impl OutgoingTask {
             retries: 0,
             time_limit: (None, None),
             parent_id: None,
-            origin: origin(),
+            origin: String::new(),
             argsrepr_tuple: false,
+        }
+    }
+
+    /// Sent by `origin` unless it already names its producer (a retry keeps the request's).
+    pub fn stamp_origin(&mut self, origin: &str) {
+        if self.origin.is_empty() {
+            origin.clone_into(&mut self.origin);
         }
     }
 
@@ -241,11 +248,12 @@ impl OutgoingTask {
     /// The message Celery's `self.retry(countdown=…)` publishes for `task`: same id, name,
     /// args, kwargs, priority and time limits; `retries + 1`; ETA `now + countdown`; the
     /// retried task as parent; same root (celery-wire §5, mediacms-contract §1.2). Like Celery,
-    /// the request's `origin` is kept (ours when the header is missing).
+    /// the request's `origin` is kept (ours, stamped by the publisher, when the header is
+    /// missing).
     pub fn retry_of(task: &TaskMessage, countdown: Duration, now: DateTime<Utc>) -> Self {
         let origin = match task.headers.get("origin") {
             Some(Value::String(o)) => o.clone(),
-            _ => origin(),
+            _ => String::new(),
         };
         let countdown = chrono::Duration::from_std(countdown).unwrap_or(chrono::Duration::MAX);
         OutgoingTask {
@@ -266,22 +274,8 @@ impl OutgoingTask {
     }
 }
 
-/// Celery's anonymous producer node name, `gen<pid>@<hostname>`.
-pub fn origin() -> String {
-    static ORIGIN: OnceLock<String> = OnceLock::new();
-    ORIGIN
-        .get_or_init(|| format!("gen{}@{}", std::process::id(), hostname()))
-        .clone()
-}
-
-/// The kernel host name (Python's `socket.gethostname()`), read once.
-fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for `buf.len()` bytes; gethostname NUL-terminates on success.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "localhost".into();
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+/// Celery's anonymous producer node name, `gen<pid>@<host>`; the host name is read by the
+/// caller (an adapter: `app::host_name`), never by this codec.
+pub fn origin_of(pid: u32, host: &str) -> String {
+    format!("gen{pid}@{host}")
 }

@@ -9,8 +9,7 @@ use serde_json::json;
 
 use super::env::TaskEnv;
 use super::pickle::{django_cache_key, pickle_str_list};
-use super::{infra_outcome, JobContext, Outcome, TaskHandler};
-use crate::celery::args::{bind, LongTask};
+use super::{infra_outcome, misrouted, JobContext, LongTask, Outcome, Task, TaskHandler};
 use crate::celery::message::TaskMessage;
 use crate::mediacms::Disposition;
 
@@ -27,12 +26,11 @@ pub struct BeatTasks {
 
 #[async_trait]
 impl TaskHandler for BeatTasks {
-    async fn run(&self, task: &TaskMessage, ctx: JobContext) -> Outcome {
-        match bind(task) {
-            Ok(LongTask::GetListOfPopularMedia) => self.popular_media(task, &ctx).await,
-            Ok(LongTask::UpdateListingsThumbnails) => self.listings_thumbnails(task, &ctx).await,
-            Ok(other) => Outcome::bad_args(format!("not a beat task: {other:?}")),
-            Err(e) => Outcome::bad_args(e.to_string()),
+    async fn run(&self, task: &Task<'_>, ctx: JobContext) -> Outcome {
+        match task.call {
+            LongTask::GetListOfPopularMedia => self.popular_media(task, &ctx).await,
+            LongTask::UpdateListingsThumbnails => self.listings_thumbnails(task, &ctx).await,
+            _ => misrouted(task),
         }
     }
 }

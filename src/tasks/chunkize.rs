@@ -15,9 +15,9 @@ use rand::distr::{Alphanumeric, SampleString};
 use serde_json::{json, Map, Value};
 
 use super::env::TaskEnv;
-use super::{infra_outcome, JobContext, Outcome, Registry, TaskHandler};
-use crate::celery::args::{bind, LongTask};
-use crate::celery::message::{py_json, OutgoingTask, TaskMessage};
+use super::{infra_outcome, misrouted, JobContext, LongTask, Outcome, Registry, Task};
+use super::{TaskHandler, TaskName};
+use crate::celery::message::{py_json, OutgoingTask};
 use crate::ffmpeg::probe;
 use crate::ffmpeg::run::RunError;
 use crate::mediacms::layout::{self, LayoutError};
@@ -39,12 +39,11 @@ pub struct ChunkizeMedia {
 /// Registers `chunkize_media` (a short_tasks name: the worker must also consume `short_tasks`
 /// for it to arrive). Called by `app` only when the operator enables chunkizing.
 pub fn register_chunkize(r: &mut Registry, env: Arc<TaskEnv>) {
-    r.register("chunkize_media", Arc::new(ChunkizeMedia { env }));
+    r.register(TaskName::ChunkizeMedia, Arc::new(ChunkizeMedia { env }));
 }
 
 /// The bound arguments plus the message they came in (for parent/root ids).
-struct Job<'a> {
-    task: &'a TaskMessage,
+struct Job {
     friendly_token: String,
     profiles: Vec<i64>,
     force: bool,
@@ -52,20 +51,19 @@ struct Job<'a> {
 
 #[async_trait]
 impl TaskHandler for ChunkizeMedia {
-    async fn run(&self, task: &TaskMessage, ctx: JobContext) -> Outcome {
-        let job = match bind(task) {
-            Ok(LongTask::ChunkizeMedia {
-                friendly_token,
-                profiles,
-                force,
-            }) => Job {
-                task,
-                friendly_token,
-                profiles,
-                force,
-            },
-            Ok(other) => return Outcome::bad_args(format!("not a chunkize_media task: {other:?}")),
-            Err(e) => return Outcome::bad_args(e.to_string()),
+    async fn run(&self, task: &Task<'_>, ctx: JobContext) -> Outcome {
+        let LongTask::ChunkizeMedia {
+            friendly_token,
+            profiles,
+            force,
+        } = &task.call
+        else {
+            return misrouted(task);
+        };
+        let job = Job {
+            friendly_token: friendly_token.clone(),
+            profiles: profiles.clone(),
+            force: *force,
         };
         match self.chunkize(&job, &ctx).await {
             Ok(outcome) => outcome,
@@ -75,7 +73,7 @@ impl TaskHandler for ChunkizeMedia {
 }
 
 impl ChunkizeMedia {
-    async fn chunkize(&self, job: &Job<'_>, ctx: &JobContext) -> Result<Outcome, SignalError> {
+    async fn chunkize(&self, job: &Job, ctx: &JobContext) -> Result<Outcome, SignalError> {
         let store = self.env.signals.store();
         let Some(media) = store.media_by_token(&job.friendly_token).await? else {
             return Ok(Outcome::Success(json!(false)));
@@ -190,7 +188,7 @@ impl ChunkizeMedia {
     /// (default priority) per profile.
     async fn fallback(
         &self,
-        job: &Job<'_>,
+        job: &Job,
         media: &Media,
         profiles: &[EncodeProfile],
     ) -> Result<(), SignalError> {
@@ -213,7 +211,7 @@ impl ChunkizeMedia {
     /// stays `pending`, which MediaCMS's "Generate missing encodings" action picks up.
     async fn publish_encode(
         &self,
-        job: &Job<'_>,
+        job: &Job,
         profile_id: i32,
         encoding_id: i32,
         kwargs: Map<String, Value>,
@@ -227,11 +225,10 @@ impl ChunkizeMedia {
         let mut task = OutgoingTask::new("encode_media", "long_tasks", args, kwargs);
         task.priority = priority;
         task.time_limit = (None, Some(ENCODE_SOFT_LIMIT));
-        // A child of this chunkize_media (parent_id, root_id, listed in its result's children).
-        let task = task.child_of(job.task);
-        if let Err(e) = self.env.publish_child(task).await {
-            tracing::error!(encoding = encoding_id, error = %e, "publishing encode_media failed");
-        }
+        // A child of this chunkize_media (parent_id, root_id, listed in its result's children),
+        // published by the pool when this job settles.
+        let id = super::family::follow_up(task);
+        tracing::debug!(encoding = encoding_id, %id, "encode_media follow-up");
     }
 }
 

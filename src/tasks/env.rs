@@ -1,5 +1,5 @@
-//! What every task handler shares: the store with its replayed signals, the publisher for
-//! follow-up tasks, ffmpeg options, MediaCMS's encode settings, metrics, and the hardware
+//! What every task handler shares: the store with its replayed signals, the hand-over of
+//! follow-up tasks to the running job (no broker: the pool publishes them), ffmpeg options, MediaCMS's encode settings, metrics, and the hardware
 //! acceleration state (probed capabilities, backend health, hardware job slots).
 
 use std::collections::HashMap;
@@ -12,7 +12,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::family;
-use crate::broker::{Broker, BrokerError};
 use crate::celery::message::OutgoingTask;
 use crate::config::HwAccel;
 use crate::ffmpeg::backend::{backend_name, choose_healthy, Choice, HealthBook, HwFailure};
@@ -200,7 +199,6 @@ impl Accel {
 /// Shared by every handler (built once in `app`).
 pub struct TaskEnv {
     pub signals: Signals,
-    pub publisher: Arc<dyn Broker>,
     pub ffmpeg: FfmpegOptions,
     pub settings: EncodeSettings,
     /// TEMP_DIRECTORY: job directories for ffmpeg outputs before they move into MEDIA_ROOT.
@@ -217,29 +215,14 @@ impl TaskEnv {
         self.signals.media_root()
     }
 
-    /// Publish what the replayed signals asked for (Celery's `.delay` inside signals). A failed
-    /// publish is logged: the rows are already committed and MediaCMS's own beat/admin actions
-    /// regenerate HLS, so failing the task would only redo a finished encode.
+    /// Hand what the replayed signals asked for (Celery's `.delay` inside signals) to the
+    /// running job; the pool publishes it when the job settles, after the lease fence.
     pub async fn publish_follow_ups(&self, follow_ups: &[FollowUp]) {
         for f in follow_ups {
             let mut task = OutgoingTask::new(f.task_name(), f.queue(), f.args(), Map::new());
             task.argsrepr_tuple = true; // `.delay(token)`
-            match self.publish_child(task).await {
-                Ok(id) => tracing::info!(task = f.task_name(), %id, "published follow-up"),
-                Err(e) => {
-                    tracing::error!(task = f.task_name(), error = %e, "publishing follow-up failed")
-                }
-            }
+            family::follow_up(task);
         }
-    }
-
-    /// Publish `task` as a child of the running task (`parent_id`, `root_id`, and listed in its
-    /// result's `children`, as Celery does for anything sent from inside a task).
-    pub async fn publish_child(&self, task: OutgoingTask) -> Result<String, BrokerError> {
-        let task = family::adopt(task);
-        self.publisher.publish(&task).await?;
-        family::published(&task.id);
-        Ok(task.id)
     }
 
     /// A private directory under TEMP_DIRECTORY, removed with everything in it on drop.

@@ -1,9 +1,12 @@
-//! The running task as the parent of what it publishes (Celery's `current_worker_task`): each
-//! follow-up gets `parent_id` = the running task's id and `root_id` = its root, and the ids
-//! published are listed as `children` in the running task's result.
+//! The running job's follow-ups, with the running task as their parent (Celery's
+//! `current_worker_task`): a handler — or a replayed signal deep inside it — hands each task it
+//! wants sent to [`follow_up`]. It is adopted at once (`parent_id` = the running task's id,
+//! `root_id` = its root) and kept, in order, until the job ends; the pool then carries them in
+//! the job's settlement, publishes them after the lease fence and lists the published ids as
+//! `children` of the result. Nothing here publishes.
 //!
 //! Scoped per job by the pool (a task-local, like Celery's per-thread task stack), so the many
-//! signal paths that publish follow-ups need not thread the parent through every call.
+//! signal paths that produce follow-ups need not thread a collector through every call.
 
 use std::sync::{Arc, Mutex};
 
@@ -13,47 +16,45 @@ tokio::task_local! {
     static CURRENT: Family;
 }
 
-/// The running task and the children it has published so far.
+/// The running task and the follow-ups it has handed over so far.
 #[derive(Clone, Debug)]
 pub struct Family {
     parent: Arc<TaskMessage>,
-    children: Arc<Mutex<Vec<String>>>,
+    follow_ups: Arc<Mutex<Vec<OutgoingTask>>>,
 }
 
 impl Family {
     pub fn of(task: &TaskMessage) -> Self {
         Family {
             parent: Arc::new(task.clone()),
-            children: Arc::new(Mutex::new(Vec::new())),
+            follow_ups: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
-    /// Run `fut` (the handler) with this family as the publisher of its follow-ups.
+    /// Run `fut` (the handler) with this family collecting its follow-ups.
     pub async fn scope<F: std::future::Future>(self, fut: F) -> F::Output {
         CURRENT.scope(self, fut).await
     }
 
-    /// Ids published inside the scope, in publish order.
-    pub fn children(&self) -> Vec<String> {
-        self.children.lock().expect("children lock").clone()
+    /// The follow-ups handed over inside the scope, in order (emptied: a job settles once).
+    pub fn take(&self) -> Vec<OutgoingTask> {
+        std::mem::take(&mut *self.follow_ups.lock().expect("follow-ups lock"))
     }
 }
 
-/// `task` as a child of the running task (unchanged outside a job, e.g. in the CLI).
-pub fn adopt(task: OutgoingTask) -> OutgoingTask {
-    CURRENT
-        .try_with(|f| task.clone().child_of(&f.parent))
-        .unwrap_or(task)
-}
-
-/// Record a published child of the running task.
-pub fn published(id: &str) {
-    let _ = CURRENT.try_with(|f| {
-        f.children
-            .lock()
-            .expect("children lock")
-            .push(id.to_owned())
+/// Hand `task` to the running job for publishing when it settles, as a child of the running
+/// task; returns its id. Outside a job (nothing would ever publish it) it is dropped with an
+/// error in the log.
+pub fn follow_up(task: OutgoingTask) -> String {
+    let id = task.id.clone();
+    let kept = CURRENT.try_with(|f| {
+        let child = task.clone().child_of(&f.parent);
+        f.follow_ups.lock().expect("follow-ups lock").push(child);
     });
+    if kept.is_err() {
+        tracing::error!(task = %task.name, %id, "follow-up outside a job: not published");
+    }
+    id
 }
 
 #[cfg(test)]
@@ -73,33 +74,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn children_published_in_scope_are_adopted_and_listed() {
+    async fn follow_ups_in_scope_are_adopted_and_kept_in_order() {
         let p = parent(Some("root-1"));
         let family = Family::of(&p);
         let ids = family
             .clone()
             .scope(async {
-                let a = adopt(OutgoingTask::new(
-                    "create_hls",
-                    "long_tasks",
-                    vec![],
-                    Map::new(),
-                ));
-                published(&a.id);
-                assert_eq!(a.parent_id.as_deref(), Some(p.id.as_str()));
-                assert_eq!(a.root_id.as_deref(), Some("root-1"));
-                vec![a.id]
+                ["create_hls", "update_search_vector"]
+                    .map(|name| follow_up(OutgoingTask::new(name, "q", vec![], Map::new())))
             })
             .await;
-        assert_eq!(family.children(), ids);
+        let kept = family.take();
+        assert_eq!(kept.iter().map(|t| t.id.clone()).collect::<Vec<_>>(), ids);
+        for t in &kept {
+            assert_eq!(t.parent_id.as_deref(), Some(p.id.as_str()));
+            assert_eq!(t.root_id.as_deref(), Some("root-1"));
+        }
+        assert!(family.take().is_empty(), "taken once");
     }
 
     #[test]
-    fn outside_a_job_nothing_is_adopted() {
+    fn outside_a_job_nothing_is_kept() {
         let t = OutgoingTask::new("create_hls", "long_tasks", vec![], Map::new());
-        let root = t.root_id.clone();
-        let t = adopt(t);
-        published(&t.id);
-        assert_eq!((t.parent_id, t.root_id), (None, root));
+        assert_eq!(follow_up(t.clone()), t.id);
     }
 }

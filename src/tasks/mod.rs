@@ -1,9 +1,9 @@
 //! One handler per Celery task name, and the contract between handlers and the worker pool.
 //!
-//! A handler never acks, retries or writes results itself: it returns an [`Outcome`] and the
-//! pool (`crate::worker`) is the one place that publishes a retry, stores the result and acks.
+//! A handler never acks, retries, publishes or writes results itself: it gets the delivery
+//! already decoded and bound ([`Task`]), returns an [`Outcome`], and hands the tasks it wants
+//! published to its job's [`family`]; the pool (`crate::worker`) settles all of it in one place.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::celery::args::{LongTask, Task, TaskName};
 use crate::celery::message::TaskMessage;
 use crate::mediacms::Disposition;
 
@@ -59,14 +60,6 @@ pub enum Outcome {
     Revoked(String),
     /// The job was aborted by shutdown: the pool requeues the delivery, writes no result.
     Aborted,
-}
-
-impl Outcome {
-    /// Arguments that do not fit the task's signature: Python raises `TypeError` before the
-    /// task body runs, so the result is that FAILURE and nothing else happens.
-    pub fn bad_args(message: String) -> Self {
-        Outcome::Failure(TaskError::new("TypeError", "builtins", message))
-    }
 }
 
 /// Per-job handles given to a handler.
@@ -175,32 +168,88 @@ impl std::fmt::Debug for Fence {
     }
 }
 
+/// Runs one task name. The pool calls it only with a [`Task`] whose `call` is that name's
+/// [`LongTask`] variant (arguments that do not bind never reach a handler).
 #[async_trait]
 pub trait TaskHandler: Send + Sync + 'static {
-    async fn run(&self, task: &TaskMessage, ctx: JobContext) -> Outcome;
+    async fn run(&self, task: &Task<'_>, ctx: JobContext) -> Outcome;
 }
 
-/// Task name → handler. A name with no handler is "unknown" to the pool.
+/// The handler of each task name this worker serves; a name without one is "unregistered".
 #[derive(Default, Clone)]
 pub struct Registry {
-    handlers: HashMap<String, Arc<dyn TaskHandler>>,
+    encode_media: Option<Arc<dyn TaskHandler>>,
+    create_hls: Option<Arc<dyn TaskHandler>>,
+    produce_sprite_from_video: Option<Arc<dyn TaskHandler>>,
+    whisper_transcribe: Option<Arc<dyn TaskHandler>>,
+    get_list_of_popular_media: Option<Arc<dyn TaskHandler>>,
+    update_listings_thumbnails: Option<Arc<dyn TaskHandler>>,
+    remove_media_file: Option<Arc<dyn TaskHandler>>,
+    chunkize_media: Option<Arc<dyn TaskHandler>>,
 }
 
 impl Registry {
-    pub fn register(&mut self, name: &str, handler: Arc<dyn TaskHandler>) {
-        self.handlers.insert(name.to_owned(), handler);
+    fn slot(&mut self, name: TaskName) -> &mut Option<Arc<dyn TaskHandler>> {
+        match name {
+            TaskName::EncodeMedia => &mut self.encode_media,
+            TaskName::CreateHls => &mut self.create_hls,
+            TaskName::ProduceSpriteFromVideo => &mut self.produce_sprite_from_video,
+            TaskName::WhisperTranscribe => &mut self.whisper_transcribe,
+            TaskName::GetListOfPopularMedia => &mut self.get_list_of_popular_media,
+            TaskName::UpdateListingsThumbnails => &mut self.update_listings_thumbnails,
+            TaskName::RemoveMediaFile => &mut self.remove_media_file,
+            TaskName::ChunkizeMedia => &mut self.chunkize_media,
+        }
     }
 
-    pub fn get(&self, name: &str) -> Option<Arc<dyn TaskHandler>> {
-        self.handlers.get(name).cloned()
+    pub fn register(&mut self, name: TaskName, handler: Arc<dyn TaskHandler>) {
+        *self.slot(name) = Some(handler);
+    }
+
+    /// The handler of `name`, if this worker serves it (dispatch is this `match`).
+    pub fn handler(&self, name: TaskName) -> Option<Arc<dyn TaskHandler>> {
+        let slot = match name {
+            TaskName::EncodeMedia => &self.encode_media,
+            TaskName::CreateHls => &self.create_hls,
+            TaskName::ProduceSpriteFromVideo => &self.produce_sprite_from_video,
+            TaskName::WhisperTranscribe => &self.whisper_transcribe,
+            TaskName::GetListOfPopularMedia => &self.get_list_of_popular_media,
+            TaskName::UpdateListingsThumbnails => &self.update_listings_thumbnails,
+            TaskName::RemoveMediaFile => &self.remove_media_file,
+            TaskName::ChunkizeMedia => &self.chunkize_media,
+        };
+        slot.clone()
+    }
+
+    /// The registered name of a fetched task, or `None`: not a name we know, or one this
+    /// worker does not serve (both are "unregistered" to Celery).
+    pub fn lookup(&self, name: &str) -> Option<(TaskName, Arc<dyn TaskHandler>)> {
+        let name = TaskName::parse(name)?;
+        self.handler(name).map(|h| (name, h))
     }
 
     /// Registered names, sorted (for `inspect registered`).
     pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.handlers.keys().cloned().collect();
+        let mut names: Vec<String> = TaskName::ALL
+            .into_iter()
+            .filter(|n| self.handler(*n).is_some())
+            .map(|n| n.as_str().to_owned())
+            .collect();
         names.sort();
         names
     }
+}
+
+/// What a handler answers when the pool hands it another name's arguments: impossible by
+/// construction (the registry dispatches on the same enum the arguments were bound to), so a
+/// wiring bug, reported as a failure rather than a panic.
+pub fn misrouted(task: &Task<'_>) -> Outcome {
+    tracing::error!(task = %task.name, id = %task.id, call = ?task.call, "task routed to the wrong handler");
+    Outcome::Failure(TaskError::new(
+        "WorkerError",
+        "mediacms_worker",
+        format!("{} was routed to the wrong handler", task.name),
+    ))
 }
 
 /// How long a task waits before giving its delivery back after a transient infrastructure

@@ -11,9 +11,7 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::env::TaskEnv;
-use super::{infra_outcome, JobContext, Outcome, TaskHandler};
-use crate::celery::args::{bind, LongTask};
-use crate::celery::message::TaskMessage;
+use super::{infra_outcome, misrouted, JobContext, LongTask, Outcome, Task, TaskHandler};
 use crate::mediacms::layout::{self, LayoutError};
 use crate::mediacms::Disposition;
 
@@ -23,16 +21,12 @@ pub struct RemoveMediaFile {
 
 #[async_trait]
 impl TaskHandler for RemoveMediaFile {
-    async fn run(&self, task: &TaskMessage, ctx: JobContext) -> Outcome {
-        let media_file = match bind(task) {
-            Ok(LongTask::RemoveMediaFile { media_file }) => media_file,
-            Ok(other) => {
-                return Outcome::bad_args(format!("not a remove_media_file task: {other:?}"))
-            }
-            Err(e) => return Outcome::bad_args(e.to_string()),
+    async fn run(&self, task: &Task<'_>, ctx: JobContext) -> Outcome {
+        let LongTask::RemoveMediaFile { media_file } = &task.call else {
+            return misrouted(task);
         };
         // MediaCMS: no path (or an empty one) is nothing to do, and still `True`.
-        let Some(path) = media_file.filter(|p| !p.is_empty()) else {
+        let Some(path) = media_file.as_deref().filter(|p| !p.is_empty()) else {
             return Outcome::Success(json!(true));
         };
         match layout::remove_media_file(self.env.media_root(), Path::new(&path)) {

@@ -25,9 +25,7 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::env::TaskEnv;
-use super::{infra_outcome, JobContext, Outcome, TaskHandler};
-use crate::celery::args::{bind, LongTask};
-use crate::celery::message::TaskMessage;
+use super::{infra_outcome, misrouted, JobContext, LongTask, Outcome, Task, TaskHandler};
 use crate::ffmpeg::run::RunError;
 use crate::mediacms::layout::{self, LayoutError};
 use crate::mediacms::model::Media;
@@ -54,13 +52,11 @@ enum Skip {
 
 #[async_trait]
 impl TaskHandler for ProduceSprites {
-    async fn run(&self, task: &TaskMessage, ctx: JobContext) -> Outcome {
-        let friendly_token = match bind(task) {
-            Ok(LongTask::ProduceSpriteFromVideo { friendly_token }) => friendly_token,
-            Ok(other) => return Outcome::bad_args(format!("not a sprites task: {other:?}")),
-            Err(e) => return Outcome::bad_args(e.to_string()),
+    async fn run(&self, task: &Task<'_>, ctx: JobContext) -> Outcome {
+        let LongTask::ProduceSpriteFromVideo { friendly_token } = &task.call else {
+            return misrouted(task);
         };
-        match self.produce(&friendly_token, &ctx).await {
+        match self.produce(friendly_token, &ctx).await {
             Ok(outcome) => outcome,
             Err(e) => infra_outcome(task, &ctx, &e.to_string(), e.disposition()).await,
         }
@@ -90,7 +86,7 @@ impl ProduceSprites {
                 return Ok(Outcome::Success(json!(false)));
             }
         };
-        let placed = self.place(&media, &strip)?;
+        let placed = self.place(&media, &strip).await?;
         store.set_sprites(media.id, &placed).await?;
         tracing::info!(media = %friendly_token, sprites = %placed, "sprites saved");
         Ok(Outcome::Success(json!(true)))
@@ -135,10 +131,10 @@ impl ProduceSprites {
     }
 
     /// `M.sprites.save(basename(orig) + "sprites.jpg")`: Django naming, never overwriting.
-    fn place(&self, media: &Media, strip: &Path) -> Result<String, LayoutError> {
+    async fn place(&self, media: &Media, strip: &Path) -> Result<String, LayoutError> {
         let uid_hex = media.uid_hex();
         let rel = layout::sprites_relative_path(&media.username, &uid_hex, &media.media_file)?;
-        layout::place_file(self.env.media_root(), &rel, strip)
+        layout::place_file_async(self.env.media_root(), &rel, strip).await
     }
 }
 

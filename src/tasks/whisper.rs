@@ -16,9 +16,8 @@ use async_trait::async_trait;
 use serde_json::{json, Map};
 
 use super::env::TaskEnv;
-use super::{infra_outcome, JobContext, Outcome, TaskHandler};
-use crate::celery::args::{bind, LongTask};
-use crate::celery::message::{OutgoingTask, TaskMessage};
+use super::{infra_outcome, misrouted, JobContext, LongTask, Outcome, Task, TaskHandler};
+use crate::celery::message::OutgoingTask;
 use crate::ffmpeg::run::{self, RunError};
 use crate::mediacms::layout::{self, LayoutError};
 use crate::mediacms::model::{Media, TranscriptionRequest};
@@ -43,18 +42,18 @@ pub struct WhisperTranscribe {
 
 #[async_trait]
 impl TaskHandler for WhisperTranscribe {
-    async fn run(&self, task: &TaskMessage, ctx: JobContext) -> Outcome {
-        let (friendly_token, translate) = match bind(task) {
-            Ok(LongTask::WhisperTranscribe {
-                friendly_token,
-                translate_to_english,
-            }) => (friendly_token, translate_to_english),
-            Ok(other) => {
-                return Outcome::bad_args(format!("not a whisper_transcribe task: {other:?}"))
-            }
-            Err(e) => return Outcome::bad_args(e.to_string()),
+    async fn run(&self, task: &Task<'_>, ctx: JobContext) -> Outcome {
+        let LongTask::WhisperTranscribe {
+            friendly_token,
+            translate_to_english,
+        } = &task.call
+        else {
+            return misrouted(task);
         };
-        match self.transcribe(&friendly_token, translate, &ctx).await {
+        match self
+            .transcribe(friendly_token, *translate_to_english, &ctx)
+            .await
+        {
             Ok(outcome) => outcome,
             Err(e) => infra_outcome(task, &ctx, &e.to_string(), e.disposition()).await,
         }
@@ -183,7 +182,7 @@ impl WhisperTranscribe {
         let language = store.language_id(code, title).await?;
         let rel =
             layout::subtitle_relative_path(&media.username, &media.uid_hex(), &media.media_file)?;
-        let placed = layout::place_file(self.env.media_root(), &rel, vtt)?;
+        let placed = layout::place_file_async(self.env.media_root(), &rel, vtt).await?;
         match store
             .insert_subtitle(media.id, media.user_id, language, &placed)
             .await
@@ -196,8 +195,8 @@ impl WhisperTranscribe {
         }
     }
 
-    /// A failed publish is logged: the subtitle is saved, and the search vector is refreshed on
-    /// the media's next save anyway.
+    /// Handed to the pool as a follow-up; a failed publish there is logged only: the subtitle
+    /// is saved, and the search vector is refreshed on the media's next save anyway.
     async fn publish_search_vector(&self, friendly_token: &str) {
         let mut task = OutgoingTask::new(
             "update_search_vector",
@@ -207,9 +206,7 @@ impl WhisperTranscribe {
         );
         let countdown = chrono::Duration::from_std(SEARCH_VECTOR_COUNTDOWN).unwrap_or_default();
         task.eta = Some(chrono::Utc::now() + countdown);
-        if let Err(e) = self.env.publish_child(task).await {
-            tracing::error!(error = %e, "publishing update_search_vector failed");
-        }
+        super::family::follow_up(task);
     }
 }
 

@@ -33,7 +33,7 @@ pub const FALLBACK_REASONS: [&str; 5] = [
 
 /// How a task ended, as the `outcome` label (Celery result states plus our own dispositions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum OutcomeLabel {
     Success,
     Failure,
     Retry,
@@ -44,15 +44,15 @@ pub enum Outcome {
     Forwarded,
 }
 
-impl Outcome {
+impl OutcomeLabel {
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::Success => "success",
-            Outcome::Failure => "failure",
-            Outcome::Retry => "retry",
-            Outcome::Revoked => "revoked",
-            Outcome::Requeued => "requeued",
-            Outcome::Forwarded => "forwarded",
+            OutcomeLabel::Success => "success",
+            OutcomeLabel::Failure => "failure",
+            OutcomeLabel::Retry => "retry",
+            OutcomeLabel::Revoked => "revoked",
+            OutcomeLabel::Requeued => "requeued",
+            OutcomeLabel::Forwarded => "forwarded",
         }
     }
 }

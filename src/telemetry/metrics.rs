@@ -10,7 +10,7 @@ use prometheus::{
 };
 
 use super::labels::{self, CappedLabel};
-pub use super::labels::{FfmpegExit, Outcome};
+pub use super::labels::{FfmpegExit, OutcomeLabel};
 
 /// Every metric name starts with this.
 pub const PREFIX: &str = "mediacms_worker_";
@@ -186,7 +186,7 @@ impl Metrics {
     }
 
     /// One task done: counts it and records its duration under the same labels.
-    pub fn task_finished(&self, task: &str, outcome: Outcome, duration: Duration) {
+    pub fn task_finished(&self, task: &str, outcome: OutcomeLabel, duration: Duration) {
         let l = [labels::task(task), outcome.as_str()];
         self.tasks.finished.with_label_values(&l).inc();
         self.tasks

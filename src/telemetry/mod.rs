@@ -9,4 +9,4 @@ pub mod metrics;
 
 pub use health::{Health, Readiness};
 pub use http::{serve, serve_on, HttpError, HttpState};
-pub use metrics::{FfmpegExit, MetricDesc, Metrics, Outcome};
+pub use metrics::{FfmpegExit, MetricDesc, Metrics, OutcomeLabel};

@@ -1,17 +1,19 @@
-//! Pure dispatch decisions: what to do with a fresh delivery ([`classify`]) and how an
-//! [`Outcome`] becomes a result document, an optional republish and an ack or requeue ([`settle`]).
+//! Pure dispatch decisions: what to do with a fresh delivery ([`classify`]), what arguments
+//! that do not bind come to ([`bad_args`]), and how an [`Outcome`] becomes a result document,
+//! an optional republish and an ack or requeue ([`settle`]).
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::broker::Delivery;
+use crate::celery::args::ArgsError;
 use crate::celery::message::{OutgoingTask, TaskMessage};
 use crate::celery::result::TaskResult;
 use crate::tasks::{Outcome, TaskError};
 
 /// What to do with a delivery right after it is fetched (or again just before it runs).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Disposition {
+pub enum Triage {
     /// Undecodable: park it in the dead-letter list with this reason.
     DeadLetter(String),
     /// No handler for this task name.
@@ -26,30 +28,34 @@ pub enum Disposition {
     Run,
 }
 
-/// Classify a delivery. `known`: a handler exists; `revoked`: the id is in the revoked set.
-pub fn classify(
-    delivery: &Delivery,
-    known: bool,
-    revoked: bool,
-    now: DateTime<Utc>,
-) -> Disposition {
+/// Classify a delivery. `known`: the name is registered; `revoked`: the id is in the revoked set.
+pub fn classify(delivery: &Delivery, known: bool, revoked: bool, now: DateTime<Utc>) -> Triage {
     let task = match &delivery.message {
-        Err(e) => return Disposition::DeadLetter(e.to_string()),
+        Err(e) => return Triage::DeadLetter(e.to_string()),
         Ok(t) => t,
     };
     if !known {
-        return Disposition::Unknown(task.name.clone());
+        return Triage::Unknown(task.name.clone());
     }
-    if revoked {
-        return Disposition::Revoked;
-    }
-    if task.expires.is_some_and(|exp| exp < now) {
-        return Disposition::Expired;
+    if let Some(gone) = stale(task, revoked, now) {
+        return gone;
     }
     match task.eta {
-        Some(eta) if eta > now => Disposition::Hold(eta),
-        _ => Disposition::Run,
+        Some(eta) if eta > now => Triage::Hold(eta),
+        _ => Triage::Run,
     }
+}
+
+/// Revoked or expired: checked at intake and again just before a held task runs (it may have
+/// been revoked, or expired, while it waited for its ETA or a slot). `Some` is
+/// [`Triage::Revoked`] or [`Triage::Expired`].
+pub fn stale(task: &TaskMessage, revoked: bool, now: DateTime<Utc>) -> Option<Triage> {
+    if revoked {
+        return Some(Triage::Revoked);
+    }
+    task.expires
+        .is_some_and(|exp| exp < now)
+        .then_some(Triage::Expired)
 }
 
 /// Why the pool cancelled a running job's token (decides how its outcome is read).
@@ -75,23 +81,37 @@ pub enum Action {
     Abandon,
 }
 
-/// Every effect of finishing one delivery, applied in order: publish, store result, ack/requeue.
+/// Every effect of finishing one delivery, applied in order by the pool's apply step:
+/// follow-ups, republish, result (with the published follow-ups as `children`), ack/requeue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settlement {
+    /// What the job handed over to be sent (create_hls, chunk encodes, update_search_vector),
+    /// already children of the task; published only once the lease fence is claimed.
+    pub follow_ups: Vec<OutgoingTask>,
+    /// The task itself again: a retry, or an unknown name forwarded. Its publish must succeed,
+    /// else the delivery is requeued instead of acked.
     pub publish: Option<OutgoingTask>,
     pub result: Option<TaskResult>,
     pub action: Action,
 }
 
 impl Settlement {
-    /// List the tasks the job published as `children` of its result (Celery's request trail).
-    pub fn with_children(mut self, children: Vec<String>) -> Self {
-        self.result = self.result.map(|r| r.with_children(children));
+    /// The follow-ups the job handed over (its family's), to publish when it settles.
+    pub fn with_follow_ups(mut self, follow_ups: Vec<OutgoingTask>) -> Self {
+        self.follow_ups = follow_ups;
         self
     }
 
-    fn ack(result: Option<TaskResult>) -> Self {
+    /// What the job sends goes out as ours unless it names its producer already (a retry
+    /// keeps the request's `origin`).
+    pub fn stamp_origin(&mut self, origin: &str) {
+        let sent = self.follow_ups.iter_mut().chain(self.publish.as_mut());
+        sent.for_each(|t| t.stamp_origin(origin));
+    }
+
+    pub(crate) fn ack(result: Option<TaskResult>) -> Self {
         Self {
+            follow_ups: Vec::new(),
             publish: None,
             result,
             action: Action::Ack,
@@ -99,11 +119,19 @@ impl Settlement {
     }
     fn requeue() -> Self {
         Self {
+            follow_ups: Vec::new(),
             publish: None,
             result: None,
             action: Action::Requeue,
         }
     }
+}
+
+/// Arguments that do not fit the task's signature: Python raises `TypeError` before the task
+/// body runs, so the result is that FAILURE and nothing else happens. Decided here, once, for
+/// every task name (the handler never runs).
+pub fn bad_args(e: &ArgsError) -> Outcome {
+    Outcome::Failure(TaskError::new("TypeError", "builtins", e.to_string()))
 }
 
 /// REVOKED with `TaskRevokedError(reason)` (reason: revoked | terminated | expired | …).
@@ -139,6 +167,7 @@ pub fn settle(
 ) -> Settlement {
     if reason == Some(CancelReason::LeaseLost) {
         return Settlement {
+            follow_ups: Vec::new(),
             publish: None,
             result: None,
             action: Action::Abandon,
@@ -168,6 +197,7 @@ pub fn settle(
             now,
         ))),
         Outcome::Retry { countdown, error } => Settlement {
+            follow_ups: Vec::new(),
             publish: Some(OutgoingTask::retry_of(task, countdown, now)),
             result: Some(TaskResult::retry(
                 id,

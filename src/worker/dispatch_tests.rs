@@ -26,20 +26,20 @@ fn delivery(task: Result<TaskMessage, DecodeError>) -> Delivery {
 fn classify_covers_every_disposition() {
     let poison = delivery(Err(DecodeError::Field("id")));
     assert!(
-        matches!(classify(&poison, true, false, now()), Disposition::DeadLetter(r) if r.contains("id"))
+        matches!(classify(&poison, true, false, now()), Triage::DeadLetter(r) if r.contains("id"))
     );
     let t = test_task("encode_media", "a");
     assert_eq!(
         classify(&delivery(Ok(t.clone())), false, false, now()),
-        Disposition::Unknown("encode_media".into())
+        Triage::Unknown("encode_media".into())
     );
     assert_eq!(
         classify(&delivery(Ok(t.clone())), true, true, now()),
-        Disposition::Revoked
+        Triage::Revoked
     );
     assert_eq!(
         classify(&delivery(Ok(t.clone())), true, false, now()),
-        Disposition::Run
+        Triage::Run
     );
     let expired = TaskMessage {
         expires: Some(now() - chrono::Duration::seconds(1)),
@@ -47,7 +47,7 @@ fn classify_covers_every_disposition() {
     };
     assert_eq!(
         classify(&delivery(Ok(expired)), true, false, now()),
-        Disposition::Expired
+        Triage::Expired
     );
     let eta = now() + chrono::Duration::seconds(10);
     let later = TaskMessage {
@@ -56,7 +56,7 @@ fn classify_covers_every_disposition() {
     };
     assert_eq!(
         classify(&delivery(Ok(later)), true, false, now()),
-        Disposition::Hold(eta)
+        Triage::Hold(eta)
     );
     let past = TaskMessage {
         eta: Some(now() - chrono::Duration::seconds(10)),
@@ -64,7 +64,7 @@ fn classify_covers_every_disposition() {
     };
     assert_eq!(
         classify(&delivery(Ok(past)), true, false, now()),
-        Disposition::Run
+        Triage::Run
     );
 }
 
@@ -176,4 +176,44 @@ fn not_registered_and_revoked_documents() {
     let r = revoked_result("id1", "expired", now());
     assert_eq!(r.result["exc_type"], "TaskRevokedError");
     assert_eq!(r.result["exc_message"], json!(["expired"]));
+}
+
+#[test]
+fn what_a_job_sends_goes_out_as_ours_unless_it_names_its_producer() {
+    let mut t = test_task("encode_media", "a");
+    let retry = |t: &TaskMessage| {
+        let error = TaskError::new("E", "m", "");
+        let countdown = Duration::from_secs(5);
+        settle(Outcome::Retry { countdown, error }, None, t, now())
+    };
+    let follow_up = OutgoingTask::new("create_hls", "long_tasks", vec![], Default::default());
+    let mut s = retry(&t).with_follow_ups(vec![follow_up]);
+    s.stamp_origin("gen1@ours");
+    assert_eq!(
+        s.publish.unwrap().origin,
+        "gen1@ours",
+        "no origin header: ours"
+    );
+    assert_eq!(s.follow_ups[0].origin, "gen1@ours");
+    t.headers.insert("origin".into(), json!("gen9@theirs"));
+    let mut s = retry(&t);
+    s.stamp_origin("gen1@ours");
+    assert_eq!(
+        s.publish.unwrap().origin,
+        "gen9@theirs",
+        "a retry keeps the request's"
+    );
+}
+
+#[test]
+fn arguments_that_do_not_bind_are_pythons_type_error() {
+    let mut t = test_task("encode_media", "a");
+    t.args = vec![json!(1)];
+    let e = crate::celery::args::bind(&t).unwrap_err();
+    let Outcome::Failure(err) = bad_args(&e) else {
+        panic!("not a failure")
+    };
+    let exc = (err.exc_type.as_str(), err.exc_module.as_str());
+    assert_eq!(exc, ("TypeError", "builtins"));
+    assert!(err.message.contains("encode_media"), "{}", err.message);
 }

@@ -1,27 +1,30 @@
 //! One delivery's life after intake: hold until its ETA, wait for a job slot, run the handler
-//! under its cancel token and soft limit, then apply the [`Settlement`] — the pool's only acks
-//! and result writes.
+//! (or settle arguments that did not bind) under its cancel token and soft limit, then apply the
+//! [`Settlement`] — the pool's only publishes, acks, requeues and result writes.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
-use super::dispatch::{self, Action, CancelReason, Disposition, Settlement};
+use super::dispatch::{self, Action, CancelReason, Settlement, Triage};
 use super::state::{Phase, PoolState};
 use super::{Core, ShutdownSignals};
 use crate::broker::Delivery;
-use crate::celery::message::TaskMessage;
+use crate::celery::args::{ArgsError, LongTask, Task};
+use crate::celery::message::{OutgoingTask, TaskMessage};
+use crate::clock::unix_now;
 use crate::tasks::family::Family;
 use crate::tasks::{JobContext, Outcome, Stop, StopCause, TaskHandler};
 
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+/// A held delivery's task: the decoded message and its arguments, bound once at intake.
+pub(crate) struct Bound {
+    pub message: TaskMessage,
+    pub call: Result<LongTask, ArgsError>,
+    pub handler: Arc<dyn TaskHandler>,
 }
 
 /// Time from now until `at` (zero if past).
@@ -31,10 +34,10 @@ fn until(at: DateTime<Utc>) -> Duration {
 
 impl Core {
     /// Settle a delivery that never reaches a handler (unknown, expired, revoked, poison).
-    pub(crate) async fn settle_now(&self, d: &Delivery, disposition: Disposition) {
+    pub(crate) async fn settle_now(&self, d: &Delivery, triage: Triage) {
         let now = Utc::now();
         let Ok(task) = &d.message else {
-            if let Disposition::DeadLetter(reason) = disposition {
+            if let Triage::DeadLetter(reason) = triage {
                 tracing::error!(tag = %d.tag, queue = %d.queue, %reason, "undecodable message: dead-lettered");
                 if let Err(e) = self.broker.dead_letter(d, &reason).await {
                     tracing::error!(tag = %d.tag, error = %e, "dead-letter failed");
@@ -45,10 +48,10 @@ impl Core {
             }
             return;
         };
-        let settlement = match disposition {
-            Disposition::Unknown(name) => return self.unknown(d, task, &name).await,
-            Disposition::Expired => revoked(task, "expired", now),
-            Disposition::Revoked => revoked(task, "revoked", now),
+        let settlement = match triage {
+            Triage::Unknown(name) => return self.unknown(d, task, &name).await,
+            Triage::Expired => revoked(task, "expired", now),
+            Triage::Revoked => revoked(task, "revoked", now),
             // Hold/Run always come with a handler and never reach here; leave it held, not lost.
             other => return tracing::error!(id = %task.id, ?other, "settle_now: nothing to settle"),
         };
@@ -60,6 +63,7 @@ impl Core {
         if let Some(queue) = &self.opts.forward_unknown_to {
             let forwarded = dispatch::forward_of(task, queue);
             let settlement = Settlement {
+                follow_ups: Vec::new(),
                 publish: Some(forwarded),
                 result: None,
                 action: Action::Ack,
@@ -71,28 +75,18 @@ impl Core {
             "Received unregistered task of type '{name}'. The message has been ignored and discarded."
         );
         let result = Some(dispatch::not_registered_result(&task.id, name, Utc::now()));
-        self.apply(
-            d,
-            task,
-            Settlement {
-                publish: None,
-                result,
-                action: Action::Ack,
-            },
-            false,
-        )
-        .await;
+        self.apply(d, task, Settlement::ack(result), false).await;
     }
 
     /// The whole life of a held delivery; `d` is already recorded in the state.
     pub(crate) async fn run_delivery(
         self: Arc<Self>,
         d: Delivery,
-        task: TaskMessage,
-        handler: Arc<dyn TaskHandler>,
+        bound: Bound,
         signals: ShutdownSignals,
         cancel: CancellationToken,
     ) {
+        let task = &bound.message;
         if let Some(eta) = task.eta.filter(|eta| *eta > Utc::now()) {
             tokio::select! {
                 _ = tokio::time::sleep(until(eta)) => self.state.set_phase(&d.lease, Phase::Reserved),
@@ -107,42 +101,45 @@ impl Core {
             _ = cancel.cancelled() => return self.give_back(&d).await,
         };
         let now = Utc::now();
-        match dispatch::classify(&d, true, self.state.is_revoked(&task.id), now) {
-            Disposition::Expired => {
+        // Not a second classification: only what can change while a task waits.
+        match dispatch::stale(task, self.state.is_revoked(&task.id), now) {
+            Some(Triage::Expired) => {
                 return self
-                    .apply(&d, &task, revoked(&task, "expired", now), false)
+                    .apply(&d, task, revoked(task, "expired", now), false)
                     .await
             }
-            Disposition::Revoked => {
+            Some(_) => {
                 return self
-                    .apply(&d, &task, revoked(&task, "revoked", now), false)
+                    .apply(&d, task, revoked(task, "revoked", now), false)
                     .await
             }
-            _ => {}
+            None => {}
         }
         let started = std::time::Instant::now();
-        let family = Family::of(&task);
+        let family = Family::of(task);
         let (outcome, reason) = self
-            .execute(&d, &task, handler, cancel, &signals.abort, &family)
+            .execute(&d, &bound, cancel, &signals.abort, &family)
             .await;
         drop(permit);
         self.state.set_phase(&d.lease, Phase::Settling);
-        let settlement =
-            dispatch::settle(outcome, reason, &task, Utc::now()).with_children(family.children());
-        self.observe(&task, &settlement, started.elapsed());
-        self.apply(&d, &task, settlement, true).await;
+        // The follow-ups travel in the settlement; apply publishes them, nothing else does.
+        let mut settlement =
+            dispatch::settle(outcome, reason, task, Utc::now()).with_follow_ups(family.take());
+        settlement.stamp_origin(&self.opts.origin);
+        self.observe(task, &settlement, started.elapsed());
+        self.apply(&d, task, settlement, true).await;
     }
 
     /// Run the handler with its job token (a child of abort) and the soft time limit.
     async fn execute(
         &self,
         d: &Delivery,
-        task: &TaskMessage,
-        handler: Arc<dyn TaskHandler>,
+        bound: &Bound,
         cancel: CancellationToken,
         abort: &CancellationToken,
         family: &Family,
     ) -> (Outcome, Option<CancelReason>) {
+        let task = &bound.message;
         self.state.start(&d.lease, unix_now());
         let soft = task
             .time_limit
@@ -163,7 +160,20 @@ impl Core {
         };
         tracing::info!(task = %task.name, id = %task.id, "Task {}[{}] received", task.name, task.id);
         let started = std::time::Instant::now();
-        let run = AssertUnwindSafe(family.clone().scope(handler.run(task, ctx))).catch_unwind();
+        let job = async move {
+            match &bound.call {
+                Ok(call) => {
+                    let call = call.clone();
+                    let task = Task {
+                        message: task,
+                        call,
+                    };
+                    bound.handler.run(&task, ctx).await
+                }
+                Err(e) => dispatch::bad_args(e),
+            }
+        };
+        let run = AssertUnwindSafe(family.clone().scope(job)).catch_unwind();
         tokio::pin!(run);
         let result = match deadline {
             None => run.await,
@@ -207,13 +217,15 @@ impl Core {
         self.state.release(&d.lease, None);
     }
 
-    /// Apply a settlement in order: publish, result, then ack or requeue. A failed publish
-    /// requeues instead of acking, so a retry is never lost. `ran`: count it as processed.
+    /// Apply a settlement in order: follow-ups, republish, result, then ack or requeue — the
+    /// only place any of them happens. A failed republish requeues instead of acking, so a
+    /// retry is never lost. `ran`: count it as processed.
     pub(crate) async fn apply(&self, d: &Delivery, task: &TaskMessage, s: Settlement, ran: bool) {
         let mut action = s.action;
         // The fence (idempotent when the handler already claimed it): a job that ran may have
-        // stalled past its lease; then its effects are another holder's to produce.
-        if ran && action == Action::Ack {
+        // stalled past its lease; then its effects — result, ack, follow-ups — are another
+        // holder's to produce.
+        if ran && (action == Action::Ack || !s.follow_ups.is_empty()) {
             match super::fence::claim(self, d).await {
                 Some(true) => {}
                 Some(false) => action = Action::Abandon,
@@ -228,6 +240,7 @@ impl Core {
             self.state.release(&d.lease, None);
             return;
         }
+        let children = self.publish_follow_ups(&s.follow_ups).await;
         if let Some(out) = &s.publish {
             if let Err(e) = self.broker.publish(out).await {
                 tracing::error!(id = %task.id, error = %e, "publish failed; requeueing instead of acking");
@@ -235,8 +248,9 @@ impl Core {
             }
         }
         if action == Action::Ack {
-            if let Some(r) = &s.result {
-                if let Err(e) = self.results.store_result(r).await {
+            // Celery's request trail: what the job sent is listed as its result's children.
+            if let Some(r) = s.result.map(|r| r.with_children(children)) {
+                if let Err(e) = self.results.store_result(&r).await {
                     tracing::error!(id = %task.id, error = %e, "storing the result failed");
                 }
             }
@@ -254,10 +268,30 @@ impl Core {
 }
 
 impl Core {
+    /// Publish a job's follow-ups in the order it handed them over; the ids published are its
+    /// result's `children`. A failed one is logged only: the rows behind it are committed, and
+    /// MediaCMS's own beat/admin actions regenerate HLS, so failing or re-running the task
+    /// would only redo finished work.
+    async fn publish_follow_ups(&self, follow_ups: &[OutgoingTask]) -> Vec<String> {
+        let mut children = Vec::with_capacity(follow_ups.len());
+        for t in follow_ups {
+            match self.broker.publish(t).await {
+                Ok(()) => {
+                    tracing::info!(task = %t.name, id = %t.id, "published follow-up");
+                    children.push(t.id.clone());
+                }
+                Err(e) => {
+                    tracing::error!(task = %t.name, id = %t.id, error = %e, "publishing follow-up failed")
+                }
+            }
+        }
+        children
+    }
+
     /// One finished job in the metrics catalogue (outcome from what the settlement does).
     fn observe(&self, task: &TaskMessage, s: &Settlement, took: Duration) {
         use crate::celery::result::TaskState;
-        use crate::telemetry::Outcome as M;
+        use crate::telemetry::OutcomeLabel as M;
         let Some(m) = &self.metrics else { return };
         let outcome = match (&s.action, s.result.as_ref().map(|r| r.state)) {
             (Action::Requeue | Action::Abandon, _) => M::Requeued,
@@ -287,10 +321,5 @@ fn stop_cause(state: PoolState, lease: String, abort: CancellationToken) -> Stop
 }
 
 fn revoked(task: &TaskMessage, reason: &str, now: DateTime<Utc>) -> Settlement {
-    let result = Some(dispatch::revoked_result(&task.id, reason, now));
-    Settlement {
-        publish: None,
-        result,
-        action: Action::Ack,
-    }
+    Settlement::ack(Some(dispatch::revoked_result(&task.id, reason, now)))
 }

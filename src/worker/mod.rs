@@ -1,5 +1,6 @@
 //! The worker pool: prefetch gate, ETA holding, job slots, dispatch and lease renewal — the one
-//! place that acks deliveries and writes results (ARCHITECTURE decisions 3, 4, 11).
+//! place that publishes, acks, requeues and dead-letters deliveries and writes results
+//! (ARCHITECTURE decisions 3, 4, 11, 13). A delivery is looked up and bound once, here.
 //!
 //! Wiring (in `app`): `WorkerPool::new(broker, results, registry, options)`, keep
 //! [`WorkerPool::state`] for pidbox/metrics, then `pool.run(signals).await`. Cancelling
@@ -20,13 +21,37 @@ use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use dispatch::{CancelReason, Disposition};
+pub use dispatch::{CancelReason, Triage};
 pub use state::{Phase, PoolState};
 
 use crate::broker::{Broker, Delivery, ResultStore};
+use crate::celery::args::{self, Task};
 use crate::celery::control::WorkerSnapshot;
-use crate::tasks::Registry;
+use crate::celery::message::{OutgoingTask, TaskMessage};
+use crate::tasks::family::Family;
+use crate::tasks::{JobContext, Outcome, Registry, TaskHandler};
 use crate::telemetry::{Health, Metrics};
+
+/// Run `handler` on `message` outside the pool (tests, tools): the arguments are bound as the
+/// pool binds them (a misfit is the same TypeError failure, and the handler does not run), the
+/// handler runs in a fresh job family, and its outcome comes back with the follow-ups it
+/// handed over (already children of `message`). Publishing them is the caller's business, as
+/// it is the pool's apply step's.
+pub async fn run_unpooled(
+    handler: &dyn TaskHandler,
+    message: &TaskMessage,
+    ctx: JobContext,
+) -> (Outcome, Vec<OutgoingTask>) {
+    let family = Family::of(message);
+    let outcome = match args::bind(message) {
+        Ok(call) => {
+            let task = Task { message, call };
+            family.clone().scope(handler.run(&task, ctx)).await
+        }
+        Err(e) => dispatch::bad_args(&e),
+    };
+    (outcome, family.take())
+}
 
 /// How the pool consumes.
 #[derive(Debug, Clone)]
@@ -50,6 +75,9 @@ pub struct PoolOptions {
     pub soft_time_limit: Option<Duration>,
     /// The intake loop's longest silence while it waits (well inside `/healthz`'s 60 s).
     pub beat_every: Duration,
+    /// The `origin` header of what jobs send (follow-ups, retries): Celery's
+    /// `gen<pid>@<host>`; the app sets the real host name.
+    pub origin: String,
 }
 
 impl PoolOptions {
@@ -66,6 +94,7 @@ impl PoolOptions {
             forward_unknown_to: None,
             soft_time_limit: None,
             beat_every: Duration::from_secs(5),
+            origin: crate::celery::message::origin_of(std::process::id(), "localhost"),
         }
     }
 
@@ -318,27 +347,36 @@ impl Core {
         if let Some(m) = &self.metrics {
             m.task_received(name);
         }
-        let handler = self.registry.get(name);
+        // The one name lookup: the closed enum, then this worker's handler for it.
+        let found = self.registry.lookup(name);
         let revoked = self.state.is_revoked(id);
-        let disposition = dispatch::classify(&d, handler.is_some(), revoked, Utc::now());
-        let phase = match (&disposition, handler) {
-            (Disposition::Hold(_), Some(h)) => (Phase::Scheduled, h),
-            (Disposition::Run, Some(h)) => (Phase::Reserved, h),
-            _ => return self.settle_now(&d, disposition).await,
+        let triage = dispatch::classify(&d, found.is_some(), revoked, Utc::now());
+        let (phase, (task_name, handler)) = match (&triage, found) {
+            (Triage::Hold(_), Some(f)) => (Phase::Scheduled, f),
+            (Triage::Run, Some(f)) => (Phase::Reserved, f),
+            _ => return self.settle_now(&d, triage).await,
         };
-        let Ok(task) = d.message.clone() else { return };
+        let Ok(message) = d.message.clone() else {
+            return;
+        };
+        // The one argument binding; a misfit is settled as Python's TypeError when the job's
+        // turn comes (after its ETA, revoke and expiry checks, as Celery does).
+        let call = args::bind_as(task_name, &message);
         let cancel = signals.abort.child_token();
         self.state.hold(
             &d.lease,
             &d.tag,
-            &task,
+            &message,
             d.redelivered,
-            phase.0,
+            phase,
             cancel.clone(),
         );
-        let job = self
-            .clone()
-            .run_delivery(d, task, phase.1, signals.clone(), cancel);
+        let bound = job::Bound {
+            message,
+            call,
+            handler,
+        };
+        let job = self.clone().run_delivery(d, bound, signals.clone(), cancel);
         jobs.spawn(job);
     }
 }

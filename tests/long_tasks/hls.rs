@@ -51,9 +51,9 @@ async fn hls_tree_is_what_mediacms_parses_and_bursts_coalesce() {
     let args = || json!([FT1]);
     // A burst of three: exactly one packages, the two earlier ones step aside.
     let (a, b, c) = tokio::join!(
-        run(&h, "create_hls", args(), json!({})),
-        run(&h, "create_hls", args(), json!({})),
-        run(&h, "create_hls", args(), json!({})),
+        run(&e, &h, "create_hls", args(), json!({})),
+        run(&e, &h, "create_hls", args(), json!({})),
+        run(&e, &h, "create_hls", args(), json!({})),
     );
     let mut results = vec![a, b, c];
     results.sort_by_key(|o| format!("{o:?}"));
@@ -123,7 +123,7 @@ async fn hls_tree_is_what_mediacms_parses_and_bursts_coalesce() {
 
     // Unchanged inputs: nothing is repackaged (the master keeps its inode).
     let inode = std::fs::metadata(&master).unwrap().ino();
-    assert_eq!(run(&h, "create_hls", args(), json!({})).await, ok(true));
+    assert_eq!(run(&e, &h, "create_hls", args(), json!({})).await, ok(true));
     assert_eq!(std::fs::metadata(&master).unwrap().ino(), inode);
     assert!(dir.join(MANIFEST).is_file());
 }
@@ -134,7 +134,7 @@ async fn changed_inputs_replace_the_whole_tree() {
     two_h264_encodings(&e).await;
     let h = CreateHls::with_debounce(e.env.clone(), Duration::ZERO);
     assert_eq!(
-        run(&h, "create_hls", json!([FT1]), json!({})).await,
+        run(&e, &h, "create_hls", json!([FT1]), json!({})).await,
         ok(true)
     );
     let dir = e.root().join("hls").join(H1);
@@ -143,7 +143,7 @@ async fn changed_inputs_replace_the_whole_tree() {
     e.sql("UPDATE files_encoding SET status = 'fail' WHERE id = 3")
         .await;
     assert_eq!(
-        run(&h, "create_hls", json!([FT1]), json!({})).await,
+        run(&e, &h, "create_hls", json!([FT1]), json!({})).await,
         ok(true)
     );
     let parsed = oracle(&e, &dir.join("master.m3u8"));
@@ -163,12 +163,12 @@ async fn create_hls_edge_cases() {
     let e = Env::new().await;
     let h = CreateHls::with_debounce(e.env.clone(), Duration::ZERO);
     assert_eq!(
-        run(&h, "create_hls", json!(["nosuchmed"]), json!({})).await,
+        run(&e, &h, "create_hls", json!(["nosuchmed"]), json!({})).await,
         ok(false)
     );
     // No h264 success yet: nothing written, hls_file untouched.
     assert_eq!(
-        run(&h, "create_hls", json!([FT1]), json!({})).await,
+        run(&e, &h, "create_hls", json!([FT1]), json!({})).await,
         ok(true)
     );
     assert!(!e.root().join("hls").join(H1).exists());
@@ -177,7 +177,7 @@ async fn create_hls_edge_cases() {
             .await,
         ""
     );
-    let bad = run(&h, "create_hls", json!([1, 2]), json!({})).await;
+    let bad = run(&e, &h, "create_hls", json!([1, 2]), json!({})).await;
     assert!(
         matches!(bad, Outcome::Failure(ref err) if err.exc_type == "TypeError"),
         "{bad:?}"

@@ -30,7 +30,7 @@ async fn popular_media_pickle_loads_in_python_and_thumbnails_are_set() {
         cache: redis::Client::open(e.redis.url.as_str()).unwrap(),
     };
     assert_eq!(
-        run(&h, "get_list_of_popular_media", json!([]), json!({})).await,
+        run(&e, &h, "get_list_of_popular_media", json!([]), json!({})).await,
         ok(true)
     );
     let mut conn = e.redis.conn();
@@ -49,7 +49,7 @@ async fn popular_media_pickle_loads_in_python_and_thumbnails_are_set() {
     assert_eq!(loaded.trim(), format!(r#"["{FT2}", "{FT1}"]"#));
 
     assert_eq!(
-        run(&h, "update_listings_thumbnails", json!([]), json!({})).await,
+        run(&e, &h, "update_listings_thumbnails", json!([]), json!({})).await,
         ok(true)
     );
     let thumb = e
@@ -80,7 +80,7 @@ async fn remove_media_file_deletes_inside_and_refuses_escapes() {
         outside.to_string_lossy().into(),
     ];
     for path in refused {
-        let outcome = run(&h, "remove_media_file", json!([path]), json!({})).await;
+        let outcome = run(&e, &h, "remove_media_file", json!([path]), json!({})).await;
         assert_eq!(outcome, ok(false), "{path} must be refused");
     }
     assert!(
@@ -89,12 +89,12 @@ async fn remove_media_file_deletes_inside_and_refuses_escapes() {
     );
     let path = inside.to_string_lossy();
     assert_eq!(
-        run(&h, "remove_media_file", json!([path]), json!({})).await,
+        run(&e, &h, "remove_media_file", json!([path]), json!({})).await,
         ok(true)
     );
     assert!(!inside.exists());
     assert_eq!(
-        run(&h, "remove_media_file", json!([]), json!({})).await,
+        run(&e, &h, "remove_media_file", json!([]), json!({})).await,
         ok(true)
     );
 }
@@ -119,7 +119,7 @@ async fn whisper_missing_cli_fails_the_request_with_a_clear_log() {
         },
     };
     assert_eq!(
-        run(&h, "whisper_transcribe", json!([FT1]), json!({})).await,
+        run(&e, &h, "whisper_transcribe", json!([FT1]), json!({})).await,
         ok(false)
     );
     let row =
@@ -136,7 +136,7 @@ async fn whisper_missing_cli_fails_the_request_with_a_clear_log() {
     );
     // No pending request left: nothing to do.
     assert_eq!(
-        run(&h, "whisper_transcribe", json!([FT1]), json!({})).await,
+        run(&e, &h, "whisper_transcribe", json!([FT1]), json!({})).await,
         ok(false)
     );
 }
@@ -169,7 +169,7 @@ async fn whisper_fake_cli_saves_subtitle_and_requests_search_vector() {
     };
     let kwargs = json!({"translate_to_english": true});
     assert_eq!(
-        run(&h, "whisper_transcribe", json!([FT1]), kwargs).await,
+        run(&e, &h, "whisper_transcribe", json!([FT1]), kwargs).await,
         ok(true)
     );
     let argv = std::fs::read_to_string(&args_log).unwrap();
@@ -225,6 +225,7 @@ async fn chunkize_makes_chunk_rows_and_prioritised_encode_messages() {
     e.clip_at(ORIG2, "long.mp4", args);
     let h = ChunkizeMedia { env: e.env.clone() };
     let outcome = run(
+        &e,
         &h,
         "chunkize_media",
         json!([FT2, [23, 2, 3, 13, 10, 7]]),
@@ -315,6 +316,7 @@ async fn chunkize_falls_back_to_whole_encodes_when_segmenting_fails() {
     std::fs::write(&dest, vec![7u8; 4096]).unwrap();
     let h = ChunkizeMedia { env: e.env.clone() };
     let outcome = run(
+        &e,
         &h,
         "chunkize_media",
         json!([FT2, [23, 3]]),
@@ -335,7 +337,14 @@ async fn chunkize_falls_back_to_whole_encodes_when_segmenting_fails() {
     let leftovers = std::fs::read_dir(dest.parent().unwrap()).unwrap().count();
     assert_eq!(leftovers, 1, "no partial chunk left next to the original");
     assert_eq!(
-        run(&h, "chunkize_media", json!(["nosuchmed", [3]]), json!({})).await,
+        run(
+            &e,
+            &h,
+            "chunkize_media",
+            json!(["nosuchmed", [3]]),
+            json!({})
+        )
+        .await,
         ok(false)
     );
 }

@@ -52,7 +52,7 @@ async fn sprite_strips_have_one_cell_per_ffmpeg_frame() {
             assert_eq!(expected, 1, "MediaCMS gives 1 frame for {secs} s");
         }
         assert_eq!(
-            run(&h, "produce_sprite_from_video", json!([FT1]), json!({})).await,
+            run(&e, &h, "produce_sprite_from_video", json!([FT1]), json!({})).await,
             ok(true)
         );
         let rel = e.text("SELECT sprites FROM files_media WHERE id = 1").await;
@@ -88,6 +88,7 @@ async fn sprites_of_missing_media_or_file() {
     let h = ProduceSprites { env: e.env.clone() };
     assert_eq!(
         run(
+            &e,
             &h,
             "produce_sprite_from_video",
             json!(["nosuchmed"]),
@@ -99,7 +100,7 @@ async fn sprites_of_missing_media_or_file() {
     // The original is not on disk: no sprite, the column stays as it was.
     let before = e.text("SELECT sprites FROM files_media WHERE id = 2").await;
     assert_eq!(
-        run(&h, "produce_sprite_from_video", json!([FT2]), json!({})).await,
+        run(&e, &h, "produce_sprite_from_video", json!([FT2]), json!({})).await,
         ok(false)
     );
     assert_eq!(
@@ -120,7 +121,7 @@ async fn strips_too_tall_for_a_jpeg_are_capped_at_727_cells() {
     e.clip_at(ORIG1, "long.mp4", args);
     let h = ProduceSprites { env: e.env.clone() };
     assert_eq!(
-        run(&h, "produce_sprite_from_video", json!([FT1]), json!({})).await,
+        run(&e, &h, "produce_sprite_from_video", json!([FT1]), json!({})).await,
         ok(true)
     );
     let rel = e.text("SELECT sprites FROM files_media WHERE id = 1").await;

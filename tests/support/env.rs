@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mediacms_worker::broker::redis::{RedisBroker, RedisBrokerOptions};
+use mediacms_worker::broker::Broker;
 use mediacms_worker::celery::envelope::decode_redis;
 use mediacms_worker::celery::message::TaskMessage;
 use mediacms_worker::config::{HwAccel, PostgresConfig};
@@ -14,8 +15,9 @@ use mediacms_worker::mediacms::signals::Signals;
 use mediacms_worker::mediacms::store::Store;
 use mediacms_worker::plan::EncodeSettings;
 use mediacms_worker::tasks::env::{Accel, FfmpegOptions, TaskEnv};
-use mediacms_worker::tasks::JobContext;
+use mediacms_worker::tasks::{JobContext, Outcome, TaskHandler};
 use mediacms_worker::telemetry::Metrics;
+use mediacms_worker::worker::run_unpooled;
 use tokio_util::sync::CancellationToken;
 
 /// What varies between tests; the default is a fast software-only environment.
@@ -39,17 +41,15 @@ impl Default for EnvOptions {
     }
 }
 
+/// The handlers' environment. It has no broker: follow-ups come back from [`run_task`], which
+/// publishes them as the pool does.
 pub async fn task_env(
     pg: &PostgresConfig,
-    redis_url: &str,
     media_root: &Path,
     temp_root: &Path,
     opts: EnvOptions,
 ) -> TaskEnv {
     let store = Store::connect(pg, 8).unwrap();
-    let broker = RedisBroker::connect(redis_url, RedisBrokerOptions::default())
-        .await
-        .unwrap();
     let accel = match opts.hwaccel {
         HwAccel::Software => Accel::software(),
         h => {
@@ -59,7 +59,6 @@ pub async fn task_env(
     };
     TaskEnv {
         signals: Signals::new(store, media_root),
-        publisher: Arc::new(broker),
         ffmpeg: FfmpegOptions {
             program: "ffmpeg".into(),
             nice: 0,
@@ -70,6 +69,27 @@ pub async fn task_env(
         accel,
         decode_once: opts.decode_once,
     }
+}
+
+/// Run `handler` on `msg` as the pool does, minus the broker bookkeeping: bind the arguments,
+/// run it in a job family, then publish the follow-ups it handed over to `redis_url`'s broker
+/// (what the pool's apply step does after the fence).
+pub async fn run_task(
+    handler: &dyn TaskHandler,
+    msg: &TaskMessage,
+    ctx: JobContext,
+    redis_url: &str,
+) -> Outcome {
+    let (outcome, follow_ups) = run_unpooled(handler, msg, ctx).await;
+    if !follow_ups.is_empty() {
+        let broker = RedisBroker::connect(redis_url, RedisBrokerOptions::default())
+            .await
+            .unwrap();
+        for t in &follow_ups {
+            broker.publish(t).await.unwrap();
+        }
+    }
+    outcome
 }
 
 /// A job context as the pool gives one: a fresh token, hostname `long@test`, an optional soft

@@ -575,11 +575,10 @@ pub fn script(path: &Path, body: &str) {
 /// A software-only [`TaskEnv`](mediacms_worker::tasks::env::TaskEnv) with the default options.
 pub async fn task_env(
     pg: &PostgresConfig,
-    redis_url: &str,
     media_root: &Path,
     temp_root: &Path,
 ) -> mediacms_worker::tasks::env::TaskEnv {
-    super::env::task_env(pg, redis_url, media_root, temp_root, Default::default()).await
+    super::env::task_env(pg, media_root, temp_root, Default::default()).await
 }
 
 /// An `encode_media(token, profile, encoding)` task message (kwargs `force: true`).

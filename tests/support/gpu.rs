@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::db::TestDb;
-use super::env::{job_ctx, real_message, task_env, EnvOptions};
+use super::env::{job_ctx, real_message, run_task, task_env, EnvOptions};
 use super::redis::TestRedis;
 use mediacms_worker::config::HwAccel;
 use mediacms_worker::ffmpeg::caps::{BackendReport, Capabilities, Family, FeatureReport};
 use mediacms_worker::plan::Backend;
 use mediacms_worker::tasks::encode_media::EncodeMedia;
 use mediacms_worker::tasks::env::{Accel, TaskEnv};
-use mediacms_worker::tasks::{Outcome, TaskHandler};
+use mediacms_worker::tasks::Outcome;
 
 pub const UID: &str = "41905ce2087146cdba79c28a24c33a9a";
 const FAKE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fake_gpu_ffmpeg.py");
@@ -32,7 +32,7 @@ pub enum Source {
 /// One encode site: its own database, Redis DB, media root, fake ffmpeg and call log.
 pub struct Rig {
     pub db: TestDb,
-    _redis: TestRedis,
+    redis: TestRedis,
     pub root: tempfile::TempDir,
     pub env: Arc<TaskEnv>,
     pub calls: PathBuf,
@@ -153,14 +153,14 @@ pub async fn rig(mode: &str, source: Source, devices: &[&str], hwaccel: HwAccel)
     let program = fake_ffmpeg(root.path(), mode, &calls, "1");
     let temp = root.path().join("tmp");
     let opts = EnvOptions::default();
-    let mut env = task_env(&db.config(), &redis.url, root.path(), &temp, opts).await;
+    let mut env = task_env(&db.config(), root.path(), &temp, opts).await;
     env.ffmpeg.program = program.to_string_lossy().into_owned();
     if hwaccel != HwAccel::Software {
         env.accel = Accel::new(nvidia_caps(devices), hwaccel, 1, Duration::from_secs(600));
     }
     Rig {
         db,
-        _redis: redis,
+        redis,
         root,
         env: Arc::new(env),
         calls,
@@ -188,7 +188,7 @@ pub async fn encode(rig: &Rig) -> (Outcome, Option<usize>) {
     let task = real_message("encode_media-1.json");
     let done = AtomicBool::new(false);
     let run = async {
-        let outcome = handler.run(&task, job_ctx(None)).await;
+        let outcome = run_task(&handler, &task, job_ctx(None), &rig.redis.url).await;
         done.store(true, Ordering::SeqCst);
         outcome
     };

@@ -56,7 +56,8 @@ impl AmqpOptions {
         Self {
             prefetch: prefetch.max(1),
             heartbeat: Some(60),
-            connection_name: format!("mediacms-worker {}", crate::celery::message::origin()),
+            // The app names the host (`app::host_name`); the codec reads no host name.
+            connection_name: format!("mediacms-worker gen{}", std::process::id()),
             dead_letter_queue: DEAD_LETTER_QUEUE.to_owned(),
             reconnect_max: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(15),

@@ -11,10 +11,11 @@ use std::collections::HashMap;
 
 use redis::Script;
 
-use super::keys::{self as kombu, EnvelopeFacts, LEASES, UNACKED, UNACKED_INDEX};
-use super::{unix_now, Inner, ATTEMPTS};
+use super::keys::{self as kombu, LEASES, UNACKED, UNACKED_INDEX};
+use super::{Inner, ATTEMPTS};
 use crate::broker::{BrokerError, Delivery, DeliveryTag, LeaseId};
 use crate::celery::envelope;
+use crate::clock::unix_now;
 
 /// How long the holder key (and its tombstone) lives: kombu's default visibility timeout.
 pub(crate) const HOLDER_TTL_SECS: u64 = 86_400;
@@ -191,7 +192,7 @@ impl Inner {
         d: &Delivery,
         redelivered: bool,
     ) -> Result<Fenced, BrokerError> {
-        let facts = EnvelopeFacts::read(&d.raw);
+        let facts = envelope::redis_facts(&d.raw);
         let rk = facts.routing_key.unwrap_or_else(|| d.queue.clone());
         let list = kombu::priority_list(&rk, facts.priority);
         let payload = match redelivered {

@@ -75,34 +75,6 @@ impl Rotation {
     }
 }
 
-/// What the transport needs from an envelope, read leniently so a poison message still yields
-/// usable bookkeeping (the strict decode is the codec's job).
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct EnvelopeFacts {
-    pub exchange: String,
-    pub routing_key: Option<String>,
-    pub priority: u8,
-    pub redelivered: bool,
-    /// The raw bytes are a JSON object, so they can be embedded verbatim in the unacked value.
-    pub is_object: bool,
-}
-
-impl EnvelopeFacts {
-    pub(crate) fn read(raw: &[u8]) -> Self {
-        let v: Value = serde_json::from_slice(raw).unwrap_or(Value::Null);
-        let props = &v["properties"];
-        let info = &props["delivery_info"];
-        let flag = |x: &Value| x.as_bool().unwrap_or(false);
-        EnvelopeFacts {
-            exchange: info["exchange"].as_str().unwrap_or_default().to_owned(),
-            routing_key: info["routing_key"].as_str().map(str::to_owned),
-            priority: props["priority"].as_u64().map_or(0, |p| p.min(255) as u8),
-            redelivered: flag(&info["redelivered"]) || flag(&v["headers"]["redelivered"]),
-            is_object: v.is_object(),
-        }
-    }
-}
-
 /// `s` as a JSON string literal, escaped exactly as serde_json does (`\"`, `\\`, the short
 /// escapes, `\u00XX` for other control bytes; everything else verbatim). Hand-written because
 /// it runs over multi-megabyte junk payloads on the fetch path, where serde_json's per-byte
@@ -243,18 +215,6 @@ mod tests {
         r.rotate("a");
         assert_eq!(r.sync(&qs), ["b", "c", "a"]);
         assert_eq!(r.sync(&["a".into(), "d".into()]), ["a", "d"]);
-    }
-
-    #[test]
-    fn facts_are_read_leniently() {
-        let raw = br#"{"headers": {"redelivered": true}, "properties": {"priority": 9,
-            "delivery_info": {"exchange": "", "routing_key": "long_tasks"}}}"#;
-        let f = EnvelopeFacts::read(raw);
-        assert_eq!(f.routing_key.as_deref(), Some("long_tasks"));
-        assert_eq!((f.priority, f.redelivered, f.is_object), (9, true, true));
-        let poison = EnvelopeFacts::read(b"\xffnot json");
-        assert_eq!((poison.priority, poison.is_object), (0, false));
-        assert_eq!(poison.routing_key, None);
     }
 
     #[test]

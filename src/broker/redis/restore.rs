@@ -13,10 +13,11 @@ use tokio::sync::Mutex;
 
 use super::conn::Slot;
 use super::fence::{self, HOLDER_TTL_SECS};
-use super::keys::{self, EnvelopeFacts, LEASES, MUTEX_PX, UNACKED, UNACKED_INDEX, UNACKED_MUTEX};
-use super::{unix_now, Inner};
+use super::keys::{self, LEASES, MUTEX_PX, UNACKED, UNACKED_INDEX, UNACKED_MUTEX};
+use super::Inner;
 use crate::broker::BrokerError;
 use crate::celery::envelope;
+use crate::clock::unix_now;
 
 /// The mutex release: delete only if the token is still ours (celery-wire.md §4.4).
 const RELEASE_LUA: &str = "local token = redis.call('get', KEYS[1]); \
@@ -185,7 +186,7 @@ impl Inner {
             });
             return (self.opts.dead_letter_key.clone(), record.to_string().into());
         };
-        let priority = EnvelopeFacts::read(&held.raw).priority;
+        let priority = envelope::redis_facts(&held.raw).priority;
         let payload = envelope::mark_redelivered(&held.raw).unwrap_or(held.raw);
         (keys::priority_list(&held.routing_key, priority), payload)
     }

@@ -100,6 +100,21 @@ pub fn place_file(
     })
 }
 
+/// [`place_file`] on the blocking pool (an encoded file may be gigabytes, copied when TEMP and
+/// MEDIA_ROOT are different filesystems): what every async caller uses.
+pub async fn place_file_async(
+    media_root: &Path,
+    relative: &str,
+    src_tmp: &Path,
+) -> Result<String, LayoutError> {
+    let (root, relative, src) = (
+        media_root.to_path_buf(),
+        relative.to_owned(),
+        src_tmp.to_path_buf(),
+    );
+    crate::blocking::run(move || place_file(&root, &relative, &src)).await
+}
+
 fn stage_and_rename(dir: &Path, name: &str, src: &Path, dest: &Path) -> Result<(), LayoutError> {
     let tag = Alphanumeric.sample_string(&mut rand::rng(), 8);
     let staged = dir.join(format!(".{name}.{tag}.part"));

@@ -5,7 +5,7 @@
 
 mod fs;
 
-pub use fs::{confine, place_file, remove_media_file};
+pub use fs::{confine, place_file, place_file_async, remove_media_file};
 
 use rand::distr::{Alphanumeric, SampleString};
 

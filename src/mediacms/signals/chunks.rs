@@ -123,7 +123,7 @@ impl Signals {
         let size_bytes = std::fs::metadata(out.temp_file)
             .map_err(|e| LayoutError::io("stat", out.temp_file, e))?
             .len();
-        let placed = layout::place_file(self.media_root(), &wanted, out.temp_file)?;
+        let placed = layout::place_file_async(self.media_root(), &wanted, out.temp_file).await?;
         let new = NewEncoding {
             media_id: media.id,
             profile_id: profile.id,

@@ -133,7 +133,7 @@ impl Signals {
     pub async fn begin_encoding(&self, req: &StartRequest<'_>) -> Result<StartOutcome> {
         let outcome = self.store.start_encoding(req).await?;
         let deleted = match &outcome {
-            StartOutcome::Missing => &[][..],
+            StartOutcome::Missing | StartOutcome::ClaimedByLadder(_) => &[][..],
             StartOutcome::Dropped { deleted, .. } => deleted.as_slice(),
             StartOutcome::Started(s) => s.replaced.as_slice(),
         };
@@ -167,7 +167,7 @@ impl Signals {
         let size_bytes = std::fs::metadata(output)
             .map_err(|e| LayoutError::io("stat", output, e))?
             .len();
-        let placed = layout::place_file(&self.media_root, &wanted, output)?;
+        let placed = layout::place_file_async(&self.media_root, &wanted, output).await?;
         let up = SuccessUpdate {
             media_file: &placed,
             size_bytes,

@@ -6,7 +6,7 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 
 use super::{encoding_from_row, media_from_row, profile_from_row, Result, Store, ENCODING_COLS};
-use super::{MEDIA_SELECT, PROFILE_SELECT};
+use super::{EncodingPeek, MEDIA_SELECT, PROFILE_SELECT};
 use crate::mediacms::model::{status, EncodeProfile, Encoding, Media};
 
 /// Arguments of `encode_media` plus the task identity written at start (§2.1 step 4).
@@ -44,6 +44,9 @@ pub enum StartOutcome {
         reason: DropReason,
         deleted: Vec<Encoding>,
     },
+    /// Another task's decode-once ladder claimed the row (running or finished; its status):
+    /// left alone, the task succeeds with whether that row is a success.
+    ClaimedByLadder(String),
     /// The Encoding is now `running` with our task id.
     Started(Box<Started>),
 }
@@ -83,16 +86,21 @@ pub struct NewEncoding {
 }
 
 impl Store {
-    /// §2.1 in one transaction: existence check, media/profile lookup, dedup or force
+    /// §2.1 in one transaction: existence and ladder-claim check (one read), media/profile lookup, dedup or force
     /// deletion, then `status='running'`, `task_id`, `worker`, `retries`, `update_date`.
     /// All rows of (media, profile) are locked in id order first, so two tasks racing on the
     /// same pair serialise instead of deadlocking; the loser finds its row gone (`Missing`).
     pub async fn start_encoding(&self, req: &StartRequest<'_>) -> Result<StartOutcome> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
-        let exists = "SELECT id FROM files_encoding WHERE id = $1";
-        if tx.query_opt(exists, &[&req.encoding_id]).await?.is_none() {
-            return Ok(StartOutcome::Missing);
+        // The one read of the row before the claim: gone (cancelled), another task's ladder
+        // has it, or it is ours to start.
+        match super::ladder::peek_in(&tx, req.encoding_id, req.task_id).await? {
+            EncodingPeek::Missing => return Ok(StartOutcome::Missing),
+            EncodingPeek::ClaimedByLadder(status) => {
+                return Ok(StartOutcome::ClaimedByLadder(status))
+            }
+            EncodingPeek::Free => {}
         }
         let (media, profile) = match lookup(&tx, req).await? {
             Ok(found) => found,

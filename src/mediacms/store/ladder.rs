@@ -81,18 +81,11 @@ impl Store {
     /// ladder claimed (running or finished; its status), or a row that is its own to start.
     pub async fn peek_encoding(&self, encoding_id: i32, task_id: &str) -> Result<EncodingPeek> {
         let c = self.conn().await?;
-        let sql = "SELECT status, (NOT chunk AND task_id <> '' AND task_id <> $2 \
-             AND status IN ('running', 'success', 'fail') AND left(logs, $4) = $3) \
-             FROM files_encoding WHERE id = $1";
+        let stmt = c.prepare_cached(PEEK_SQL).await?;
         let prefix_len = prefix_chars();
-        let stmt = c.prepare_cached(sql).await?;
         let params: [&(dyn ToSql + Sync); 4] =
             [&encoding_id, &task_id, &LADDER_NOTE_PREFIX, &prefix_len];
-        Ok(match c.query_opt(&stmt, &params).await? {
-            None => EncodingPeek::Missing,
-            Some(row) if row.get::<_, bool>(1) => EncodingPeek::ClaimedByLadder(row.get(0)),
-            Some(_) => EncodingPeek::Free,
-        })
+        Ok(peek_of(c.query_opt(&stmt, &params).await?))
     }
 
     /// Whether the Encoding still carries this task id. A row's own message that raced past its
@@ -103,6 +96,33 @@ impl Store {
         let sql = "SELECT 1 FROM files_encoding WHERE id = $1 AND task_id = $2";
         Ok(c.query_opt(sql, &[&encoding_id, &task_id]).await?.is_some())
     }
+}
+
+/// The peek: the row's status, and whether another task's ladder claimed it
+/// (`$1` encoding id, `$2` the asking task's id, `$3`/`$4` the ladder note prefix and its length).
+const PEEK_SQL: &str = "SELECT status, (NOT chunk AND task_id <> '' AND task_id <> $2 \
+     AND status IN ('running', 'success', 'fail') AND left(logs, $4) = $3) \
+     FROM files_encoding WHERE id = $1";
+
+fn peek_of(row: Option<tokio_postgres::Row>) -> EncodingPeek {
+    match row {
+        None => EncodingPeek::Missing,
+        Some(row) if row.get::<_, bool>(1) => EncodingPeek::ClaimedByLadder(row.get(0)),
+        Some(_) => EncodingPeek::Free,
+    }
+}
+
+/// The peek inside the start transaction: the one read of the Encoding row before it is
+/// claimed (it was read twice before, once here and once as an existence check).
+pub(super) async fn peek_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    encoding_id: i32,
+    task_id: &str,
+) -> Result<EncodingPeek> {
+    let prefix_len = prefix_chars();
+    let params: [&(dyn ToSql + Sync); 4] =
+        [&encoding_id, &task_id, &LADDER_NOTE_PREFIX, &prefix_len];
+    Ok(peek_of(tx.query_opt(PEEK_SQL, &params).await?))
 }
 
 /// Length of `LADDER_NOTE_PREFIX` in characters, as SQL's `left(text, n)` counts them.

@@ -30,9 +30,7 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::env::TaskEnv;
-use super::{infra_outcome, JobContext, Outcome, TaskHandler};
-use crate::celery::args::{bind, LongTask};
-use crate::celery::message::TaskMessage;
+use super::{infra_outcome, misrouted, JobContext, LongTask, Outcome, Task, TaskHandler};
 use crate::ffmpeg::probe;
 use crate::ffmpeg::run::RunError;
 use crate::mediacms::layout::{self, LayoutError};
@@ -95,13 +93,11 @@ impl From<LayoutError> for Failed {
 
 #[async_trait]
 impl TaskHandler for CreateHls {
-    async fn run(&self, task: &TaskMessage, ctx: JobContext) -> Outcome {
-        let friendly_token = match bind(task) {
-            Ok(LongTask::CreateHls { friendly_token }) => friendly_token,
-            Ok(other) => return Outcome::bad_args(format!("not a create_hls task: {other:?}")),
-            Err(e) => return Outcome::bad_args(e.to_string()),
+    async fn run(&self, task: &Task<'_>, ctx: JobContext) -> Outcome {
+        let LongTask::CreateHls { friendly_token } = &task.call else {
+            return misrouted(task);
         };
-        match self.wait_for_last(&friendly_token, &ctx).await {
+        match self.wait_for_last(friendly_token, &ctx).await {
             Some(true) => {}
             Some(false) => {
                 tracing::info!(media = %friendly_token, "create_hls superseded by a later one");
@@ -109,12 +105,12 @@ impl TaskHandler for CreateHls {
             }
             None => return Outcome::Aborted,
         }
-        let lock = self.media_lock(&friendly_token);
+        let lock = self.media_lock(friendly_token);
         let result = {
             let _held = lock.lock().await;
-            self.package(&friendly_token, &ctx).await
+            self.package(friendly_token, &ctx).await
         };
-        self.release_media_lock(&friendly_token, lock);
+        self.release_media_lock(friendly_token, lock);
         match result {
             Ok(done) => Outcome::Success(json!(done)),
             Err(Failed::Cancelled) => Outcome::Aborted,
@@ -227,7 +223,11 @@ impl CreateHls {
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let path = layout::confine(self.env.media_root(), Path::new(&row.media_file))?;
-            let (meta, summary) = match (std::fs::metadata(&path), probe::probe_summary(&path)) {
+            let probed = path.clone();
+            let facts = crate::blocking::run(move || {
+                (std::fs::metadata(&probed), probe::probe_summary(&probed))
+            });
+            let (meta, summary) = match facts.await {
                 (Ok(m), Ok(s)) if s.has_video => (m, s),
                 _ => {
                     tracing::warn!(encoding = row.id, path = %path.display(), "unreadable h264 encoding not packaged");
@@ -267,7 +267,7 @@ impl CreateHls {
                 "`%` in {out_dir:?} breaks the segment pattern"
             )));
         }
-        let mut planned: Vec<HlsInput> = inputs.iter().map(Packaged::planned).collect();
+        let planned: Vec<HlsInput> = inputs.iter().map(Packaged::planned).collect();
         for dir in plan::hls_variant_dirs(&planned, &out_dir) {
             std::fs::create_dir(&dir)
                 .map_err(|e| LayoutError::io("create_dir", Path::new(&dir), e))?;
@@ -279,38 +279,51 @@ impl CreateHls {
                 Err(e) => return Err(Failed::Ffmpeg(e.to_string())),
             }
         }
-        for (n, input) in planned.iter_mut().enumerate() {
-            let variant = tmp.path().join(format!("media-{}", n + 1));
-            let rates = variant_rates(&variant).map_err(Failed::Ffmpeg)?;
-            input.bandwidth = rates.peak;
-            input.average_bandwidth = rates.average;
-            input.video_codec = video_codec(&variant.join("segment-0.ts"));
-            // Bento4's I-frame playlist; a variant whose keyframes cannot be read goes without.
-            match iframe_entries(&variant) {
-                Ok(entries) if !entries.is_empty() => {
-                    write_file(
-                        &variant.join("iframes.m3u8"),
-                        &plan::iframe_playlist(&entries),
-                    )?;
-                    input.iframes = Some(plan::iframe_rates(&entries));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(variant = %variant.display(), error = %e, "no I-frame playlist")
-                }
+        // Keyframe reads, playlist writes and the swap (which deletes the previous tree) block.
+        let (final_dir, fingerprint) = (final_dir.to_path_buf(), fingerprint.to_owned());
+        crate::blocking::run(move || complete_tree(tmp, planned, &final_dir, &fingerprint)).await
+    }
+}
+
+/// After ffmpeg: each variant's rates, codec and I-frame playlist, the master playlist and the
+/// manifest, then the finished tree swapped into `final_dir` (blocking; see `build_and_swap`).
+fn complete_tree(
+    tmp: tempfile::TempDir,
+    mut planned: Vec<HlsInput>,
+    final_dir: &Path,
+    fingerprint: &str,
+) -> Result<(), Failed> {
+    for (n, input) in planned.iter_mut().enumerate() {
+        let variant = tmp.path().join(format!("media-{}", n + 1));
+        let rates = variant_rates(&variant).map_err(Failed::Ffmpeg)?;
+        input.bandwidth = rates.peak;
+        input.average_bandwidth = rates.average;
+        input.video_codec = video_codec(&variant.join("segment-0.ts"));
+        // Bento4's I-frame playlist; a variant whose keyframes cannot be read goes without.
+        match iframe_entries(&variant) {
+            Ok(entries) if !entries.is_empty() => {
+                write_file(
+                    &variant.join("iframes.m3u8"),
+                    &plan::iframe_playlist(&entries),
+                )?;
+                input.iframes = Some(plan::iframe_rates(&entries));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(variant = %variant.display(), error = %e, "no I-frame playlist")
             }
         }
-        write_file(
-            &tmp.path().join("master.m3u8"),
-            &plan::master_playlist(&planned),
-        )?;
-        write_file(&tmp.path().join(MANIFEST), fingerprint)?;
-        set_mode(tmp.path(), 0o755)?;
-        swap_into_place(tmp.path(), final_dir)
-            .map_err(|e| LayoutError::io("swap HLS dir", final_dir, e))?;
-        // `tmp` now holds the previous tree (or nothing): dropping it deletes that.
-        Ok(())
     }
+    write_file(
+        &tmp.path().join("master.m3u8"),
+        &plan::master_playlist(&planned),
+    )?;
+    write_file(&tmp.path().join(MANIFEST), fingerprint)?;
+    set_mode(tmp.path(), 0o755)?;
+    swap_into_place(tmp.path(), final_dir)
+        .map_err(|e| LayoutError::io("swap HLS dir", final_dir, e))?;
+    // `tmp` now holds the previous tree (or nothing): dropping it deletes that.
+    Ok(())
 }
 
 /// One input as probed.

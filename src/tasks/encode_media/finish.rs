@@ -36,8 +36,12 @@ impl EncodeMedia {
         follow_ups: &mut Vec<FollowUp>,
         fence: &Fence,
     ) -> Result<Outcome, SignalError> {
-        let non_empty = std::fs::metadata(output).is_ok_and(|m| m.len() > 0);
-        if non_empty && probe::validate_output(output).is_ok() {
+        let path = output.to_path_buf();
+        let valid = crate::blocking::run(move || {
+            let non_empty = std::fs::metadata(&path).is_ok_and(|m| m.len() > 0);
+            non_empty && probe::validate_output(&path).is_ok()
+        });
+        if valid.await {
             return self
                 .succeed(s, output, logs, began, follow_ups, fence)
                 .await;

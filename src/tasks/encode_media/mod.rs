@@ -13,15 +13,14 @@ use tokio::sync::watch;
 
 use self::fallback::fallback_note;
 use super::env::TaskEnv;
-use super::{infra_outcome, JobContext, Outcome, TaskHandler};
-use crate::celery::args::{bind, LongTask};
+use super::{infra_outcome, misrouted, JobContext, LongTask, Outcome, Task, TaskHandler};
 use crate::celery::message::TaskMessage;
 use crate::ffmpeg::backend::{backend_name, classify_hw_failure};
 use crate::ffmpeg::progress::{percent, Progress, ProgressThrottle};
 use crate::ffmpeg::run::RunError;
 use crate::mediacms::layout;
 use crate::mediacms::signals::SignalError;
-use crate::mediacms::store::{EncodingPeek, StartOutcome, StartRequest, Started};
+use crate::mediacms::store::{StartOutcome, StartRequest, Started};
 use crate::mediacms::Disposition;
 use crate::plan::{self, Backend, EncodeIo, MediaInfo, ProfileSpec};
 
@@ -58,29 +57,26 @@ enum Pass {
 
 #[async_trait]
 impl TaskHandler for EncodeMedia {
-    async fn run(&self, task: &TaskMessage, ctx: JobContext) -> Outcome {
-        let job = match bind(task) {
-            Ok(LongTask::EncodeMedia {
-                friendly_token,
-                profile_id,
-                encoding_id,
-                force,
-                chunk,
-                chunk_file_path,
-                ..
-            }) => match (row_id(encoding_id), row_id(profile_id)) {
-                (Ok(encoding_id), Ok(profile_id)) => Job {
-                    task,
-                    force,
-                    chunk_file_path: chunk.then_some(chunk_file_path),
-                    encoding_id,
-                    profile_id,
-                    friendly_token,
-                },
-                (Err(e), _) | (_, Err(e)) => return Outcome::bad_args(e),
-            },
-            Ok(other) => return Outcome::bad_args(format!("not an encode_media task: {other:?}")),
-            Err(e) => return Outcome::bad_args(e.to_string()),
+    async fn run(&self, task: &Task<'_>, ctx: JobContext) -> Outcome {
+        let LongTask::EncodeMedia {
+            friendly_token,
+            profile_id,
+            encoding_id,
+            force,
+            chunk,
+            chunk_file_path,
+            ..
+        } = &task.call
+        else {
+            return misrouted(task);
+        };
+        let job = Job {
+            task: task.message,
+            force: *force,
+            chunk_file_path: chunk.then(|| chunk_file_path.clone()),
+            encoding_id: *encoding_id,
+            profile_id: *profile_id,
+            friendly_token: friendly_token.clone(),
         };
         match self.encode(&job, &ctx).await {
             Ok(outcome) => outcome,
@@ -112,27 +108,6 @@ impl EncodeMedia {
             }
         }
     }
-
-    /// Before `begin_encoding`, one read: a deleted Encoding ends here (False, as MediaCMS),
-    /// and a row another task's ladder claimed (running or finished) is left alone — the task
-    /// succeeds with whether that row is a success.
-    async fn early_end(&self, job: &Job<'_>) -> Result<Option<Outcome>, SignalError> {
-        let store = self.env.signals.store();
-        match store.peek_encoding(job.encoding_id, &job.task.id).await? {
-            EncodingPeek::Missing => Ok(Some(Outcome::Success(json!(false)))),
-            EncodingPeek::ClaimedByLadder(status) => {
-                tracing::info!(encoding = job.encoding_id, %status, "claimed by a ladder: not re-encoded");
-                Ok(Some(Outcome::Success(json!(status == "success"))))
-            }
-            EncodingPeek::Free => Ok(None),
-        }
-    }
-}
-
-/// A row id from a message: Django's `AutoField` is a Postgres `integer`, so anything outside
-/// i32 names no row — never a wrapped-around other one (2^32 + 5 is not Encoding 5).
-fn row_id(id: i64) -> Result<i32, String> {
-    i32::try_from(id).map_err(|_| format!("id {id} is out of range for an integer primary key"))
 }
 
 impl EncodeMedia {
@@ -147,13 +122,14 @@ impl EncodeMedia {
             worker: &ctx.hostname,
             retries: job.task.retries as i32,
         };
-        if let Some(done) = self.early_end(job).await? {
-            return Ok(done); // deleted, or another task's decode-once ladder owns it
-        }
         let started = match self.env.signals.begin_encoding(&req).await? {
             StartOutcome::Started(s) => s,
             StartOutcome::Missing | StartOutcome::Dropped { .. } => {
                 return Ok(Outcome::Success(json!(false)))
+            }
+            StartOutcome::ClaimedByLadder(status) => {
+                tracing::info!(encoding = job.encoding_id, %status, "claimed by a ladder: not re-encoded");
+                return Ok(Outcome::Success(json!(status == "success")));
             }
         };
         let dir = self
@@ -412,19 +388,3 @@ mod fallback;
 mod finish;
 mod gif;
 mod ladder;
-
-#[cfg(test)]
-mod tests {
-    use super::row_id;
-
-    #[test]
-    fn encoding_id_narrowing_is_an_error_not_a_wraparound() {
-        assert_eq!(row_id(5), Ok(5));
-        assert!(
-            row_id((1_i64 << 32) + 5).is_err(),
-            "2^32 + 5 must not become 5"
-        );
-        assert!(row_id(i64::from(i32::MAX) + 1).is_err());
-        assert!(row_id(-(1_i64 << 32)).is_err());
-    }
-}

@@ -1,12 +1,18 @@
-//! Property tests of the codec: no input panics it, and what we encode decodes back unchanged.
+//! Property tests of the Celery codec: no input panics it, and what we encode decodes back
+//! unchanged. They live here, not in `src/celery`, because they need only the codec's public
+//! API (so they also prove that surface is enough) and their hundreds of cases stay out of
+//! the quick `cargo test --lib` loop.
 
 use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 
-use super::args::bind;
-use super::envelope::{decode_amqp, decode_redis, encode_amqp_body, encode_redis, v2_headers};
-use super::message::OutgoingTask;
+use mediacms_worker::celery::args::bind;
+use mediacms_worker::celery::envelope::{
+    decode_amqp, decode_redis, delivery_tag, encode_amqp_body, encode_redis, mark_redelivered,
+    v2_headers,
+};
+use mediacms_worker::celery::message::OutgoingTask;
 
 fn json_leaf() -> impl Strategy<Value = Value> {
     prop_oneof![
@@ -37,7 +43,7 @@ fn json_map() -> impl Strategy<Value = Map<String, Value>> {
 
 /// Envelopes shaped like kombu's, with any field possibly replaced by arbitrary JSON.
 fn envelope() -> impl Strategy<Value = Vec<u8>> {
-    let real = include_str!("../../proto/golden/celery-5.4.0_kombu-5.7.0/encode_media-p9.json");
+    let real = include_str!("../proto/golden/celery-5.4.0_kombu-5.7.0/encode_media-p9.json");
     let paths: Vec<Vec<&'static str>> = vec![
         vec!["body"],
         vec!["content-type"],
@@ -105,8 +111,8 @@ proptest! {
     #[test]
     fn decode_never_panics_on_bytes(raw in prop::collection::vec(any::<u8>(), 0..512)) {
         let _ = decode_redis(&raw);
-        let _ = super::envelope::delivery_tag(&raw);
-        let _ = super::envelope::mark_redelivered(&raw);
+        let _ = delivery_tag(&raw);
+        let _ = mark_redelivered(&raw);
     }
 
     #[test]

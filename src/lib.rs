@@ -55,7 +55,8 @@
 //! | a handler run outside the pool (tests, tools) | [`worker::run_unpooled`] | orchestration |
 //! | the handler contract: `Task` in, `Outcome` out, no broker; registry by task name | [`tasks`] | orchestration |
 //! | follow-ups handed over as children of the running task, published by the pool | [`tasks::family`] | orchestration |
-//! | what handlers share: signals, ffmpeg options, settings, hardware slots and health | [`tasks::env`] | orchestration |
+//! | what handlers share: signals, ffmpeg options, settings, the follow-up hand-over | [`tasks::env`] | orchestration |
+//! | hardware acceleration state: capabilities, device health, hardware slots per device | [`tasks::accel`] | orchestration |
 //! | encode_media: claim, plan, ffmpeg, finish, retry rules, chunk concat, gif | [`tasks::encode_media`] | orchestration |
 //! | decode-once ladder: one ffmpeg for several renditions (`--decode-once`) | [`plan::ladder`], [`tasks::encode_media`] | pure / orchestration |
 //! | create_hls: coalescing, packaging, I-frame playlists, atomic tree swap | [`tasks::create_hls`] | orchestration |

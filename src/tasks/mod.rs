@@ -15,6 +15,7 @@ pub use crate::celery::args::{LongTask, Task, TaskName};
 use crate::celery::message::TaskMessage;
 use crate::mediacms::Disposition;
 
+pub mod accel;
 pub mod beat;
 pub mod chunkize;
 pub mod create_hls;

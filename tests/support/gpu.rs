@@ -13,8 +13,9 @@ use super::redis::TestRedis;
 use mediacms_worker::config::HwAccel;
 use mediacms_worker::ffmpeg::caps::{BackendReport, Capabilities, Family, FeatureReport};
 use mediacms_worker::plan::Backend;
+use mediacms_worker::tasks::accel::Accel;
 use mediacms_worker::tasks::encode_media::EncodeMedia;
-use mediacms_worker::tasks::env::{Accel, TaskEnv};
+use mediacms_worker::tasks::env::TaskEnv;
 use mediacms_worker::tasks::Outcome;
 
 pub const UID: &str = "41905ce2087146cdba79c28a24c33a9a";

@@ -158,7 +158,8 @@ async fn snapshot(db: &TestDb, root: &Path, keep: &Path) -> Run {
             worker: r.get(9),
         };
         run.rows.insert(id, row);
-        run.row_commands.insert(id, r.get(10));
+        run.row_commands
+            .insert(id, normalise_paths(r.get(10), root));
         run.logs.insert(id, r.get(11));
         run.row_task_ids.insert(id, r.get(12));
     }
@@ -172,6 +173,22 @@ async fn snapshot(db: &TestDb, root: &Path, keep: &Path) -> Run {
         .unwrap();
     run.media = (m.get(0), m.get(1), m.get(2), m.get(3));
     run
+}
+
+/// `commands` with the run's random parts out: the media root and the temp file names.
+fn normalise_paths(commands: String, root: &Path) -> String {
+    let commands = commands.replace(&*root.to_string_lossy(), "<root>");
+    commands
+        .split(", ")
+        .map(|arg| {
+            if arg.contains("<root>/tmp/") {
+                "'<tmp>'"
+            } else {
+                arg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Every queued follow-up as (task name, args JSON), sorted.
@@ -260,14 +277,25 @@ async fn ladder_ends_every_row_like_one_by_one_with_two_ffmpeg_processes() {
     // then 360+480+720), messages 2..5 none.
     assert_eq!((one.spawned_first, one.spawned_all), (1, 5));
     assert_eq!((lad.spawned_first, lad.spawned_all), (2, 2));
-    let cmd = &lad.row_commands;
-    assert_eq!(cmd[&1], cmd[&2], "144 and 240 share one process");
-    assert!(
-        cmd[&3] == cmd[&4] && cmd[&4] == cmd[&5],
-        "360/480/720 share one"
+    // Issue 18: each row's `commands` is the argv MediaCMS (and one-by-one) would have run for
+    // it alone; the shared process is named in the log after the marker.
+    assert_eq!(one.row_commands, lad.row_commands);
+    assert!(lad.row_commands[&1].starts_with("[['ffmpeg', '-y', '-i', '<root>/original/"));
+    assert!(!lad.row_commands[&3].contains("-filter_complex"));
+    for id in 1..=5 {
+        let shared = lad.logs[&id].lines().nth(1).unwrap_or_default();
+        assert!(
+            shared.contains("made by the shared process [['ffmpeg'")
+                && shared.contains("'-filter_complex'"),
+            "row {id}: {shared}"
+        );
+    }
+    assert_eq!(
+        lad.logs[&1].lines().nth(1),
+        lad.logs[&2].lines().nth(1),
+        "144 and 240 share one process"
     );
-    assert_ne!(cmd[&1], cmd[&3]);
-    assert!(cmd[&3].contains("'-filter_complex'"), "{}", cmd[&3]);
+    assert_ne!(lad.logs[&1].lines().nth(1), lad.logs[&3].lines().nth(1));
 
     for id in 1..=5 {
         let s = ssim(&lad.files[&id], &one.files[&id]);

@@ -9,10 +9,26 @@
 //!
 //! Deviations, documented: the video input is `0:v:0` and audio `0:a:0` (ffmpeg's automatic
 //! choice for a one-output command can differ on files with several video/audio streams).
+//!
+//! Memory bound (issue 18): one process holding several x264 encoders holds the sum of their
+//! lookahead and frame-thread buffers (360–1080 of a 1080p source peaked at ~930 MB RSS against
+//! ~545 MB for MediaCMS's own 1080p encode). A process whose rungs together have more pixels than
+//! one 1080p frame ([`MEMORY_BOUND_PIXELS`]) caps each x264 output's `-rc-lookahead` at
+//! [`BOUNDED_LOOKAHEAD`] (preset medium's 40 otherwise) and, unless `FFMPEG_THREADS` is set,
+//! its `-threads` at [`BOUNDED_THREADS`]: measured ~626 MB, the same CPU seconds, SSIM 0.995
+//! and size within 0.2 % of MediaCMS's one-by-one 1080p (BENCHMARKS.md). The single decode stays.
 
 use super::rules::{decide, Decisions};
 use super::software::{self, argv_with, Pass};
 use super::{EncodeIo, EncodeSettings, MediaInfo, PlanSkip, ProfileSpec};
+
+/// A ladder process whose rungs' pixel areas sum above this (one 1080p frame: MediaCMS's own
+/// largest single encode) gets the memory-bounding x264 options.
+pub const MEMORY_BOUND_PIXELS: i64 = 1920 * 1080;
+/// x264 `rc-lookahead` in a bounded process (preset medium's default is 40).
+pub const BOUNDED_LOOKAHEAD: u32 = 20;
+/// x264 threads per output in a bounded process (auto is 1.5 × cores).
+pub const BOUNDED_THREADS: u32 = 2;
 
 /// One rendition of a ladder: the profile and the temp file it is written to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,14 +64,45 @@ pub fn plan_ladder(
         .map(|s| s.to_string())
         .collect();
     argv.push(filter_graph(&decided));
+    let bounded = needs_memory_bound(&decided);
     for (k, (rung, d)) in rungs.iter().zip(&decided).enumerate() {
         argv.extend(["-map".to_string(), format!("[v{k}]")]);
         if d.has_audio {
             argv.extend(["-map".to_string(), "0:a:0".to_string()]);
         }
-        argv.extend(output_options(input, &rung.output, d, settings));
+        let mut opts = output_options(input, &rung.output, d, settings);
+        if bounded {
+            // Before the output path, the last argument.
+            let at = opts.len().saturating_sub(1);
+            opts.splice(at..at, memory_options(d, settings));
+        }
+        argv.extend(opts);
     }
     Ok(argv)
+}
+
+/// Whether the rungs of one process together would hold more x264 buffers than MediaCMS's own
+/// largest single encode (a 1080p one): their scaled pixel areas summed against
+/// [`MEMORY_BOUND_PIXELS`].
+pub fn needs_memory_bound(decided: &[Decisions]) -> bool {
+    let area = |d: &Decisions| {
+        let h = i64::from(d.resolution);
+        h * super::rules::box_long_side(d.resolution)
+    };
+    decided.len() > 1 && decided.iter().map(area).sum::<i64>() > MEMORY_BOUND_PIXELS
+}
+
+/// The memory-bounding options of one output (x264 only: other encoders have other knobs and
+/// are not in MediaCMS's default profiles).
+fn memory_options(d: &Decisions, settings: &EncodeSettings) -> Vec<String> {
+    if d.codec != super::rules::Codec::H264 {
+        return vec![];
+    }
+    let mut o = vec!["-rc-lookahead".to_string(), BOUNDED_LOOKAHEAD.to_string()];
+    if settings.ffmpeg_threads == 0 {
+        o.extend(["-threads".to_string(), BOUNDED_THREADS.to_string()]);
+    }
+    o
 }
 
 /// MediaCMS's decisions for a rung, refusing what a shared graph cannot do.
@@ -135,6 +182,60 @@ pub fn ladder_groups(resolutions: &[i32], minimum: &[i32]) -> Vec<Vec<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rung(resolution: i32) -> LadderRung {
+        LadderRung {
+            profile: ProfileSpec {
+                id: 0,
+                extension: "mp4".into(),
+                resolution: Some(resolution),
+                codec: Some("h264".into()),
+            },
+            output: format!("out{resolution}.mp4"),
+        }
+    }
+
+    fn info_1080() -> MediaInfo {
+        MediaInfo::from_json(
+            r#"{"video_frame_rate_n": "30", "video_frame_rate_d": "1", "video_height": 1080,
+                "video_width": 1920, "video_duration": 30.0, "has_audio": true}"#,
+        )
+    }
+
+    /// Issue 18: the 360–1080 process of a 1080p source is bounded, each x264 output right
+    /// before its path; 144+240 and 360–720 are not (they fit under one 1080p encode).
+    #[test]
+    fn only_processes_above_one_1080p_encode_get_the_memory_bound() {
+        let s = EncodeSettings::default();
+        let plan = |rs: &[i32]| {
+            let rungs: Vec<LadderRung> = rs.iter().map(|&r| rung(r)).collect();
+            plan_ladder("IN", &info_1080(), &rungs, &s).unwrap()
+        };
+        let big = plan(&[360, 480, 720, 1080]);
+        let bound = |out: &str| {
+            let i = big.iter().position(|a| a == out).unwrap();
+            big[i - 4..i].to_vec()
+        };
+        for out in ["out360.mp4", "out1080.mp4"] {
+            assert_eq!(
+                bound(out),
+                ["-rc-lookahead", "20", "-threads", "2"],
+                "{out}"
+            );
+        }
+        assert!(!plan(&[144, 240]).contains(&"-rc-lookahead".to_string()));
+        assert!(!plan(&[360, 480, 720]).contains(&"-rc-lookahead".to_string()));
+        assert!(!plan(&[1080]).contains(&"-rc-lookahead".to_string()));
+        // FFMPEG_THREADS set: the operator's -threads stays the only one.
+        let s = EncodeSettings {
+            ffmpeg_threads: 3,
+            ..EncodeSettings::default()
+        };
+        let rungs = [rung(720), rung(1080)];
+        let a = plan_ladder("IN", &info_1080(), &rungs, &s).unwrap();
+        assert_eq!(a.iter().filter(|x| *x == "-threads").count(), 2);
+        assert!(a.windows(2).all(|w| !(w[0] == "-threads" && w[1] == "2")));
+    }
 
     #[test]
     fn minimum_rungs_run_first_in_their_own_group() {

@@ -1,13 +1,17 @@
-//! Decode-once ladder (`--decode-once`): a non-chunk video `encode_media` claims the media's
-//! other pending video Encodings (`Store::claim_ladder`) and produces every rendition from one
-//! decode (`plan::plan_ladder`): the `MINIMUM_RESOLUTIONS_TO_ENCODE` rungs first in one quick
-//! process so the first playable rendition is not held back, then the rest in a second one.
+//! Decode-once ladder (on by default; `--decode-once=false` turns it off): a non-chunk video
+//! `encode_media` claims the media's other pending video Encodings (`Store::claim_ladder`) and
+//! produces every rendition from one decode (`plan::plan_ladder`): the
+//! `MINIMUM_RESOLUTIONS_TO_ENCODE` rungs first in one quick process so the first playable
+//! rendition is not held back, then the rest in a second one.
+//!
 //! Each output then goes through the one-by-one ending (`finish` → `signals.encoding_succeeded`
-//! → follow-ups), so rows and media end as one-by-one leaves them, except: `task_id` is the
-//! claiming task's id, `commands` is the ladder argv, `logs` starts with the claim note (the
-//! marker) and `total_run_time` is the claiming task's run time. The identical `create_hls`
-//! every rendition's post_save asks for is published once per ladder process, not once per
-//! rendition.
+//! → follow-ups), so rows and media end as one-by-one leaves them. `commands` holds the argv
+//! MediaCMS (and our one-by-one path) would have run for that row alone, so the row reads as
+//! MediaCMS leaves it; what differs: `task_id` is the claiming task's id (the row's own message
+//! has not been seen yet), `logs` starts with the claim note (the marker) and names the shared
+//! process's argv, and `total_run_time` is the claiming task's run time. The identical
+//! `create_hls` every rendition's post_save asks for is published once per ladder process, not
+//! once per rendition.
 //!
 //! The claimed rows' own messages, when they arrive, end at [`EncodeMedia::early_end`]
 //! without touching the row.
@@ -158,7 +162,10 @@ impl EncodeMedia {
         let mut own_outcome = None;
         for (n, group) in groups.iter().enumerate() {
             let group: Vec<&Member> = group.iter().map(|&i| &members[i]).collect();
-            let end = self.run_group(&group, info, ctx).await?;
+            let (end, shared) = self.run_group(&group, info, ctx).await?;
+            // The row's `commands` is its own MediaCMS argv; the process that really made it
+            // is named in the log, after the claim note (the marker stays first).
+            let note = &format!("{note}[mediacms-worker] made by the shared process {shared}\n");
             let writes = matches!(end, GroupEnd::Done(_) | GroupEnd::Failed(_));
             if writes && !ctx.fence.claim().await {
                 return Ok(Outcome::Aborted); // lease lost: the rows are another run's now
@@ -275,13 +282,14 @@ impl EncodeMedia {
         }
     }
 
-    /// One ffmpeg process for a group: commands on every row, progress saved to every row.
+    /// One ffmpeg process for a group: each row's own MediaCMS argv in its `commands`, progress
+    /// saved to every row. Returns how it ended and the shared argv (`commands_repr` form).
     async fn run_group(
         &self,
         group: &[&Member],
         info: &MediaInfo,
         ctx: &JobContext,
-    ) -> Res<GroupEnd> {
+    ) -> Res<(GroupEnd, String)> {
         let own = &group[0].started;
         let input = self.input(own)?;
         let rungs: Vec<LadderRung> = group
@@ -294,12 +302,13 @@ impl EncodeMedia {
         let argv =
             match plan::plan_ladder(&input.to_string_lossy(), info, &rungs, &self.env.settings) {
                 Ok(argv) => argv,
-                Err(e) => return Ok(GroupEnd::Failed(e.to_string())),
+                Err(e) => return Ok((GroupEnd::Failed(e.to_string()), String::new())),
             };
-        let commands = plan::commands_repr(std::slice::from_ref(&argv));
+        let shared = plan::commands_repr(std::slice::from_ref(&argv));
         let store = self.env.signals.store();
         for m in group {
             let temp_file = m.output.to_string_lossy();
+            let commands = self.own_commands(&m.started, &input, &m.output);
             store
                 .set_commands(m.started.encoding.id, &temp_file, &commands)
                 .await?;
@@ -314,7 +323,7 @@ impl EncodeMedia {
         let saver = self.save_group_progress(&ids, duration, rx, &kill);
         let (result, saved) = tokio::join!(run, saver);
         let all_deleted = saved?;
-        Ok(match result {
+        let end = match result {
             Ok(out) => GroupEnd::Done(out.stderr_tail),
             Err(RunError::Cancelled { .. }) if ctx.cancel.is_cancelled() => GroupEnd::Cancelled,
             Err(RunError::Cancelled { .. }) if all_deleted => GroupEnd::AllDeleted,
@@ -323,7 +332,18 @@ impl EncodeMedia {
                 tracing::warn!(encodings = ?ids, error = %e, "ladder ffmpeg failed");
                 GroupEnd::Failed(e.stderr_tail().to_owned())
             }
-        })
+        };
+        Ok((end, shared))
+    }
+
+    /// What MediaCMS would have run for this row alone (what one-by-one stores): the software
+    /// plan with the row's own temp output. Every member passed `rung_decisions`, so the plan
+    /// exists; an empty string is only a guard.
+    fn own_commands(&self, s: &Started, input: &Path, output: &Path) -> String {
+        let pass_file = output.with_extension(format!("pass.{}", s.profile.extension));
+        self.plan(s, input, output, &pass_file, &Backend::Software)
+            .map(|p| plan::commands_repr(&p.passes))
+            .unwrap_or_default()
     }
 
     /// Saves the group's progress on every row. A deleted row just stops getting saves (its

@@ -23,23 +23,26 @@ use support::media::{clip, ClipSpec};
 use support::redis::TestRedis;
 
 const UID: &str = "41905ce2087146cdba79c28a24c33a9a";
-/// encode_media-1..5: Encodings 1..5 of media 1, profiles 23, 2, 3, 13, 10 (144…720).
-const MESSAGES: [&str; 5] = [
+/// encode_media-1..5: Encodings 1..5 of media 1, profiles 23, 2, 3, 13, 10 (144…720);
+/// encode_media-6: Encoding 6, its preview GIF.
+const MESSAGES: [&str; 6] = [
     "encode_media-1.json",
     "encode_media-2.json",
     "encode_media-3.json",
     "encode_media-4.json",
     "encode_media-5.json",
+    "encode_media-6.json",
 ];
 
 /// One small source shared by both runs (the rows' media_info still says 8 s 1280x720 with
-/// audio, which is what the planner reads; the clip has audio so `-map 0:a:0` has a stream).
+/// audio, which is what the planner reads; the clip has audio so `-map 0:a:0` has a stream,
+/// and is 8 s long so the GIF's 3 s seek leaves frames).
 fn source(dir: &Path) -> PathBuf {
     let spec = ClipSpec {
         width: 640,
         height: 360,
         fps: 30,
-        seconds: 2.0,
+        seconds: 8.0,
         ..ClipSpec::default()
     };
     clip(dir, &spec)
@@ -142,12 +145,13 @@ async fn snapshot(db: &TestDb, root: &Path, keep: &Path) -> Run {
                WHERE media_id = 1 ORDER BY id";
     for r in c.query(sql, &[]).await.unwrap() {
         let id: i32 = r.get(0);
-        let media_file: String = r.get(3);
+        let mut media_file: String = r.get(3);
         if !media_file.is_empty() {
             let kept = keep.join(format!("{id}.mp4"));
             std::fs::copy(root.join(&media_file), &kept).unwrap();
             run.files.insert(id, kept);
         }
+        media_file = without_gif_name(&media_file);
         let row = Row {
             status: r.get(1),
             progress: r.get(2),
@@ -171,8 +175,18 @@ async fn snapshot(db: &TestDb, root: &Path, keep: &Path) -> Run {
         )
         .await
         .unwrap();
-    run.media = (m.get(0), m.get(1), m.get(2), m.get(3));
+    let preview: String = m.get(2);
+    let preview = preview.replace(&*root.to_string_lossy(), "<root>");
+    run.media = (m.get(0), m.get(1), without_gif_name(&preview), m.get(3));
     run
+}
+
+/// A GIF's file name is a random temp name (MediaCMS's too): its directory is compared.
+fn without_gif_name(path: &str) -> String {
+    match path.rsplit_once('/') {
+        Some((dir, name)) if name.ends_with(".gif") => format!("{dir}/<gif>"),
+        _ => path.to_owned(),
+    }
 }
 
 /// `commands` with the run's random parts out: the media root and the temp file names.
@@ -235,7 +249,7 @@ async fn ladder_ends_every_row_like_one_by_one_with_two_ffmpeg_processes() {
     let one = run(&src, &keep_a, false).await;
     let lad = run(&src, &keep_b, true).await;
 
-    let all_true = vec![Outcome::Success(json!(true)); 5];
+    let all_true = vec![Outcome::Success(json!(true)); 6];
     assert_eq!(one.outcomes, all_true);
     assert_eq!(
         lad.outcomes, all_true,
@@ -245,7 +259,7 @@ async fn ladder_ends_every_row_like_one_by_one_with_two_ffmpeg_processes() {
         one.rows, lad.rows,
         "status, progress, media_file, size, retries, chunk, worker"
     );
-    for id in 1..=5 {
+    for id in 1..=6 {
         let row = &lad.rows[&id];
         assert_eq!(
             (row.status.as_str(), row.progress),
@@ -262,7 +276,15 @@ async fn ladder_ends_every_row_like_one_by_one_with_two_ffmpeg_processes() {
         );
         assert!(!one.logs[&id].starts_with(LADDER_NOTE_PREFIX));
     }
-    assert_eq!(lad.rows[&6].status, "pending", "the gif is never claimed");
+    // Issue 18: the preview GIF comes out of the first process's decode, byte for byte the
+    // GIF MediaCMS's own command writes; its row has no `commands`, as MediaCMS's.
+    assert!(one.media.2.ends_with("/<gif>"), "{:?}", one.media);
+    assert_eq!(lad.row_commands[&6], "");
+    assert_eq!(
+        std::fs::read(&lad.files[&6]).unwrap(),
+        std::fs::read(&one.files[&6]).unwrap(),
+        "the shared decode's GIF is MediaCMS's GIF"
+    );
     assert_eq!(
         one.media, lad.media,
         "encoding_status, listable, preview, media_count"
@@ -273,9 +295,9 @@ async fn ladder_ends_every_row_like_one_by_one_with_two_ffmpeg_processes() {
     assert_eq!(lad.follow_ups.len(), 2, "one create_hls per ladder group");
     assert!(lad.follow_ups.iter().all(|f| f == &one.follow_ups[0]));
 
-    // One-by-one: one ffmpeg per message. Ladder: message 1 runs two processes (144+240 first,
-    // then 360+480+720), messages 2..5 none.
-    assert_eq!((one.spawned_first, one.spawned_all), (1, 5));
+    // One-by-one: one ffmpeg per message. Ladder: message 1 runs two processes (144+240+gif
+    // first, then 360+480+720), messages 2..6 none.
+    assert_eq!((one.spawned_first, one.spawned_all), (1, 6));
     assert_eq!((lad.spawned_first, lad.spawned_all), (2, 2));
     // Issue 18: each row's `commands` is the argv MediaCMS (and one-by-one) would have run for
     // it alone; the shared process is named in the log after the marker.
@@ -316,6 +338,7 @@ async fn concurrent_claims_split_the_pending_rows_and_skip_gif_and_chunks() {
         worker: "w",
         retries: 0,
         note: &note,
+        with_gif: false,
     };
     let (a, b) = (claim(1, "task-a"), claim(5, "task-b"));
     let (ra, rb) = tokio::join!(store.claim_ladder(&a), store.claim_ladder(&b));

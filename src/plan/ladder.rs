@@ -55,6 +55,30 @@ pub fn plan_ladder(
     rungs: &[LadderRung],
     settings: &EncodeSettings,
 ) -> Result<Vec<String>, LadderSkip> {
+    plan_ladder_with_gif(input, info, rungs, None, settings)
+}
+
+/// Whether MediaCMS's preview GIF can come out of a ladder's shared decode with its own bytes:
+/// the source is long enough for its 3 s seek (else the one-by-one path makes it from the
+/// start) and not interlaced (the shared graph deinterlaces; MediaCMS's GIF does not).
+pub fn gif_joins_ladder(info: &MediaInfo) -> bool {
+    let long_enough = info
+        .video_duration
+        .is_some_and(|d| d > super::extras::GIF_SEEK_SECS + 1.0);
+    long_enough && !info.interlaced
+}
+
+/// [`plan_ladder`] plus, when `gif` names an output, MediaCMS's preview GIF as one more output
+/// of the same decode: `-ss 3 … -vf scale=344:-1:flags=lanczos,fps=1 -t 25 -f gif` becomes the
+/// branch `trim=start=3,setpts=PTS-3/TB,scale…,fps=1` (the seek's exact offset, so the fps
+/// filter picks the same frames: byte-identical GIFs, measured) and `-t 25 -f gif`.
+pub fn plan_ladder_with_gif(
+    input: &str,
+    info: &MediaInfo,
+    rungs: &[LadderRung],
+    gif: Option<&str>,
+    settings: &EncodeSettings,
+) -> Result<Vec<String>, LadderSkip> {
     let decided = rungs
         .iter()
         .map(|r| rung_decisions(info, &r.profile, settings))
@@ -63,7 +87,11 @@ pub fn plan_ladder(
         .iter()
         .map(|s| s.to_string())
         .collect();
-    argv.push(filter_graph(&decided));
+    let mut graph = filter_graph(&decided);
+    if gif.is_some() {
+        graph = with_gif_branch(&graph, decided.len());
+    }
+    argv.push(graph);
     let bounded = needs_memory_bound(&decided);
     for (k, (rung, d)) in rungs.iter().zip(&decided).enumerate() {
         argv.extend(["-map".to_string(), format!("[v{k}]")]);
@@ -77,6 +105,10 @@ pub fn plan_ladder(
             opts.splice(at..at, memory_options(d, settings));
         }
         argv.extend(opts);
+    }
+    if let Some(out) = gif {
+        let tail = ["-map", "[g]", "-t", "25", "-f", "gif", out];
+        argv.extend(tail.iter().map(|s| s.to_string()));
     }
     Ok(argv)
 }
@@ -146,6 +178,26 @@ pub fn filter_graph(decided: &[Decisions]) -> String {
     graph
 }
 
+/// Adds the `[g]` GIF branch to a graph of `n` rungs: one more `split` output (taken before any
+/// per-rung filter; callers keep interlaced sources out, see [`gif_joins_ladder`]).
+fn with_gif_branch(graph: &str, n: usize) -> String {
+    let branch = ";[sg]trim=start=3,setpts=PTS-3/TB,scale=344:-1:flags=lanczos,fps=1[g]";
+    let video = if n == 1 {
+        // `[0:v:0]<chain>[v0]` → `[0:v:0]split=2[s0][sg];[s0]<chain>[v0]`
+        let chain = graph.trim_start_matches("[0:v:0]");
+        format!("[0:v:0]split=2[s0][sg];[s0]{chain}")
+    } else {
+        let from = format!("split={n}");
+        let labels: String = (0..n).map(|k| format!("[s{k}]")).collect();
+        graph.replacen(
+            &format!("{from}{labels}"),
+            &format!("split={}{labels}[sg]", n + 1),
+            1,
+        )
+    };
+    video + branch
+}
+
 /// The output options of MediaCMS's own argv for this rung: everything after `-i <input>`,
 /// minus the `-filter:v <chain>` pair (its work is done in the shared graph).
 fn output_options(
@@ -200,6 +252,36 @@ mod tests {
             r#"{"video_frame_rate_n": "30", "video_frame_rate_d": "1", "video_height": 1080,
                 "video_width": 1920, "video_duration": 30.0, "has_audio": true}"#,
         )
+    }
+
+    #[test]
+    fn the_gif_is_one_more_split_output_with_mediacms_options() {
+        let s = EncodeSettings::default();
+        let one = plan_ladder_with_gif("IN", &info_1080(), &[rung(144)], Some("p.gif"), &s);
+        let one = one.unwrap();
+        assert!(
+            one[5].starts_with("[0:v:0]split=2[s0][sg];[s0]scale="),
+            "{}",
+            one[5]
+        );
+        assert!(one[5].ends_with(
+            "[v0];[sg]trim=start=3,setpts=PTS-3/TB,scale=344:-1:flags=lanczos,fps=1[g]"
+        ));
+        assert_eq!(
+            one[one.len() - 7..],
+            ["-map", "[g]", "-t", "25", "-f", "gif", "p.gif"]
+        );
+        let two = plan_ladder_with_gif(
+            "IN",
+            &info_1080(),
+            &[rung(144), rung(240)],
+            Some("p.gif"),
+            &s,
+        );
+        assert!(two.unwrap()[5].starts_with("[0:v:0]split=3[s0][s1][sg];"));
+        assert!(gif_joins_ladder(&info_1080()));
+        let short = MediaInfo::from_json(r#"{"video_height": 720, "video_duration": 3.5}"#);
+        assert!(!gif_joins_ladder(&short));
     }
 
     /// Issue 18: the 360–1080 process of a 1080p source is bounded, each x264 output right

@@ -37,10 +37,14 @@ pub struct LadderClaim<'a> {
     pub retries: i32,
     /// Must start with [`LADDER_NOTE_PREFIX`].
     pub note: &'a str,
+    /// Also claim the media's pending preview GIF Encoding (its frames come from the same
+    /// decode: `plan::gif_joins_ladder`).
+    pub with_gif: bool,
 }
 
 impl Store {
-    /// Atomically claims the media's other non-chunk video Encodings that are `pending` (or
+    /// Atomically claims the media's other non-chunk video Encodings (and, `with_gif`, its
+    /// preview GIF Encoding) that are `pending` (or
     /// still `running` under this very task's earlier ladder claim: a re-run after a shutdown
     /// abort or the Celery retry takes them back). One UPDATE: a concurrent claimer or a row's
     /// own `start_encoding` blocks on the row lock and then sees it is no longer `pending`.
@@ -53,14 +57,15 @@ impl Store {
                retries = $5, logs = $6, update_date = now() \
              FROM files_encodeprofile p \
              WHERE p.id = e.profile_id AND e.media_id = $1 AND e.id <> $2 AND NOT e.chunk \
-               AND p.extension IN ('mp4', 'webm') AND p.resolution IS NOT NULL \
+               AND ((p.extension IN ('mp4', 'webm') AND p.resolution IS NOT NULL) \
+                    OR ($9 AND p.extension = 'gif')) \
                AND (e.status = 'pending' \
                     OR (e.status = 'running' AND e.task_id = $3 AND left(e.logs, $8) = $7)) \
                AND NOT EXISTS (SELECT 1 FROM files_encoding o WHERE o.media_id = e.media_id \
                     AND o.profile_id = e.profile_id AND o.id <> e.id) \
              RETURNING e.*";
         let prefix_len = prefix_chars();
-        let params: [&(dyn ToSql + Sync); 8] = [
+        let params: [&(dyn ToSql + Sync); 9] = [
             &claim.media_id,
             &claim.own_encoding_id,
             &claim.task_id,
@@ -69,6 +74,7 @@ impl Store {
             &claim.note,
             &LADDER_NOTE_PREFIX,
             &prefix_len,
+            &claim.with_gif,
         ];
         let rows = c.query(sql, &params).await?;
         let mut claimed: Vec<Encoding> = rows.iter().map(encoding_from_row).collect();

@@ -13,6 +13,12 @@
 //! `create_hls` every rendition's post_save asks for is published once per ladder process, not
 //! once per rendition.
 //!
+//! The preview GIF Encoding joins the first process when its frames can come from the shared
+//! decode (`plan::gif_joins_ladder`): one more `split` output with MediaCMS's GIF options, byte-
+//! identical to its own command's output. Its row ends as the one-by-one GIF path leaves it
+//! (`commands` empty, as MediaCMS's GIF rows); a GIF the shared process did not write is made
+//! by that path after all.
+//!
 //! The claimed rows' own messages, when they arrive, end at [`EncodeMedia::early_end`]
 //! without touching the row.
 
@@ -23,6 +29,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::gif::is_gif_file;
 use super::{tmp_name, EncodeMedia, Job, MAX_RETRIES, PROGRESS_EVERY};
 use crate::ffmpeg::progress::{percent, Progress, ProgressThrottle};
 use crate::ffmpeg::run::RunError;
@@ -85,7 +92,11 @@ impl EncodeMedia {
             .iter()
             .map(|m| m.started.profile.resolution.unwrap_or(0))
             .collect();
-        let groups = ladder::ladder_groups(&resolutions, &settings.minimum_resolutions);
+        let gif = members.iter().position(|m| m.started.profile.is_gif());
+        let groups = gif_in_first_group(
+            ladder::ladder_groups(&resolutions, &settings.minimum_resolutions),
+            gif,
+        );
         tracing::info!(
             encoding = own.encoding.id,
             rungs = members.len(),
@@ -123,6 +134,7 @@ impl EncodeMedia {
             worker: &own.encoding.worker,
             retries: own.encoding.retries,
             note,
+            with_gif: ladder::gif_joins_ladder(info),
         };
         let claimed = signals.store().claim_ladder(&claim).await?;
         let mut members = vec![member(own.clone(), dir)];
@@ -136,6 +148,10 @@ impl EncodeMedia {
                 encoding,
                 replaced: vec![],
             };
+            if started.profile.is_gif() {
+                members.push(member(started, dir)); // made from the first process's decode
+                continue;
+            }
             if ladder::rung_decisions(info, &spec(&started), &self.env.settings).is_err() {
                 let follow_ups = signals.on_failure(started.encoding.id, None).await?;
                 self.env.publish_follow_ups(&follow_ups).await;
@@ -194,7 +210,7 @@ impl EncodeMedia {
             let mut ended = Ok(());
             for m in group {
                 match self
-                    .end_member(job, m, note, &tail, began, &mut follow_ups)
+                    .end_member(job, m, note, &tail, began, &mut follow_ups, ctx)
                     .await
                 {
                     Ok(outcome) if m.started.encoding.id == own.encoding.id => {
@@ -214,6 +230,7 @@ impl EncodeMedia {
     }
 
     /// The one-by-one ending for one output, unless its own message took the row back.
+    #[allow(clippy::too_many_arguments)]
     async fn end_member(
         &self,
         job: &Job<'_>,
@@ -222,6 +239,7 @@ impl EncodeMedia {
         tail: &str,
         began: Instant,
         follow_ups: &mut Vec<FollowUp>,
+        ctx: &JobContext,
     ) -> Res<Outcome> {
         let id = m.started.encoding.id;
         if !self
@@ -240,10 +258,38 @@ impl EncodeMedia {
         let logs = format!("{note}{tail}");
         // Ladder members are never chunks, so no concatenation follows: nothing to release.
         let fence = crate::tasks::Fence::default();
+        if m.started.profile.is_gif() {
+            return self.end_gif(m, &logs, tail, began, follow_ups, ctx).await;
+        }
         self.finish(
             &m.started, &m.output, &logs, tail, began, follow_ups, &fence,
         )
         .await
+    }
+
+    /// The GIF member: the one-by-one GIF ending when the shared process wrote it, else the
+    /// one-by-one GIF path itself (its own ffmpeg, the from-start fallback, its failure rules).
+    async fn end_gif(
+        &self,
+        m: &Member,
+        logs: &str,
+        tail: &str,
+        began: Instant,
+        follow_ups: &mut Vec<FollowUp>,
+        ctx: &JobContext,
+    ) -> Res<Outcome> {
+        if is_gif_file(&m.output) && !plan::ffmpeg_reported_empty(tail) {
+            let fence = crate::tasks::Fence::default();
+            return self
+                .succeed(&m.started, &m.output, logs, began, follow_ups, &fence)
+                .await;
+        }
+        tracing::warn!(
+            encoding = m.started.encoding.id,
+            "the shared process wrote no GIF: made one by one"
+        );
+        let dir = m.output.parent().unwrap_or(Path::new("."));
+        self.gif(&m.started, dir, ctx, began).await
     }
 
     /// A retryable ladder failure. While our own Encoding is unfinished it takes MediaCMS's
@@ -292,21 +338,30 @@ impl EncodeMedia {
     ) -> Res<(GroupEnd, String)> {
         let own = &group[0].started;
         let input = self.input(own)?;
+        let gif = group.iter().find(|m| m.started.profile.is_gif());
+        let gif_out = gif.map(|m| m.output.to_string_lossy().into_owned());
         let rungs: Vec<LadderRung> = group
             .iter()
+            .filter(|m| !m.started.profile.is_gif())
             .map(|m| LadderRung {
                 profile: spec(&m.started),
                 output: m.output.to_string_lossy().into_owned(),
             })
             .collect();
-        let argv =
-            match plan::plan_ladder(&input.to_string_lossy(), info, &rungs, &self.env.settings) {
-                Ok(argv) => argv,
-                Err(e) => return Ok((GroupEnd::Failed(e.to_string()), String::new())),
-            };
+        let argv = match plan::plan_ladder_with_gif(
+            &input.to_string_lossy(),
+            info,
+            &rungs,
+            gif_out.as_deref(),
+            &self.env.settings,
+        ) {
+            Ok(argv) => argv,
+            Err(e) => return Ok((GroupEnd::Failed(e.to_string()), String::new())),
+        };
         let shared = plan::commands_repr(std::slice::from_ref(&argv));
         let store = self.env.signals.store();
-        for m in group {
+        // MediaCMS's GIF path writes no `commands` (nor does ours one by one).
+        for m in group.iter().filter(|m| !m.started.profile.is_gif()) {
             let temp_file = m.output.to_string_lossy();
             let commands = self.own_commands(&m.started, &input, &m.output);
             store
@@ -393,7 +448,43 @@ fn distinct(follow_ups: Vec<FollowUp>) -> Vec<FollowUp> {
     out
 }
 
+/// The GIF (index `gif`, when claimed) runs in the first process: its decode is shared anyway,
+/// and the preview then lands with the first playable rendition.
+fn gif_in_first_group(mut groups: Vec<Vec<usize>>, gif: Option<usize>) -> Vec<Vec<usize>> {
+    let Some(gif) = gif else {
+        return groups;
+    };
+    for g in &mut groups {
+        g.retain(|&i| i != gif);
+    }
+    groups.retain(|g| !g.is_empty());
+    match groups.first_mut() {
+        Some(first) => first.push(gif),
+        None => groups.push(vec![gif]),
+    }
+    groups
+}
+
 fn member(started: Started, dir: &Path) -> Member {
     let output = dir.join(format!("{}.{}", tmp_name(), started.profile.extension));
     Member { started, output }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gif_in_first_group;
+
+    #[test]
+    fn the_gif_joins_the_first_process() {
+        let groups = vec![vec![1, 3], vec![0, 2, 4]];
+        assert_eq!(
+            gif_in_first_group(groups.clone(), Some(4)),
+            vec![vec![1, 3, 4], vec![0, 2]]
+        );
+        assert_eq!(gif_in_first_group(groups.clone(), None), groups);
+        assert_eq!(
+            gif_in_first_group(vec![vec![0, 1]], Some(1)),
+            vec![vec![0, 1]]
+        );
+    }
 }

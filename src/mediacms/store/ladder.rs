@@ -42,7 +42,69 @@ pub struct LadderClaim<'a> {
     pub with_gif: bool,
 }
 
+/// A playable-first claim: the next other media's pending minimum-resolution Encodings.
+#[derive(Debug, Clone)]
+pub struct FirstPlayableClaim<'a> {
+    /// Media not to take (the claimer's own and those it already took).
+    pub exclude_media: &'a [i32],
+    pub task_id: &'a str,
+    pub worker: &'a str,
+    /// Must start with [`LADDER_NOTE_PREFIX`].
+    pub note: &'a str,
+    /// `MINIMUM_RESOLUTIONS_TO_ENCODE`.
+    pub minimum: &'a [i32],
+}
+
 impl Store {
+    /// Atomically claims the pending minimum-resolution video Encodings of ONE other media: the
+    /// one whose oldest such row is oldest (upload order). Same marker and rules as
+    /// [`Store::claim_ladder`]: only `pending` rows (or rows this very task claimed before: its
+    /// re-run takes them back), non-chunk, alone for their (media, profile). A concurrent
+    /// claimer or the row's own `start_encoding` blocks on the row lock and then sees it is no
+    /// longer `pending`, so no row is ever claimed twice. Rows in id order; empty: none left.
+    pub async fn claim_first_playable(
+        &self,
+        claim: &FirstPlayableClaim<'_>,
+    ) -> Result<Vec<Encoding>> {
+        let c = self.conn().await?;
+        let free = |t: &str| {
+            format!(
+                "NOT {t}.chunk AND ({t}.status = 'pending' OR ({t}.status = 'running' \
+                 AND {t}.task_id = $2 AND left({t}.logs, $6) = $5))"
+            )
+        };
+        let sql = format!(
+            "UPDATE files_encoding e SET status = 'running', task_id = $2, worker = $3, \
+               retries = 0, logs = $4, update_date = now() \
+             FROM files_encodeprofile p \
+             WHERE p.id = e.profile_id AND p.extension IN ('mp4', 'webm') \
+               AND p.resolution = ANY($7) AND {} \
+               AND e.media_id = (SELECT o.media_id FROM files_encoding o \
+                    JOIN files_encodeprofile op ON op.id = o.profile_id \
+                    WHERE o.media_id <> ALL($1) AND op.extension IN ('mp4', 'webm') \
+                      AND op.resolution = ANY($7) AND {} ORDER BY o.id LIMIT 1) \
+               AND NOT EXISTS (SELECT 1 FROM files_encoding d WHERE d.media_id = e.media_id \
+                    AND d.profile_id = e.profile_id AND d.id <> e.id) \
+             RETURNING e.*",
+            free("e"),
+            free("o")
+        );
+        let prefix_len = prefix_chars();
+        let params: [&(dyn ToSql + Sync); 7] = [
+            &claim.exclude_media,
+            &claim.task_id,
+            &claim.worker,
+            &claim.note,
+            &LADDER_NOTE_PREFIX,
+            &prefix_len,
+            &claim.minimum,
+        ];
+        let rows = c.query(&sql, &params).await?;
+        let mut claimed: Vec<Encoding> = rows.iter().map(encoding_from_row).collect();
+        claimed.sort_by_key(|e| e.id);
+        Ok(claimed)
+    }
+
     /// Atomically claims the media's other non-chunk video Encodings (and, `with_gif`, its
     /// preview GIF Encoding) that are `pending` (or
     /// still `running` under this very task's earlier ladder claim: a re-run after a shutdown

@@ -30,6 +30,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::gif::is_gif_file;
+use super::playable::PassEnd;
 use super::{tmp_name, EncodeMedia, Job, MAX_RETRIES, PROGRESS_EVERY};
 use crate::ffmpeg::progress::{percent, Progress, ProgressThrottle};
 use crate::ffmpeg::run::RunError;
@@ -39,9 +40,9 @@ use crate::plan::{self, ladder, Backend, LadderRung, MediaInfo, ProfileSpec};
 use crate::tasks::{JobContext, Outcome};
 
 /// One claimed rendition: its fresh rows (as `start_encoding` would return them) and output.
-struct Member {
-    started: Started,
-    output: PathBuf,
+pub(super) struct Member {
+    pub(super) started: Started,
+    pub(super) output: PathBuf,
 }
 
 /// How one ladder process ended.
@@ -55,7 +56,7 @@ enum GroupEnd {
 
 type Res<T> = Result<T, SignalError>;
 
-fn spec(s: &Started) -> ProfileSpec {
+pub(super) fn spec(s: &Started) -> ProfileSpec {
     ProfileSpec {
         id: s.profile.id,
         extension: s.profile.extension.clone(),
@@ -176,8 +177,19 @@ impl EncodeMedia {
     ) -> Res<Outcome> {
         let own = &members[0].started;
         let mut own_outcome = None;
+        let mut others_served = false;
         for (n, group) in groups.iter().enumerate() {
             let group: Vec<&Member> = group.iter().map(|&i| &members[i]).collect();
+            if !others_served && !self.is_minimum_group(&group) {
+                // Before rungs beyond our first playable ones, other media's first playable
+                // renditions (playable.rs). Also when our own were made by an earlier run.
+                others_served = true;
+                let dir = members[0].output.parent().unwrap_or(Path::new("."));
+                let served = self.playable_first(job, own, dir, ctx, began).await?;
+                if let Some(stop) = self.stop_after(served, job, own, &own_outcome, ctx).await? {
+                    return Ok(stop);
+                }
+            }
             let (end, shared) = self.run_group(&group, info, ctx).await?;
             // The row's `commands` is its own MediaCMS argv; the process that really made it
             // is named in the log, after the claim note (the marker stays first).
@@ -208,7 +220,7 @@ impl EncodeMedia {
             // debounce per rendition on them.
             let mut follow_ups = Vec::new();
             let mut ended = Ok(());
-            for m in group {
+            for &m in &group {
                 match self
                     .end_member(job, m, note, &tail, began, &mut follow_ups, ctx)
                     .await
@@ -227,6 +239,82 @@ impl EncodeMedia {
             ended?;
         }
         Ok(own_outcome.unwrap_or(Outcome::Success(json!(false))))
+    }
+
+    /// What the ladder returns when the playable-first pass stopped it (`None`: go on).
+    async fn stop_after(
+        &self,
+        served: PassEnd,
+        job: &Job<'_>,
+        own: &Started,
+        own_outcome: &Option<Outcome>,
+        ctx: &JobContext,
+    ) -> Res<Option<Outcome>> {
+        Ok(match (served, own_outcome) {
+            (PassEnd::Go, _) => None,
+            (PassEnd::LeaseLost, _) => Some(Outcome::Aborted),
+            (PassEnd::Cancelled, Some(done)) => Some(done.clone()),
+            (PassEnd::Cancelled, None) => Some(self.cancelled(job, own, ctx).await?),
+        })
+    }
+
+    fn is_minimum_group(&self, group: &[&Member]) -> bool {
+        let minimum = &self.env.settings.minimum_resolutions;
+        group.iter().any(|m| {
+            !m.started.profile.is_gif()
+                && m.started
+                    .profile
+                    .resolution
+                    .is_some_and(|r| minimum.contains(&r))
+        })
+    }
+
+    /// One process for another media's claimed first playable rungs (playable.rs): the same
+    /// ending as the ladder's own groups; a failure fails the set at once.
+    pub(super) async fn run_borrowed(
+        &self,
+        job: &Job<'_>,
+        members: &[Member],
+        info: &MediaInfo,
+        note: &str,
+        ctx: &JobContext,
+        began: Instant,
+    ) -> Res<PassEnd> {
+        let group: Vec<&Member> = members.iter().collect();
+        let (end, shared) = self.run_group(&group, info, ctx).await?;
+        let note = &format!("{note}[mediacms-worker] made by the shared process {shared}\n");
+        let writes = matches!(end, GroupEnd::Done(_) | GroupEnd::Failed(_));
+        if writes && !ctx.fence.claim().await {
+            return Ok(PassEnd::LeaseLost);
+        }
+        let tail = match end {
+            GroupEnd::Done(tail) => tail,
+            GroupEnd::Failed(tail) if plan::ffmpeg_error_is_final(&tail) => tail,
+            GroupEnd::AllDeleted => return Ok(PassEnd::Go),
+            // Left claimed: a re-run of this task takes them back (same task id).
+            GroupEnd::Cancelled => return Ok(PassEnd::Cancelled),
+            GroupEnd::Failed(tail) => {
+                for m in &group {
+                    let id = m.started.encoding.id;
+                    let follow_ups = self.env.signals.on_failure(id, Some(&tail)).await?;
+                    self.env.publish_follow_ups(&follow_ups).await;
+                }
+                return Ok(PassEnd::Go);
+            }
+        };
+        let mut follow_ups = Vec::new();
+        let mut ended = Ok(());
+        for m in &group {
+            let done = self
+                .end_member(job, m, note, &tail, began, &mut follow_ups, ctx)
+                .await;
+            if let Err(e) = done {
+                ended = Err(e);
+                break;
+            }
+        }
+        self.env.publish_follow_ups(&distinct(follow_ups)).await;
+        ended.map(|()| PassEnd::Go)
     }
 
     /// The one-by-one ending for one output, unless its own message took the row back.
@@ -463,6 +551,11 @@ fn gif_in_first_group(mut groups: Vec<Vec<usize>>, gif: Option<usize>) -> Vec<Ve
         None => groups.push(vec![gif]),
     }
     groups
+}
+
+/// A playable-first member (another media's row): same temp naming.
+pub(super) fn borrowed_member(started: Started, dir: &Path) -> Member {
+    member(started, dir)
 }
 
 fn member(started: Started, dir: &Path) -> Member {

@@ -412,6 +412,7 @@ mod fallback;
 mod finish;
 mod gif;
 mod ladder;
+mod playable;
 
 #[cfg(test)]
 mod tests {

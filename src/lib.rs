@@ -27,7 +27,7 @@
 //! | follow-ups published as children of the running task (`parent_id`, `root_id`, `children`) | [`tasks::family`] | orchestration |
 //! | profile + media info + settings → ffmpeg argv | [`plan`] | pure |
 //! | per-input hardware eligibility: where decode / scale / encode run | [`plan::eligibility`], [`plan::hw`] | pure |
-//! | decode-once ladder: one ffmpeg for several renditions (`--decode-once`) | [`plan::ladder`], [`tasks::encode_media`] | pure / orchestration |
+//! | decode-once ladder (default; `--decode-once=false` off): one ffmpeg for a media's renditions and GIF; playable-first under a backlog | [`plan::ladder`], [`tasks::encode_media`] | pure / orchestration |
 //! | the only process spawner; progress; stderr tail | [`ffmpeg::run`], [`ffmpeg::progress`] | adapter / pure |
 //! | in-process probe (`media_info` JSON), hardware capabilities | [`ffmpeg::probe`], [`ffmpeg::caps`] | adapter |
 //! | keyframe byte ranges of HLS segments (the I-frame playlists) | [`ffmpeg::keyframes`] | adapter |

@@ -40,6 +40,11 @@ struct Rig {
 /// Media 1 of the reference upload (Encodings 1..5 video, 6 its GIF) and a second media with
 /// pending 144/240/360 rows, both on one small 8 s clip, and a decode-once handler.
 async fn rig() -> Rig {
+    rig_with(8).await
+}
+
+/// `other_secs`: the other media's duration (its rows and media_info say so).
+async fn rig_with(other_secs: i32) -> Rig {
     let db = TestDb::with_upload_example().await;
     let redis = TestRedis::claim();
     let root = tempfile::tempdir().unwrap();
@@ -64,7 +69,11 @@ async fn rig() -> Rig {
         .await
         .unwrap();
     let (file, info): (String, String) = (row.get(0), row.get(1));
-    insert_media_and_encoding(&c, OTHER, OTHER_TOKEN, &file, &info, 8, OTHER_ROWS[0].1).await;
+    let mut info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    info["video_duration"] = json!(f64::from(other_secs));
+    let info = info.to_string();
+    let (p, secs) = (OTHER_ROWS[0].1, other_secs);
+    insert_media_and_encoding(&c, OTHER, OTHER_TOKEN, &file, &info, secs, p).await;
     for (id, profile) in &OTHER_ROWS[1..] {
         c.execute(
             "UPDATE fault_enc SET id = $1, profile_id = $2",
@@ -268,5 +277,22 @@ async fn a_lost_lease_writes_nothing_of_the_other_media_and_the_re_run_takes_it_
     assert_eq!(out, Outcome::Success(json!(true)));
     for id in [1, 2, 3, 4, 5, 6, 300, 301] {
         assert_eq!(row(&rig.db, id).await.0, "success", "row {id}");
+    }
+}
+
+/// Regression (the differential suite's short_2s clip): a source MediaCMS encodes in two passes
+/// cannot share a graph; another media's ladder must leave its rows to their own messages
+/// instead of failing them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_pass_media_s_rows_are_left_to_their_own_messages() {
+    let rig = rig_with(2).await;
+    let first = real_message("encode_media-3.json");
+    assert_eq!(
+        rig.handler.run(&first, job_ctx(None)).await,
+        Outcome::Success(json!(true))
+    );
+    assert_eq!(spawned(&rig.metrics), 2, "media 1's two processes only");
+    for (id, _) in OTHER_ROWS {
+        assert_eq!(row(&rig.db, id).await.0, "pending", "row {id}");
     }
 }

@@ -53,6 +53,9 @@ pub struct FirstPlayableClaim<'a> {
     pub note: &'a str,
     /// `MINIMUM_RESOLUTIONS_TO_ENCODE`.
     pub minimum: &'a [i32],
+    /// Only media whose `duration` column (whole seconds) is above this: MediaCMS encodes
+    /// shorter sources in two passes, which a shared graph cannot replay.
+    pub min_duration_secs: i32,
 }
 
 impl Store {
@@ -81,7 +84,9 @@ impl Store {
                AND p.resolution = ANY($7) AND {} \
                AND e.media_id = (SELECT o.media_id FROM files_encoding o \
                     JOIN files_encodeprofile op ON op.id = o.profile_id \
+                    JOIN files_media om ON om.id = o.media_id \
                     WHERE o.media_id <> ALL($1) AND op.extension IN ('mp4', 'webm') \
+                      AND om.duration > $8 \
                       AND op.resolution = ANY($7) AND {} ORDER BY o.id LIMIT 1) \
                AND NOT EXISTS (SELECT 1 FROM files_encoding d WHERE d.media_id = e.media_id \
                     AND d.profile_id = e.profile_id AND d.id <> e.id) \
@@ -90,7 +95,7 @@ impl Store {
             free("o")
         );
         let prefix_len = prefix_chars();
-        let params: [&(dyn ToSql + Sync); 7] = [
+        let params: [&(dyn ToSql + Sync); 8] = [
             &claim.exclude_media,
             &claim.task_id,
             &claim.worker,
@@ -98,6 +103,7 @@ impl Store {
             &LADDER_NOTE_PREFIX,
             &prefix_len,
             &claim.minimum,
+            &claim.min_duration_secs,
         ];
         let rows = c.query(&sql, &params).await?;
         let mut claimed: Vec<Encoding> = rows.iter().map(encoding_from_row).collect();

@@ -35,8 +35,11 @@ use super::{EncodeMedia, Job};
 use crate::mediacms::model::Encoding;
 use crate::mediacms::signals::SignalError;
 use crate::mediacms::store::{FirstPlayableClaim, Started, LADDER_NOTE_PREFIX};
-use crate::plan::{ladder, MediaInfo};
+use crate::plan::{ladder, LadderSkip, MediaInfo};
 use crate::tasks::JobContext;
+
+/// MediaCMS's two-pass limit (`CRF_ENCODING_NUM_SECONDS`, 2 s) in whole seconds.
+const TWO_PASS_UP_TO_SECS: i32 = 2;
 
 /// Other media one ladder takes the first playable rungs of, at most.
 pub const MAX_MEDIA: usize = 8;
@@ -79,6 +82,9 @@ impl EncodeMedia {
                 worker: &own.encoding.worker,
                 note: &note,
                 minimum: &self.env.settings.minimum_resolutions,
+                // `duration` is rounded: above 2 whole seconds the source is above 2.5 s, so
+                // never two-pass (the check after the claim is only a guard).
+                min_duration_secs: TWO_PASS_UP_TO_SECS,
             };
             let claimed = self
                 .env
@@ -135,10 +141,20 @@ impl EncodeMedia {
                 replaced: vec![],
             };
             let spec = super::ladder::spec(&started);
-            if ladder::rung_decisions(&info, &spec, &self.env.settings).is_err() {
-                let follow_ups = signals.on_failure(started.encoding.id, None).await?;
-                self.env.publish_follow_ups(&follow_ups).await;
-                continue;
+            match ladder::rung_decisions(&info, &spec, &self.env.settings) {
+                Ok(_) => {}
+                // Not ours to share after all: back to `pending` for its own message (the
+                // marker stays, but a pending row is free to start).
+                Err(LadderSkip::TwoPass) => {
+                    signals.store().mark_pending(started.encoding.id).await?;
+                    continue;
+                }
+                // MediaCMS would not encode it: its own message would fail it just so.
+                Err(LadderSkip::Plan(_)) => {
+                    let follow_ups = signals.on_failure(started.encoding.id, None).await?;
+                    self.env.publish_follow_ups(&follow_ups).await;
+                    continue;
+                }
             }
             members.push(borrowed_member(started, dir));
         }

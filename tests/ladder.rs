@@ -14,6 +14,7 @@ use mediacms_worker::mediacms::store::{EncodingPeek, LadderClaim, Store, LADDER_
 use mediacms_worker::plan::{plan_ladder, EncodeSettings, LadderRung, MediaInfo, ProfileSpec};
 use mediacms_worker::tasks::encode_media::EncodeMedia;
 use mediacms_worker::tasks::env::TaskEnv;
+use mediacms_worker::tasks::sprites::ProduceSprites;
 use mediacms_worker::tasks::{Outcome, TaskHandler};
 use mediacms_worker::telemetry::Metrics;
 use serde_json::json;
@@ -77,6 +78,7 @@ struct Run {
     row_commands: BTreeMap<i32, String>,
     logs: BTreeMap<i32, String>,
     row_task_ids: BTreeMap<i32, String>,
+    sprites: Option<(String, PathBuf)>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -100,6 +102,12 @@ fn spawned(metrics: &Metrics) -> u64 {
 }
 
 async fn run(src: &Path, keep: &Path, decode_once: bool) -> Run {
+    run_with(src, keep, decode_once, false).await
+}
+
+/// `sprites_first`: media 1's `produce_sprite_from_video` message runs before the encodes, as
+/// MediaCMS queues them.
+async fn run_with(src: &Path, keep: &Path, decode_once: bool, sprites_first: bool) -> Run {
     let db = TestDb::with_upload_example().await;
     let redis = TestRedis::claim();
     let root = tempfile::tempdir().unwrap();
@@ -109,8 +117,14 @@ async fn run(src: &Path, keep: &Path, decode_once: bool) -> Run {
     std::fs::copy(src, dir.join(format!("{UID}.reference_720p.mp4"))).unwrap();
     let env = Arc::new(env(&db, &redis, root.path(), decode_once).await);
     let metrics = env.metrics.clone();
-    let handler = EncodeMedia { env };
+    let handler = EncodeMedia { env: env.clone() };
     let (mut outcomes, mut task_ids, mut spawned_first) = (vec![], vec![], 0);
+    if sprites_first {
+        let sprites = ProduceSprites { env };
+        let task = real_message("produce_sprite_from_video-1.json");
+        outcomes.push(sprites.run(&task, job_ctx(None)).await);
+        spawned_first = spawned(&metrics);
+    }
     for name in MESSAGES {
         let task = real_message(name);
         outcomes.push(handler.run(&task, job_ctx(None)).await);
@@ -125,7 +139,24 @@ async fn run(src: &Path, keep: &Path, decode_once: bool) -> Run {
     out.spawned_first = spawned_first;
     out.spawned_all = spawned(&metrics);
     out.follow_ups = queued(&redis);
+    out.sprites = sprites_of(&db, root.path(), keep).await;
     out
+}
+
+/// Media 1's sprite strip (its path with the run's random parts out, and a copy of the file).
+async fn sprites_of(db: &TestDb, root: &Path, keep: &Path) -> Option<(String, PathBuf)> {
+    let c = db.client().await;
+    let row = c
+        .query_one("SELECT sprites FROM files_media WHERE id = 1", &[])
+        .await
+        .unwrap();
+    let rel: String = row.get(0);
+    if rel.is_empty() {
+        return None;
+    }
+    let kept = keep.join("sprites.jpg");
+    std::fs::copy(root.join(&rel), &kept).unwrap();
+    Some((rel, kept))
 }
 
 async fn snapshot(db: &TestDb, root: &Path, keep: &Path) -> Run {
@@ -143,6 +174,7 @@ async fn snapshot(db: &TestDb, root: &Path, keep: &Path) -> Run {
         row_commands: BTreeMap::new(),
         logs: BTreeMap::new(),
         row_task_ids: BTreeMap::new(),
+        sprites: None,
     };
     let sql = "SELECT id, status, progress, media_file, size, retries, chunk, chunk_file_path, \
                chunks_info, worker, commands, logs, task_id FROM files_encoding \
@@ -326,6 +358,51 @@ async fn ladder_ends_every_row_like_one_by_one_with_two_ffmpeg_processes() {
     for id in 1..=5 {
         let s = ssim(&lad.files[&id], &one.files[&id]);
         eprintln!("rendition {id}: SSIM {s}");
+        assert!(s >= 0.99, "rendition {id}: SSIM {s}");
+    }
+}
+
+/// Issue 18: the sprite task, first of the media as MediaCMS queues it, runs the ladder: the
+/// sprite frames, 144, 240 and the GIF from one decode, 360–720 from a second; the strip, the
+/// rows and the files end as one by one leaves them, and every encode message after it ends
+/// without a process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sprite_task_shares_the_decode_and_leaves_what_one_by_one_leaves() {
+    let work = tempfile::tempdir().unwrap();
+    let src = source(work.path());
+    let (keep_a, keep_b) = (work.path().join("a"), work.path().join("b"));
+    std::fs::create_dir_all(&keep_a).unwrap();
+    std::fs::create_dir_all(&keep_b).unwrap();
+    let one = run_with(&src, &keep_a, false, true).await;
+    let lad = run_with(&src, &keep_b, true, true).await;
+
+    let all_true = vec![Outcome::Success(json!(true)); 7];
+    assert_eq!(one.outcomes, all_true);
+    assert_eq!(
+        lad.outcomes, all_true,
+        "the sprite task, then six skipped encodes"
+    );
+    assert_eq!(one.rows, lad.rows);
+    assert_eq!(one.media, lad.media);
+    assert_eq!(one.row_commands, lad.row_commands);
+    for id in 1..=6 {
+        assert_eq!(lad.rows[&id].status, "success", "row {id}");
+        assert!(lad.logs[&id].starts_with(LADDER_NOTE_PREFIX), "row {id}");
+    }
+    let (one_rel, one_file) = one.sprites.expect("one by one: sprites");
+    let (lad_rel, lad_file) = lad.sprites.expect("ladder: sprites");
+    assert_eq!(one_rel, lad_rel);
+    assert_eq!(
+        std::fs::read(one_file).unwrap(),
+        std::fs::read(lad_file).unwrap(),
+        "the shared decode's sprite frames are MediaCMS's frames"
+    );
+    // One by one: frames + tile, then one ffmpeg per encode. Shared: the sprite task's two
+    // processes and the tile; the encode messages none.
+    assert_eq!((one.spawned_first, one.spawned_all), (2, 8));
+    assert_eq!((lad.spawned_first, lad.spawned_all), (3, 3));
+    for id in 1..=5 {
+        let s = ssim(&lad.files[&id], &one.files[&id]);
         assert!(s >= 0.99, "rendition {id}: SSIM {s}");
     }
 }

@@ -69,14 +69,46 @@ pub fn gif_joins_ladder(info: &MediaInfo) -> bool {
 }
 
 /// [`plan_ladder`] plus, when `gif` names an output, MediaCMS's preview GIF as one more output
-/// of the same decode: `-ss 3 … -vf scale=344:-1:flags=lanczos,fps=1 -t 25 -f gif` becomes the
-/// branch `trim=start=3,setpts=PTS-3/TB,scale…,fps=1` (the seek's exact offset, so the fps
-/// filter picks the same frames: byte-identical GIFs, measured) and `-t 25 -f gif`.
+/// of the same decode (see [`plan_ladder_with`]).
 pub fn plan_ladder_with_gif(
     input: &str,
     info: &MediaInfo,
     rungs: &[LadderRung],
     gif: Option<&str>,
+    settings: &EncodeSettings,
+) -> Result<Vec<String>, LadderSkip> {
+    let extras = LadderExtras { gif, sprites: None };
+    plan_ladder_with(input, info, rungs, &extras, settings)
+}
+
+/// MediaCMS's sprite frames as a ladder output: `fps=1/<every>, scale=160:90` into `pattern`
+/// (`img%03d.jpg`), at most `max_frames`, as `produce_sprite_from_video`'s first command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpriteFrames<'a> {
+    pub pattern: &'a str,
+    pub every_secs: u32,
+    pub max_frames: u32,
+}
+
+/// The non-rendition outputs a ladder process may also write from its decode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LadderExtras<'a> {
+    /// MediaCMS's preview GIF, to this path.
+    pub gif: Option<&'a str>,
+    pub sprites: Option<SpriteFrames<'a>>,
+}
+
+/// [`plan_ladder`] plus the extras, each one more `split` output taken before any per-rung
+/// filter (callers keep interlaced sources out: MediaCMS's GIF and sprite commands do not
+/// deinterlace). The GIF: `-ss 3 … -vf scale=344:-1:flags=lanczos,fps=1 -t 25 -f gif` becomes
+/// the branch `trim=start=3,setpts=PTS-3/TB,scale…,fps=1` (the seek's exact offset, so the fps
+/// filter picks the same frames: byte-identical GIFs, measured) and `-t 25 -f gif`. The sprite
+/// frames: the branch `fps=1/N,scale=160:90` and `-frames:v <max> -f image2 <pattern>`.
+pub fn plan_ladder_with(
+    input: &str,
+    info: &MediaInfo,
+    rungs: &[LadderRung],
+    extras: &LadderExtras<'_>,
     settings: &EncodeSettings,
 ) -> Result<Vec<String>, LadderSkip> {
     let decided = rungs
@@ -87,11 +119,19 @@ pub fn plan_ladder_with_gif(
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let mut graph = filter_graph(&decided);
-    if gif.is_some() {
-        graph = with_gif_branch(&graph, decided.len());
+    let mut branches = Vec::new();
+    if extras.gif.is_some() {
+        branches.push(("g", GIF_BRANCH.to_string()));
     }
-    argv.push(graph);
+    if let Some(sp) = extras.sprites {
+        let chain = format!("fps=1/{},scale=160:90", sp.every_secs);
+        branches.push(("p", chain));
+    }
+    argv.push(with_branches(
+        &filter_graph(&decided),
+        decided.len(),
+        &branches,
+    ));
     let bounded = needs_memory_bound(&decided);
     for (k, (rung, d)) in rungs.iter().zip(&decided).enumerate() {
         argv.extend(["-map".to_string(), format!("[v{k}]")]);
@@ -106,8 +146,13 @@ pub fn plan_ladder_with_gif(
         }
         argv.extend(opts);
     }
-    if let Some(out) = gif {
+    if let Some(out) = extras.gif {
         let tail = ["-map", "[g]", "-t", "25", "-f", "gif", out];
+        argv.extend(tail.iter().map(|s| s.to_string()));
+    }
+    if let Some(sp) = extras.sprites {
+        let max = sp.max_frames.to_string();
+        let tail = ["-map", "[p]", "-frames:v", &max, "-f", "image2", sp.pattern];
         argv.extend(tail.iter().map(|s| s.to_string()));
     }
     Ok(argv)
@@ -178,24 +223,33 @@ pub fn filter_graph(decided: &[Decisions]) -> String {
     graph
 }
 
-/// Adds the `[g]` GIF branch to a graph of `n` rungs: one more `split` output (taken before any
-/// per-rung filter; callers keep interlaced sources out, see [`gif_joins_ladder`]).
-fn with_gif_branch(graph: &str, n: usize) -> String {
-    let branch = ";[sg]trim=start=3,setpts=PTS-3/TB,scale=344:-1:flags=lanczos,fps=1[g]";
+/// The GIF branch's chain (see [`plan_ladder_with`]).
+const GIF_BRANCH: &str = "trim=start=3,setpts=PTS-3/TB,scale=344:-1:flags=lanczos,fps=1";
+
+/// Adds extra branches `(label, chain)` to a graph of `n` rungs: one more `split` output each,
+/// `[s<label>]<chain>[<label>]`, taken before any per-rung filter.
+fn with_branches(graph: &str, n: usize, branches: &[(&str, String)]) -> String {
+    if branches.is_empty() {
+        return graph.to_string();
+    }
+    let extra: String = branches.iter().map(|(l, _)| format!("[s{l}]")).collect();
+    let labels: String = (0..n).map(|k| format!("[s{k}]")).collect();
     let video = if n == 1 {
-        // `[0:v:0]<chain>[v0]` → `[0:v:0]split=2[s0][sg];[s0]<chain>[v0]`
+        // `[0:v:0]<chain>[v0]` → `[0:v:0]split=K[s0][s…];[s0]<chain>[v0]`
         let chain = graph.trim_start_matches("[0:v:0]");
-        format!("[0:v:0]split=2[s0][sg];[s0]{chain}")
+        format!("[0:v:0]split={}[s0]{extra};[s0]{chain}", 1 + branches.len())
     } else {
-        let from = format!("split={n}");
-        let labels: String = (0..n).map(|k| format!("[s{k}]")).collect();
         graph.replacen(
-            &format!("{from}{labels}"),
-            &format!("split={}{labels}[sg]", n + 1),
+            &format!("split={n}{labels}"),
+            &format!("split={}{labels}{extra}", n + branches.len()),
             1,
         )
     };
-    video + branch
+    let tails: String = branches
+        .iter()
+        .map(|(l, chain)| format!(";[s{l}]{chain}[{l}]"))
+        .collect();
+    video + &tails
 }
 
 /// The output options of MediaCMS's own argv for this rung: everything after `-i <input>`,
@@ -282,6 +336,48 @@ mod tests {
         assert!(gif_joins_ladder(&info_1080()));
         let short = MediaInfo::from_json(r#"{"video_height": 720, "video_duration": 3.5}"#);
         assert!(!gif_joins_ladder(&short));
+    }
+
+    #[test]
+    fn gif_and_sprite_frames_are_two_more_split_outputs() {
+        let s = EncodeSettings::default();
+        let sprites = SpriteFrames {
+            pattern: "d/img%03d.jpg",
+            every_secs: 10,
+            max_frames: 727,
+        };
+        let extras = LadderExtras {
+            gif: Some("p.gif"),
+            sprites: Some(sprites),
+        };
+        let rungs = [rung(144), rung(240)];
+        let a = plan_ladder_with("IN", &info_1080(), &rungs, &extras, &s).unwrap();
+        assert!(
+            a[5].starts_with("[0:v:0]split=4[s0][s1][sg][sp];"),
+            "{}",
+            a[5]
+        );
+        assert!(a[5].ends_with(";[sp]fps=1/10,scale=160:90[p]"), "{}", a[5]);
+        let tail = [
+            "-map",
+            "[p]",
+            "-frames:v",
+            "727",
+            "-f",
+            "image2",
+            "d/img%03d.jpg",
+        ];
+        assert_eq!(a[a.len() - 7..], tail);
+        let only = LadderExtras {
+            gif: None,
+            sprites: Some(sprites),
+        };
+        let one = plan_ladder_with("IN", &info_1080(), &[rung(144)], &only, &s).unwrap();
+        assert!(
+            one[5].starts_with("[0:v:0]split=2[s0][sp];[s0]scale="),
+            "{}",
+            one[5]
+        );
     }
 
     /// Issue 18: the 360–1080 process of a 1080p source is bounded, each x264 output right

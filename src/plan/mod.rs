@@ -36,7 +36,8 @@ pub use hls::{
     plan_hls, HlsInput, IframeEntry,
 };
 pub use ladder::{
-    gif_joins_ladder, ladder_groups, plan_ladder, plan_ladder_with_gif, LadderRung, LadderSkip,
+    gif_joins_ladder, ladder_groups, plan_ladder, plan_ladder_with, plan_ladder_with_gif,
+    LadderExtras, LadderRung, LadderSkip, SpriteFrames,
 };
 pub use media_info::MediaInfo;
 pub use repr::commands_repr;

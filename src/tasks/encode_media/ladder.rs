@@ -34,15 +34,42 @@ use super::playable::PassEnd;
 use super::{tmp_name, EncodeMedia, Job, MAX_RETRIES, PROGRESS_EVERY};
 use crate::ffmpeg::progress::{percent, Progress, ProgressThrottle};
 use crate::ffmpeg::run::RunError;
+use crate::mediacms::model::Media;
 use crate::mediacms::signals::{FollowUp, SignalError};
 use crate::mediacms::store::{LadderClaim, Started, LADDER_NOTE_PREFIX};
-use crate::plan::{self, ladder, Backend, LadderRung, MediaInfo, ProfileSpec};
+use crate::plan::{
+    self, ladder, Backend, LadderExtras, LadderRung, MediaInfo, ProfileSpec, SpriteFrames,
+};
+use crate::tasks::sprites::{finish_strip, MAX_FRAMES};
 use crate::tasks::{JobContext, Outcome};
 
 /// One claimed rendition: its fresh rows (as `start_encoding` would return them) and output.
 pub(super) struct Member {
     pub(super) started: Started,
     pub(super) output: PathBuf,
+}
+
+/// Who runs a ladder.
+pub(super) enum Owner<'a> {
+    /// An `encode_media` message; its own started Encoding is the first member.
+    Encode(&'a Job<'a>),
+    /// A `produce_sprite_from_video` message (sprite_ladder.rs): no Encoding of its own; the
+    /// sprite frames come out of the first process into `frames` (an `img%03d.jpg` pattern) and
+    /// the strip is its result.
+    Sprites {
+        task_id: &'a str,
+        frames: &'a Path,
+        media: &'a Media,
+    },
+}
+
+impl Owner<'_> {
+    fn task_id(&self) -> &str {
+        match self {
+            Owner::Encode(job) => &job.task.id,
+            Owner::Sprites { task_id, .. } => task_id,
+        }
+    }
 }
 
 /// How one ladder process ended.
@@ -103,7 +130,8 @@ impl EncodeMedia {
             rungs = members.len(),
             "decode-once ladder"
         );
-        self.run_ladder(job, &members, &groups, &info, &note, ctx, began)
+        let owner = Owner::Encode(job);
+        self.run_ladder(&owner, &members, &groups, &info, &note, ctx, began)
             .await
             .map(Some)
     }
@@ -111,8 +139,11 @@ impl EncodeMedia {
     /// The ladder runs only where one-by-one would run software (no hardware grant, no forced
     /// hardware fallback note to write).
     fn software_only(&self, own: &Started) -> bool {
-        let codec = own.profile.codec.clone().unwrap_or_default();
-        let granted = self.env.accel.grant(&codec);
+        self.software_for(&own.profile.codec.clone().unwrap_or_default())
+    }
+
+    pub(super) fn software_for(&self, codec: &str) -> bool {
+        let granted = self.env.accel.grant(codec);
         granted.choice.backend == Backend::Software
             && self.env.accel.forced_fallback(&granted).is_none()
     }
@@ -163,11 +194,12 @@ impl EncodeMedia {
         Ok((members.len() > 1).then_some(members))
     }
 
-    /// Runs the groups in order and ends every member; returns our own Encoding's outcome.
+    /// Runs the groups in order and ends every member; returns the owner's outcome (its own
+    /// Encoding's, or the sprite strip's).
     #[allow(clippy::too_many_arguments)]
-    async fn run_ladder(
+    pub(super) async fn run_ladder(
         &self,
-        job: &Job<'_>,
+        owner: &Owner<'_>,
         members: &[Member],
         groups: &[Vec<usize>],
         info: &MediaInfo,
@@ -176,6 +208,7 @@ impl EncodeMedia {
         began: Instant,
     ) -> Res<Outcome> {
         let own = &members[0].started;
+        let task_id = owner.task_id();
         let mut own_outcome = None;
         let mut others_served = false;
         for (n, group) in groups.iter().enumerate() {
@@ -185,12 +218,19 @@ impl EncodeMedia {
                 // renditions (playable.rs). Also when our own were made by an earlier run.
                 others_served = true;
                 let dir = members[0].output.parent().unwrap_or(Path::new("."));
-                let served = self.playable_first(job, own, dir, ctx, began).await?;
-                if let Some(stop) = self.stop_after(served, job, own, &own_outcome, ctx).await? {
+                let served = self.playable_first(task_id, own, dir, ctx, began).await?;
+                let stop = self
+                    .stop_after(served, owner, own, &own_outcome, ctx)
+                    .await?;
+                if let Some(stop) = stop {
                     return Ok(stop);
                 }
             }
-            let (end, shared) = self.run_group(&group, info, ctx).await?;
+            let frames = match owner {
+                Owner::Sprites { frames, .. } if n == 0 => Some(*frames),
+                _ => None,
+            };
+            let (end, shared) = self.run_group(&group, info, frames, ctx).await?;
             // The row's `commands` is its own MediaCMS argv; the process that really made it
             // is named in the log, after the claim note (the marker stays first).
             let note = &format!("{note}[mediacms-worker] made by the shared process {shared}\n");
@@ -204,15 +244,24 @@ impl EncodeMedia {
                 GroupEnd::AllDeleted => continue,
                 GroupEnd::Cancelled => {
                     // Unfinished members stay claimed; the re-run or retry takes them back.
-                    return match own_outcome {
-                        Some(done) => Ok(done),
-                        None => self.cancelled(job, own, ctx).await,
+                    return match (owner, own_outcome) {
+                        (Owner::Sprites { .. }, _) => Ok(Outcome::Aborted),
+                        (Owner::Encode(_), Some(done)) => Ok(done),
+                        (Owner::Encode(job), None) => self.cancelled(job, own, ctx).await,
                     };
                 }
                 GroupEnd::Failed(tail) => {
                     let rest: Vec<&Member> =
                         groups[n..].iter().flatten().map(|&i| &members[i]).collect();
-                    return self.ladder_failed(job, own_outcome, &rest, &tail).await;
+                    return match owner {
+                        Owner::Encode(job) => {
+                            self.ladder_failed(job, own_outcome, &rest, &tail).await
+                        }
+                        Owner::Sprites { .. } => {
+                            self.fail_all(&rest, &tail).await?;
+                            Ok(own_outcome.unwrap_or(Outcome::Success(json!(false))))
+                        }
+                    };
                 }
             };
             // Every rendition's post_save asks for the same create_hls: one per group is
@@ -222,10 +271,13 @@ impl EncodeMedia {
             let mut ended = Ok(());
             for &m in &group {
                 match self
-                    .end_member(job, m, note, &tail, began, &mut follow_ups, ctx)
+                    .end_member(task_id, m, note, &tail, began, &mut follow_ups, ctx)
                     .await
                 {
-                    Ok(outcome) if m.started.encoding.id == own.encoding.id => {
+                    Ok(outcome)
+                        if matches!(owner, Owner::Encode(_))
+                            && m.started.encoding.id == own.encoding.id =>
+                    {
                         own_outcome = Some(outcome)
                     }
                     Ok(_) => {}
@@ -237,6 +289,16 @@ impl EncodeMedia {
             }
             self.env.publish_follow_ups(&distinct(follow_ups)).await;
             ended?;
+            if let (Owner::Sprites { frames, media, .. }, 0) = (owner, n) {
+                // The strip (the task's own result) right after the first process's rows.
+                let dir = frames.parent().unwrap_or(Path::new("."));
+                let input = self.input(own)?;
+                let strip = finish_strip(&self.env, media, &input, dir, ctx).await?;
+                if strip == Outcome::Aborted {
+                    return Ok(strip);
+                }
+                own_outcome = Some(strip);
+            }
         }
         Ok(own_outcome.unwrap_or(Outcome::Success(json!(false))))
     }
@@ -245,17 +307,32 @@ impl EncodeMedia {
     async fn stop_after(
         &self,
         served: PassEnd,
-        job: &Job<'_>,
+        owner: &Owner<'_>,
         own: &Started,
         own_outcome: &Option<Outcome>,
         ctx: &JobContext,
     ) -> Res<Option<Outcome>> {
-        Ok(match (served, own_outcome) {
-            (PassEnd::Go, _) => None,
-            (PassEnd::LeaseLost, _) => Some(Outcome::Aborted),
-            (PassEnd::Cancelled, Some(done)) => Some(done.clone()),
-            (PassEnd::Cancelled, None) => Some(self.cancelled(job, own, ctx).await?),
+        Ok(match (served, owner, own_outcome) {
+            (PassEnd::Go, _, _) => None,
+            // The sprite task requeued re-claims its unfinished rows (same task id).
+            (PassEnd::LeaseLost, _, _) | (PassEnd::Cancelled, Owner::Sprites { .. }, _) => {
+                Some(Outcome::Aborted)
+            }
+            (PassEnd::Cancelled, Owner::Encode(_), Some(done)) => Some(done.clone()),
+            (PassEnd::Cancelled, Owner::Encode(job), None) => {
+                Some(self.cancelled(job, own, ctx).await?)
+            }
         })
+    }
+
+    /// Fails the members at once, with the process's tail (no Celery retry rides on them).
+    async fn fail_all(&self, members: &[&Member], tail: &str) -> Res<()> {
+        for m in members {
+            let id = m.started.encoding.id;
+            let follow_ups = self.env.signals.on_failure(id, Some(tail)).await?;
+            self.env.publish_follow_ups(&follow_ups).await;
+        }
+        Ok(())
     }
 
     fn is_minimum_group(&self, group: &[&Member]) -> bool {
@@ -273,7 +350,7 @@ impl EncodeMedia {
     /// ending as the ladder's own groups; a failure fails the set at once.
     pub(super) async fn run_borrowed(
         &self,
-        job: &Job<'_>,
+        task_id: &str,
         members: &[Member],
         info: &MediaInfo,
         note: &str,
@@ -281,7 +358,7 @@ impl EncodeMedia {
         began: Instant,
     ) -> Res<PassEnd> {
         let group: Vec<&Member> = members.iter().collect();
-        let (end, shared) = self.run_group(&group, info, ctx).await?;
+        let (end, shared) = self.run_group(&group, info, None, ctx).await?;
         let note = &format!("{note}[mediacms-worker] made by the shared process {shared}\n");
         let writes = matches!(end, GroupEnd::Done(_) | GroupEnd::Failed(_));
         if writes && !ctx.fence.claim().await {
@@ -294,11 +371,7 @@ impl EncodeMedia {
             // Left claimed: a re-run of this task takes them back (same task id).
             GroupEnd::Cancelled => return Ok(PassEnd::Cancelled),
             GroupEnd::Failed(tail) => {
-                for m in &group {
-                    let id = m.started.encoding.id;
-                    let follow_ups = self.env.signals.on_failure(id, Some(&tail)).await?;
-                    self.env.publish_follow_ups(&follow_ups).await;
-                }
+                self.fail_all(&group, &tail).await?;
                 return Ok(PassEnd::Go);
             }
         };
@@ -306,7 +379,7 @@ impl EncodeMedia {
         let mut ended = Ok(());
         for m in &group {
             let done = self
-                .end_member(job, m, note, &tail, began, &mut follow_ups, ctx)
+                .end_member(task_id, m, note, &tail, began, &mut follow_ups, ctx)
                 .await;
             if let Err(e) = done {
                 ended = Err(e);
@@ -321,7 +394,7 @@ impl EncodeMedia {
     #[allow(clippy::too_many_arguments)]
     async fn end_member(
         &self,
-        job: &Job<'_>,
+        task_id: &str,
         m: &Member,
         note: &str,
         tail: &str,
@@ -334,7 +407,7 @@ impl EncodeMedia {
             .env
             .signals
             .store()
-            .ladder_still_owns(id, &job.task.id)
+            .ladder_still_owns(id, task_id)
             .await?
         {
             tracing::warn!(
@@ -422,6 +495,7 @@ impl EncodeMedia {
         &self,
         group: &[&Member],
         info: &MediaInfo,
+        frames: Option<&Path>,
         ctx: &JobContext,
     ) -> Res<(GroupEnd, String)> {
         let own = &group[0].started;
@@ -436,11 +510,20 @@ impl EncodeMedia {
                 output: m.output.to_string_lossy().into_owned(),
             })
             .collect();
-        let argv = match plan::plan_ladder_with_gif(
+        let pattern = frames.map(|p| p.to_string_lossy().into_owned());
+        let extras = LadderExtras {
+            gif: gif_out.as_deref(),
+            sprites: pattern.as_deref().map(|pattern| SpriteFrames {
+                pattern,
+                every_secs: self.env.settings.sprite_num_secs.max(1),
+                max_frames: MAX_FRAMES,
+            }),
+        };
+        let argv = match plan::plan_ladder_with(
             &input.to_string_lossy(),
             info,
             &rungs,
-            gif_out.as_deref(),
+            &extras,
             &self.env.settings,
         ) {
             Ok(argv) => argv,
@@ -538,7 +621,10 @@ fn distinct(follow_ups: Vec<FollowUp>) -> Vec<FollowUp> {
 
 /// The GIF (index `gif`, when claimed) runs in the first process: its decode is shared anyway,
 /// and the preview then lands with the first playable rendition.
-fn gif_in_first_group(mut groups: Vec<Vec<usize>>, gif: Option<usize>) -> Vec<Vec<usize>> {
+pub(super) fn gif_in_first_group(
+    mut groups: Vec<Vec<usize>>,
+    gif: Option<usize>,
+) -> Vec<Vec<usize>> {
     let Some(gif) = gif else {
         return groups;
     };

@@ -413,6 +413,7 @@ mod finish;
 mod gif;
 mod ladder;
 mod playable;
+mod sprite_ladder;
 
 #[cfg(test)]
 mod tests {

@@ -31,7 +31,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::ladder::{borrowed_member, Member};
-use super::{EncodeMedia, Job};
+use super::EncodeMedia;
 use crate::mediacms::model::Encoding;
 use crate::mediacms::signals::SignalError;
 use crate::mediacms::store::{FirstPlayableClaim, Started, LADDER_NOTE_PREFIX};
@@ -61,16 +61,13 @@ impl EncodeMedia {
     /// Claims and encodes the first playable rungs of up to [`MAX_MEDIA`] other media.
     pub(super) async fn playable_first(
         &self,
-        job: &Job<'_>,
+        task_id: &str,
         own: &Started,
         dir: &Path,
         ctx: &JobContext,
         began: Instant,
     ) -> Res<PassEnd> {
-        let note = format!(
-            "{LADDER_NOTE_PREFIX}: playable first, by task {} (Encoding {})\n",
-            job.task.id, own.encoding.id
-        );
+        let note = format!("{LADDER_NOTE_PREFIX}: playable first, by task {task_id}\n");
         let mut taken = vec![own.media.id];
         while taken.len() <= MAX_MEDIA {
             if ctx.cancel.is_cancelled() {
@@ -78,7 +75,7 @@ impl EncodeMedia {
             }
             let claim = FirstPlayableClaim {
                 exclude_media: &taken,
-                task_id: &job.task.id,
+                task_id,
                 worker: &own.encoding.worker,
                 note: &note,
                 minimum: &self.env.settings.minimum_resolutions,
@@ -107,7 +104,7 @@ impl EncodeMedia {
                 continue;
             }
             let end = self
-                .run_borrowed(job, &members, &info, &note, ctx, began)
+                .run_borrowed(task_id, &members, &info, &note, ctx, began)
                 .await?;
             if end != PassEnd::Go {
                 return Ok(end);

@@ -19,6 +19,11 @@
 //! (`commands` empty, as MediaCMS's GIF rows); a GIF the shared process did not write is made
 //! by that path after all.
 //!
+//! The owner ([`Owner`]) is the `encode_media` message that claimed, or the media's
+//! `produce_sprite_from_video` message, which MediaCMS queues first (sprite_ladder.rs: the sprite
+//! frames are one more output of the first process). Before rungs beyond its first playable
+//! ones, a ladder encodes other waiting media's first playable rungs (playable.rs).
+//!
 //! The claimed rows' own messages, when they arrive, end at [`EncodeMedia::early_end`]
 //! without touching the row.
 

@@ -12,23 +12,21 @@
 //!
 //! Memory bound (issue 18): one process holding several x264 encoders holds the sum of their
 //! lookahead and frame-thread buffers (360–1080 of a 1080p source peaked at ~930 MB RSS against
-//! ~545 MB for MediaCMS's own 1080p encode). A process whose rungs together have more pixels than
-//! one 1080p frame ([`MEMORY_BOUND_PIXELS`]) caps each x264 output's `-rc-lookahead` at
-//! [`BOUNDED_LOOKAHEAD`] (preset medium's 40 otherwise) and, unless `FFMPEG_THREADS` is set,
-//! its `-threads` at [`BOUNDED_THREADS`]: measured ~626 MB, the same CPU seconds, SSIM 0.995
-//! and size within 0.2 % of MediaCMS's one-by-one 1080p (BENCHMARKS.md). The single decode stays.
+//! ~545 MB for MediaCMS's own 1080p encode; ffmpeg 5.1 has no frame queue that grows here: the
+//! peak is the encoders' own). [`ladder_groups`] therefore never puts more pixels in one process
+//! than one 1080p frame ([`MEMORY_BOUND_PIXELS`]) unless a rung alone has more: a 1080p
+//! source's 1080 rung gets its own process (one more decode) and 360–720 share one. Tried first
+//! and dropped: capping each x264 output's `rc-lookahead` (20) and threads (2) in one process
+//! kept the single decode at 619 MB but cost SSIM (0.984–0.988 against MediaCMS's renditions on
+//! bbb, BENCHMARKS.md); encoder options stay MediaCMS's exactly.
 
 use super::rules::{decide, Decisions};
 use super::software::{self, argv_with, Pass};
 use super::{EncodeIo, EncodeSettings, MediaInfo, PlanSkip, ProfileSpec};
 
-/// A ladder process whose rungs' pixel areas sum above this (one 1080p frame: MediaCMS's own
-/// largest single encode) gets the memory-bounding x264 options.
+/// The most pixels (summed over its rungs' frames) one ladder process encodes, unless one rung
+/// alone has more: one 1080p frame, MediaCMS's own largest single encode.
 pub const MEMORY_BOUND_PIXELS: i64 = 1920 * 1080;
-/// x264 `rc-lookahead` in a bounded process (preset medium's default is 40).
-pub const BOUNDED_LOOKAHEAD: u32 = 20;
-/// x264 threads per output in a bounded process (auto is 1.5 × cores).
-pub const BOUNDED_THREADS: u32 = 2;
 
 /// One rendition of a ladder: the profile and the temp file it is written to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,19 +130,12 @@ pub fn plan_ladder_with(
         decided.len(),
         &branches,
     ));
-    let bounded = needs_memory_bound(&decided);
     for (k, (rung, d)) in rungs.iter().zip(&decided).enumerate() {
         argv.extend(["-map".to_string(), format!("[v{k}]")]);
         if d.has_audio {
             argv.extend(["-map".to_string(), "0:a:0".to_string()]);
         }
-        let mut opts = output_options(input, &rung.output, d, settings);
-        if bounded {
-            // Before the output path, the last argument.
-            let at = opts.len().saturating_sub(1);
-            opts.splice(at..at, memory_options(d, settings));
-        }
-        argv.extend(opts);
+        argv.extend(output_options(input, &rung.output, d, settings));
     }
     if let Some(out) = extras.gif {
         let tail = ["-map", "[g]", "-t", "25", "-f", "gif", out];
@@ -156,30 +147,6 @@ pub fn plan_ladder_with(
         argv.extend(tail.iter().map(|s| s.to_string()));
     }
     Ok(argv)
-}
-
-/// Whether the rungs of one process together would hold more x264 buffers than MediaCMS's own
-/// largest single encode (a 1080p one): their scaled pixel areas summed against
-/// [`MEMORY_BOUND_PIXELS`].
-pub fn needs_memory_bound(decided: &[Decisions]) -> bool {
-    let area = |d: &Decisions| {
-        let h = i64::from(d.resolution);
-        h * super::rules::box_long_side(d.resolution)
-    };
-    decided.len() > 1 && decided.iter().map(area).sum::<i64>() > MEMORY_BOUND_PIXELS
-}
-
-/// The memory-bounding options of one output (x264 only: other encoders have other knobs and
-/// are not in MediaCMS's default profiles).
-fn memory_options(d: &Decisions, settings: &EncodeSettings) -> Vec<String> {
-    if d.codec != super::rules::Codec::H264 {
-        return vec![];
-    }
-    let mut o = vec!["-rc-lookahead".to_string(), BOUNDED_LOOKAHEAD.to_string()];
-    if settings.ffmpeg_threads == 0 {
-        o.extend(["-threads".to_string(), BOUNDED_THREADS.to_string()]);
-    }
-    o
 }
 
 /// MediaCMS's decisions for a rung, refusing what a shared graph cannot do.
@@ -277,12 +244,45 @@ fn output_options(
 
 /// Which rungs run in which process, in order: the `MINIMUM_RESOLUTIONS_TO_ENCODE` rungs first in
 /// their own quick process (so the first playable rendition does not wait for the 720p/1080p
-/// encodes: one ffmpeg process finishes all its outputs together), then the rest. One group when
-/// either side is empty. Indices into `resolutions`.
+/// encodes: one ffmpeg process finishes all its outputs together), then the rest, split so no
+/// process has more than [`MEMORY_BOUND_PIXELS`] (see [`memory_groups`]). Indices into
+/// `resolutions`.
 pub fn ladder_groups(resolutions: &[i32], minimum: &[i32]) -> Vec<Vec<usize>> {
     let (low, high): (Vec<usize>, Vec<usize>) =
         (0..resolutions.len()).partition(|&i| minimum.contains(&resolutions[i]));
-    [low, high].into_iter().filter(|g| !g.is_empty()).collect()
+    let mut groups = vec![low];
+    groups.extend(memory_groups(resolutions, high));
+    groups.retain(|g| !g.is_empty());
+    groups
+}
+
+/// The rungs `idx` in processes of at most [`MEMORY_BOUND_PIXELS`] each (a rung above it alone):
+/// tallest first into a process until the next one does not fit; emitted smallest process
+/// first, so more renditions land before the long 1080p encode.
+fn memory_groups(resolutions: &[i32], mut idx: Vec<usize>) -> Vec<Vec<usize>> {
+    let area = |i: usize| {
+        let h = i64::from(resolutions[i]);
+        h * super::rules::box_long_side(resolutions[i])
+    };
+    idx.sort_by_key(|&i| std::cmp::Reverse(resolutions[i]));
+    let mut groups: Vec<(i64, Vec<usize>)> = Vec::new();
+    for i in idx {
+        match groups.last_mut() {
+            Some((sum, g)) if *sum + area(i) <= MEMORY_BOUND_PIXELS => {
+                *sum += area(i);
+                g.push(i);
+            }
+            _ => groups.push((area(i), vec![i])),
+        }
+    }
+    groups.sort_by_key(|(sum, _)| *sum);
+    groups
+        .into_iter()
+        .map(|(_, mut g)| {
+            g.sort_unstable();
+            g
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -380,39 +380,19 @@ mod tests {
         );
     }
 
-    /// Issue 18: the 360–1080 process of a 1080p source is bounded, each x264 output right
-    /// before its path; 144+240 and 360–720 are not (they fit under one 1080p encode).
+    /// Issue 18: a 1080p source's 1080 rung gets its own process (memory), 360–720 share one,
+    /// smaller process first; encoder options are untouched.
     #[test]
-    fn only_processes_above_one_1080p_encode_get_the_memory_bound() {
+    fn no_process_holds_more_than_one_1080p_encode_of_pixels() {
+        let g = ladder_groups(&[144, 240, 360, 480, 720, 1080], &[144, 240]);
+        assert_eq!(g, vec![vec![0, 1], vec![2, 3, 4], vec![5]]);
+        let g = ladder_groups(&[1080, 720, 2160, 144], &[144, 240]);
+        assert_eq!(g, vec![vec![3], vec![1], vec![0], vec![2]]);
+        assert_eq!(ladder_groups(&[360, 480, 720], &[144]), vec![vec![0, 1, 2]]);
         let s = EncodeSettings::default();
-        let plan = |rs: &[i32]| {
-            let rungs: Vec<LadderRung> = rs.iter().map(|&r| rung(r)).collect();
-            plan_ladder("IN", &info_1080(), &rungs, &s).unwrap()
-        };
-        let big = plan(&[360, 480, 720, 1080]);
-        let bound = |out: &str| {
-            let i = big.iter().position(|a| a == out).unwrap();
-            big[i - 4..i].to_vec()
-        };
-        for out in ["out360.mp4", "out1080.mp4"] {
-            assert_eq!(
-                bound(out),
-                ["-rc-lookahead", "20", "-threads", "2"],
-                "{out}"
-            );
-        }
-        assert!(!plan(&[144, 240]).contains(&"-rc-lookahead".to_string()));
-        assert!(!plan(&[360, 480, 720]).contains(&"-rc-lookahead".to_string()));
-        assert!(!plan(&[1080]).contains(&"-rc-lookahead".to_string()));
-        // FFMPEG_THREADS set: the operator's -threads stays the only one.
-        let s = EncodeSettings {
-            ffmpeg_threads: 3,
-            ..EncodeSettings::default()
-        };
         let rungs = [rung(720), rung(1080)];
         let a = plan_ladder("IN", &info_1080(), &rungs, &s).unwrap();
-        assert_eq!(a.iter().filter(|x| *x == "-threads").count(), 2);
-        assert!(a.windows(2).all(|w| !(w[0] == "-threads" && w[1] == "2")));
+        assert!(!a.contains(&"-rc-lookahead".to_string()));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 # `update_date`). Same setup as scripts/mediacms-suite.sh (its venv cache, settings, a private
 # Redis, a scratch database per worker), MediaCMS's short worker beside both.
 #
-# RUNS ("python rust"), N (5), SECS (20), OUT (target/bench-backlog). Takes ~12 min on 2 cores.
+# WORKERS ("python rust"), N (5), SECS (20), OUT (target/bench-backlog). Takes ~5 min on 2 cores.
 # Output: $OUT/<run>.json per worker and $OUT/summary.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,7 +16,7 @@ REPO=$(pwd)
 SUITE_DIR="$REPO/scripts/mediacms_suite"
 SRC=${MEDIACMS_SRC:-../shared/mediacms/app-8.3.2}
 case "$SRC" in /*) ;; *) SRC="$REPO/$SRC" ;; esac
-RUNS=${RUNS:-python rust}
+WORKERS=${WORKERS:-python rust}
 N=${N:-5}
 SECS=${SECS:-20}
 OUT=${OUT:-$REPO/target/bench-backlog}
@@ -40,7 +40,7 @@ cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
   [ -n "$REDIS_PORT" ] && redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1
-  for run in $RUNS; do psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS ${TAG}_$run" >/dev/null 2>&1; done
+  for run in $WORKERS; do psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS ${TAG}_$run" >/dev/null 2>&1; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -108,7 +108,7 @@ run_one() {
   return $rc
 }
 
-for run in $RUNS; do run_one "$run"; done
+for run in $WORKERS; do run_one "$run"; done
 
 "$PY" - "$OUT" <<'PY' | tee "$OUT/summary.md"
 import json, os, sys

@@ -1,8 +1,9 @@
 //! Decode-once ladder (on by default; `--decode-once=false` turns it off): a non-chunk video
 //! `encode_media` claims the media's other pending video Encodings (`Store::claim_ladder`) and
-//! produces every rendition from one decode (`plan::plan_ladder`): the
+//! produces the renditions from one decode per process (`plan::plan_ladder`): the
 //! `MINIMUM_RESOLUTIONS_TO_ENCODE` rungs first in one quick process so the first playable
-//! rendition is not held back, then the rest in a second one.
+//! rendition is not held back, then the rest, in as few processes as the memory bound allows
+//! (`plan::ladder_groups`: one for 360–720, the 1080 rung of a 1080p source alone).
 //!
 //! Each output then goes through the one-by-one ending (`finish` → `signals.encoding_succeeded`
 //! → follow-ups), so rows and media end as one-by-one leaves them. `commands` holds the argv

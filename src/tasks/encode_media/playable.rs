@@ -30,12 +30,13 @@
 use std::path::Path;
 use std::time::Instant;
 
-use super::ladder::{borrowed_member, Member};
+use super::group::GroupEnd;
+use super::ladder::{borrowed_member, distinct, Member};
 use super::EncodeMedia;
 use crate::mediacms::model::Encoding;
 use crate::mediacms::signals::SignalError;
 use crate::mediacms::store::{FirstPlayableClaim, Started, LADDER_NOTE_PREFIX};
-use crate::plan::{ladder, LadderSkip, MediaInfo};
+use crate::plan::{self, ladder, LadderSkip, MediaInfo};
 use crate::tasks::JobContext;
 
 /// MediaCMS's two-pass limit (`CRF_ENCODING_NUM_SECONDS`, 2 s) in whole seconds.
@@ -156,5 +157,49 @@ impl EncodeMedia {
             members.push(borrowed_member(started, dir));
         }
         Ok((members, info))
+    }
+
+    /// One process for another media's claimed first playable rungs (playable.rs): the same
+    /// ending as the ladder's own groups; a failure fails the set at once.
+    pub(super) async fn run_borrowed(
+        &self,
+        task_id: &str,
+        members: &[Member],
+        info: &MediaInfo,
+        note: &str,
+        ctx: &JobContext,
+        began: Instant,
+    ) -> Res<PassEnd> {
+        let group: Vec<&Member> = members.iter().collect();
+        let (end, shared) = self.run_group(&group, info, None, ctx).await?;
+        let note = &format!("{note}[mediacms-worker] made by the shared process {shared}\n");
+        let writes = matches!(end, GroupEnd::Done(_) | GroupEnd::Failed(_));
+        if writes && !ctx.fence.claim().await {
+            return Ok(PassEnd::LeaseLost);
+        }
+        let tail = match end {
+            GroupEnd::Done(tail) => tail,
+            GroupEnd::Failed(tail) if plan::ffmpeg_error_is_final(&tail) => tail,
+            GroupEnd::AllDeleted => return Ok(PassEnd::Go),
+            // Left claimed: a re-run of this task takes them back (same task id).
+            GroupEnd::Cancelled => return Ok(PassEnd::Cancelled),
+            GroupEnd::Failed(tail) => {
+                self.fail_all(&group, &tail).await?;
+                return Ok(PassEnd::Go);
+            }
+        };
+        let mut follow_ups = Vec::new();
+        let mut ended = Ok(());
+        for m in &group {
+            let done = self
+                .end_member(task_id, m, note, &tail, began, &mut follow_ups, ctx)
+                .await;
+            if let Err(e) = done {
+                ended = Err(e);
+                break;
+            }
+        }
+        self.env.publish_follow_ups(&distinct(follow_ups)).await;
+        ended.map(|()| PassEnd::Go)
     }
 }

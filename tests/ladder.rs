@@ -407,6 +407,50 @@ async fn the_sprite_task_shares_the_decode_and_leaves_what_one_by_one_leaves() {
     }
 }
 
+/// A shared process that fails (here: the rows' media_info promises audio the clip lacks, so
+/// `-map 0:a:0` matches nothing): the sprite task still makes the strip from MediaCMS's own
+/// frame command, and the failed rows (their log no longer carries the claim marker) are
+/// encoded by their own messages, one by one, as MediaCMS would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_shared_process_still_leaves_the_sprite_strip() {
+    let work = tempfile::tempdir().unwrap();
+    let spec = ClipSpec {
+        width: 640,
+        height: 360,
+        fps: 30,
+        seconds: 16.0,
+        audio: false,
+        ..ClipSpec::default()
+    };
+    let src = clip(work.path(), &spec);
+    let keep = work.path().join("k");
+    std::fs::create_dir_all(&keep).unwrap();
+    let run = run_with(&src, &keep, true, true).await;
+    assert_eq!(run.outcomes[0], Outcome::Success(json!(true)), "the strip");
+    let (_, strip) = run.sprites.expect("sprites saved");
+    let out = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=width,height",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&strip)
+        .output()
+        .unwrap();
+    // 16 s at one frame every 10 s: MediaCMS's command gives 2 cells (frames at 0 and 10 s;
+    // a first-frame fallback would give 1).
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "160,180");
+    for id in 1..=5 {
+        assert_eq!(run.rows[&id].status, "success", "row {id}");
+        assert!(!run.logs[&id].starts_with(LADDER_NOTE_PREFIX), "row {id}");
+    }
+    // The failed shared process, the frames and the tile, then one ffmpeg per encode message.
+    assert_eq!((run.spawned_first, run.spawned_all), (3, 9));
+}
+
 #[tokio::test]
 async fn concurrent_claims_split_the_pending_rows_and_skip_gif_and_chunks() {
     let db = TestDb::with_upload_example().await;

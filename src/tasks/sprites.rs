@@ -96,23 +96,36 @@ impl ProduceSprites {
                 return Ok(outcome);
             }
         }
-        if let Err(skip) = self.frames(&input, dir.path(), ctx).await {
-            return Ok(skipped(friendly_token, skip));
-        }
-        finish_strip(&self.env, &media, &input, dir.path(), ctx).await
+        sprites_one_by_one(&self.env, &media, &input, dir.path(), ctx).await
     }
+}
 
-    /// MediaCMS's frame extraction into `dir`.
-    async fn frames(&self, input: &Path, dir: &Path, ctx: &JobContext) -> Result<(), Skip> {
-        let n = self.env.settings.sprite_num_secs.max(1);
-        let src = input.to_string_lossy();
-        let pattern = dir.join("img%03d.jpg").to_string_lossy().into_owned();
-        let mut frames = plan::plan_sprite_frames(&src, &pattern, n);
-        // Stop decoding once the strip is full (see the module doc for the cap).
-        frames.insert(frames.len() - 1, "-frames:v".into());
-        frames.insert(frames.len() - 1, MAX_FRAMES.to_string());
-        ffmpeg(&self.env, frames, ctx).await
+/// MediaCMS's frame extraction into `dir` (any frames already there are dropped first: a shared
+/// process that failed may have left some), then the strip.
+pub(crate) async fn sprites_one_by_one(
+    env: &TaskEnv,
+    media: &Media,
+    input: &Path,
+    dir: &Path,
+    ctx: &JobContext,
+) -> Result<Outcome, SignalError> {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("img") && name.ends_with(".jpg") {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
+    let n = env.settings.sprite_num_secs.max(1);
+    let src = input.to_string_lossy();
+    let pattern = dir.join("img%03d.jpg").to_string_lossy().into_owned();
+    let mut frames = plan::plan_sprite_frames(&src, &pattern, n);
+    // Stop decoding once the strip is full (see the module doc for the cap).
+    frames.insert(frames.len() - 1, "-frames:v".into());
+    frames.insert(frames.len() - 1, MAX_FRAMES.to_string());
+    if let Err(skip) = ffmpeg(env, frames, ctx).await {
+        return Ok(skipped(&media.friendly_token, skip));
+    }
+    finish_strip(env, media, input, dir, ctx).await
 }
 
 /// What a skipped strip leaves: MediaCMS swallows these and returns False too.

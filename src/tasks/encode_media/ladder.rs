@@ -40,7 +40,7 @@ use crate::mediacms::model::Media;
 use crate::mediacms::signals::{FollowUp, SignalError};
 use crate::mediacms::store::{LadderClaim, Started, LADDER_NOTE_PREFIX};
 use crate::plan::{self, ladder, Backend, MediaInfo, ProfileSpec};
-use crate::tasks::sprites::finish_strip;
+use crate::tasks::sprites::{finish_strip, sprites_one_by_one};
 use crate::tasks::{JobContext, Outcome};
 
 /// One claimed rendition: its fresh rows (as `start_encoding` would return them) and output.
@@ -226,6 +226,8 @@ impl EncodeMedia {
             // is named in the log, after the claim note (the marker stays first).
             let note = &format!("{note}[mediacms-worker] made by the shared process {shared}\n");
             let writes = matches!(end, GroupEnd::Done(_) | GroupEnd::Failed(_));
+            // Only a process that ended cleanly wrote every sprite frame.
+            let clean = matches!(end, GroupEnd::Done(_));
             if writes && !ctx.fence.claim().await {
                 return Ok(Outcome::Aborted); // lease lost: the rows are another run's now
             }
@@ -250,7 +252,7 @@ impl EncodeMedia {
                         }
                         Owner::Sprites { .. } => {
                             self.fail_all(&rest, &tail).await?;
-                            Ok(own_outcome.unwrap_or(Outcome::Success(json!(false))))
+                            self.strip_unless_made(owner, own, own_outcome, ctx).await
                         }
                     };
                 }
@@ -280,7 +282,7 @@ impl EncodeMedia {
             }
             self.env.publish_follow_ups(&distinct(follow_ups)).await;
             ended?;
-            if let (Owner::Sprites { frames, media, .. }, 0) = (owner, n) {
+            if let (Owner::Sprites { frames, media, .. }, 0, true) = (owner, n, clean) {
                 // The strip (the task's own result) right after the first process's rows.
                 let dir = frames.parent().unwrap_or(Path::new("."));
                 let input = self.input(own)?;
@@ -291,7 +293,30 @@ impl EncodeMedia {
                 own_outcome = Some(strip);
             }
         }
-        Ok(own_outcome.unwrap_or(Outcome::Success(json!(false))))
+        match owner {
+            Owner::Sprites { .. } => self.strip_unless_made(owner, own, own_outcome, ctx).await,
+            Owner::Encode(_) => Ok(own_outcome.unwrap_or(Outcome::Success(json!(false)))),
+        }
+    }
+
+    /// The sprite task's result: the strip made from the first process, or, when that process
+    /// made none (it failed, or every Encoding of it was deleted), the one-by-one frames.
+    async fn strip_unless_made(
+        &self,
+        owner: &Owner<'_>,
+        own: &Started,
+        made: Option<Outcome>,
+        ctx: &JobContext,
+    ) -> Res<Outcome> {
+        match (made, owner) {
+            (Some(strip), _) => Ok(strip),
+            (None, Owner::Sprites { frames, media, .. }) => {
+                let dir = frames.parent().unwrap_or(Path::new("."));
+                let input = self.input(own)?;
+                sprites_one_by_one(&self.env, media, &input, dir, ctx).await
+            }
+            (None, Owner::Encode(_)) => Ok(Outcome::Success(json!(false))),
+        }
     }
 
     /// What the ladder returns when the playable-first pass stopped it (`None`: go on).

@@ -139,9 +139,10 @@ pub struct RawConfig {
     /// `--allow-root true|false` and WORKER_ALLOW_ROOT=true|false are accepted too.
     #[arg(long, env = "WORKER_ALLOW_ROOT", num_args = 0..=1, default_missing_value = "true")]
     pub allow_root: Option<bool>,
-    /// Decode-once ladder: one `encode_media` claims the media's other pending video
-    /// Encodings and encodes them all from one decode.
-    #[arg(long, env = "WORKER_DECODE_ONCE")]
+    /// Decode-once ladder (on by default): one `encode_media` claims the media's other pending
+    /// video Encodings and encodes them all from one decode. `--decode-once=false` (or
+    /// WORKER_DECODE_ONCE=false) runs every message one by one, as MediaCMS does.
+    #[arg(long, env = "WORKER_DECODE_ONCE", num_args = 0..=1, default_missing_value = "true")]
     pub decode_once: Option<bool>,
     /// Dead letters kept at most (the oldest go first).
     #[arg(long, env = "WORKER_DEAD_LETTER_MAX_COUNT")]
@@ -333,6 +334,9 @@ fn bad(field: &'static str, reason: impl Into<String>) -> ConfigError {
 
 /// Defaults are MediaCMS's (docker-compose of 7.3, `cms/settings.py`).
 pub mod defaults {
+    /// Decode-once is the default since issue 18: rows still read as MediaCMS leaves them
+    /// (per-row `commands`), at a fraction of the decodes.
+    pub const DECODE_ONCE: bool = true;
     pub const REDIS_LOCATION: &str = "redis://redis:6379/1";
     pub const POSTGRES_HOST: &str = "db";
     pub const POSTGRES_PORT: u16 = 5432;
@@ -542,7 +546,7 @@ impl RawConfig {
                 .unwrap_or_else(|| defaults::WHISPER_COMMAND.into()),
             chunkize: self.chunkize.unwrap_or(false),
             allow_root: self.allow_root.unwrap_or(false),
-            decode_once: self.decode_once.unwrap_or(false),
+            decode_once: self.decode_once.unwrap_or(defaults::DECODE_ONCE),
             dead_letters,
         })
     }
@@ -760,6 +764,26 @@ mod tests {
         assert_eq!(parse(&["w", "--allow-root", "true"]).unwrap(), Some(true));
         assert_eq!(parse(&["w", "--allow-root", "false"]).unwrap(), Some(false));
         assert_eq!(parse(&["w"]).unwrap(), None);
+    }
+
+    /// Issue 18: decode-once is on unless asked off; `--decode-once` alone still parses.
+    #[test]
+    fn decode_once_is_on_by_default_and_can_be_turned_off() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            raw: RawConfig,
+        }
+        let resolve = |args: &[&str]| Cli::try_parse_from(args).unwrap().raw.resolve("h");
+        assert!(resolve(&["w"]).unwrap().decode_once);
+        assert!(resolve(&["w", "--decode-once"]).unwrap().decode_once);
+        assert!(!resolve(&["w", "--decode-once=false"]).unwrap().decode_once);
+        assert!(
+            !resolve(&["w", "--decode-once", "false"])
+                .unwrap()
+                .decode_once
+        );
     }
 
     #[test]

@@ -58,7 +58,7 @@
 //! | what handlers share: signals, ffmpeg options, settings, the follow-up hand-over | [`tasks::env`] | orchestration |
 //! | hardware acceleration state: capabilities, device health, hardware slots per device | [`tasks::accel`] | orchestration |
 //! | encode_media: claim, plan, ffmpeg, finish, retry rules, chunk concat, gif | [`tasks::encode_media`] | orchestration |
-//! | decode-once ladder: one ffmpeg for several renditions (`--decode-once`) | [`plan::ladder`], [`tasks::encode_media`] | pure / orchestration |
+//! | decode-once ladder (default; `--decode-once=false` off): one ffmpeg for a media's renditions, GIF and sprite frames; playable-first under a backlog | [`plan::ladder`], [`tasks::encode_media`] | pure / orchestration |
 //! | create_hls: coalescing, packaging, I-frame playlists, atomic tree swap | [`tasks::create_hls`] | orchestration |
 //! | sprites, whisper, remove_media_file, the two beat tasks, chunkize | [`tasks::sprites`], [`tasks::whisper`], [`tasks::remove_media_file`], [`tasks::beat`], [`tasks::chunkize`] | orchestration |
 //! | the pickle the Django cache reads | [`tasks::pickle`] | pure |

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Every figure BENCHMARKS.md reports, from one run: the release build, the transcode benchmark
-# (variants a, c, b on both clips, RUNS each, interleaved) and the dispatch benchmark (RUNS
-# each, interleaved). Run it on an otherwise idle machine; about 40 minutes on 2 cores.
+# (variants a, c, b on both clips, RUNS each, interleaved), the dispatch benchmark (RUNS
+# each, interleaved) and the backlog benchmark (once: MediaCMS's Python worker, then ours, on
+# the same 5 uploads through the real MediaCMS app). Run it on an otherwise idle machine;
+# about 55 minutes on 2 cores.
 #
 #   scripts/bench/run-all.sh            # RUNS=3
 #
@@ -13,7 +15,10 @@ export RUNS=${RUNS:-3}
 cargo build --release
 scripts/bench/ladder.sh
 scripts/bench/dispatch.sh
+scripts/bench/backlog.sh
 echo "== transcode (target/bench-ladder/summary.md)"
 cat target/bench-ladder/summary.md
 echo "== dispatch (target/bench-dispatch/summary.md)"
 cat target/bench-dispatch/summary.md
+echo "== backlog (target/bench-backlog/summary.md)"
+cat target/bench-backlog/summary.md

@@ -64,7 +64,9 @@ $("$DOCKER" logs --tail 20 "$ctr" 2>&1)"
 }
 
 # Starts a worker on media 1's h264-720 Encoding (enc 5) from a 40 s original and waits until its
-# encode runs. Sets MID_MEDIA, MID_DB, MID_DBN.
+# encode runs. Sets MID_MEDIA, MID_DB, MID_DBN. These cases stop or kill one Encoding's own
+# ffmpeg and count its one file: one by one (the decode-once default would claim the media's
+# other pending rows too; the compose and PID 1 cases run the default).
 start_mid_encode() {
   local name=$1 dbn=$2 ctr=$3
   shift 3
@@ -73,7 +75,7 @@ start_mid_encode() {
   publish "$SUITE-redis" "$dbn" "$FIXTURES/messages/encode_media-5.json"
   # shellcheck disable=SC2046
   "$DOCKER" run -d --name "$ctr" --network "$SUITE-net" -v "$MID_MEDIA:$MEDIA_IN_CTR" \
-    $(worker_env "$dbn" "$MID_DB") "$@" "$IMAGE" >/dev/null
+    $(worker_env "$dbn" "$MID_DB") -e WORKER_DECODE_ONCE=false "$@" "$IMAGE" >/dev/null
   # Mid-encode: the Encoding row says running and its ffmpeg is a child of the worker (not one of
   # the start-up probe's).
   wait_for 90 encoding_running "$ctr" || die "encode did not start in $ctr"
@@ -116,7 +118,7 @@ case_kill() {
   t0=$SECONDS
   # shellcheck disable=SC2046
   "$DOCKER" run -d --name "$b" --network "$SUITE-net" -v "$MID_MEDIA:$MEDIA_IN_CTR" \
-    $(worker_env 4 "$MID_DB") -e WORKER_LEASE_SECS=10 "$IMAGE" >/dev/null
+    $(worker_env 4 "$MID_DB") -e WORKER_LEASE_SECS=10 -e WORKER_DECODE_ONCE=false "$IMAGE" >/dev/null
   wait_for 240 enc5_success "$MID_DB" \
     || die "Encoding $(enc5_status "$MID_DB"); B log: $("$DOCKER" logs --tail 20 "$b" 2>&1)"
   wait_for 60 queue_idle 4 || die "queue/unacked not empty after re-run"

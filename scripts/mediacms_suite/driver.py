@@ -5,9 +5,6 @@ Run with MediaCMS's venv python, cwd = the suite's copy of MediaCMS, SUITE_* in 
   upload DIR        upload every clip in DIR as MediaCMS's upload view does (Media.objects.create)
   wait TIMEOUT      until both queues, `unacked` and every worker's active/reserved lists are empty
   snapshot OUT      what MediaCMS shows for each media (API + ORM + ffprobe of every output), as JSON
-  watch T0 TIMEOUT OUT   (the backlog benchmark) poll the ORM until every media is fully
-                    encoded; per media, seconds from T0 (unix time the long worker started) to its
-                    first playable rendition and to its last Encoding and sprites, as JSON
 """
 
 import hashlib
@@ -163,39 +160,6 @@ def snapshot(out):
     print(f"snapshot: {len(doc)} media -> {out}", flush=True)
 
 
-def media_times(media, t0, now, seen):
-    """Record, once each, when `media` first had a playable rendition (an mp4 Encoding in
-    `success`) and when it was fully encoded (every Encoding final and the sprite strip set)."""
-    mark = seen.setdefault(media.title, {})
-    encodings = list(media.encodings.select_related("profile"))
-    if "first_playable_s" not in mark and any(
-        e.status == "success" and e.profile.extension == "mp4" and not e.chunk for e in encodings
-    ):
-        mark["first_playable_s"] = round(now - t0, 2)
-    final = encodings and all(e.status in ("success", "fail") for e in encodings)
-    # MediaCMS makes a sprite strip only from 5 s of video on (one frame every 10 s, rounded).
-    sprites_due = (media.duration or 0) >= 5
-    if "done_s" not in mark and final and (media.sprites or not sprites_due):
-        mark["done_s"] = round(now - t0, 2)
-    return "done_s" in mark
-
-
-def watch(t0, timeout, out):
-    seen = {}
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        now = time.time()
-        done = [media_times(m, t0, now, seen) for m in Media.objects.order_by("title")]
-        if done and all(done):
-            break
-        time.sleep(0.25)
-    with open(out, "w") as f:
-        json.dump(seen, f, indent=1, sort_keys=True)
-    missing = [t for t, m in seen.items() if "done_s" not in m]
-    print(f"watch: {len(seen)} media, {len(missing)} not done: {missing}", flush=True)
-    return 1 if missing else 0
-
-
 def main(argv):
     cmd = argv[1]
     if cmd == "upload":
@@ -203,8 +167,6 @@ def main(argv):
         return 0
     if cmd == "wait":
         return wait(float(argv[2]))
-    if cmd == "watch":
-        return watch(float(argv[2]), float(argv[3]), argv[4])
     if cmd == "snapshot":
         snapshot(argv[2])
         return 0

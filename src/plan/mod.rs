@@ -35,7 +35,10 @@ pub use hls::{
     avc1_codec_from_avcc, hls_variant_dirs, iframe_playlist, iframe_rates, master_playlist,
     plan_hls, HlsInput, IframeEntry,
 };
-pub use ladder::{ladder_groups, plan_ladder, LadderRung, LadderSkip};
+pub use ladder::{
+    gif_joins_ladder, ladder_groups, plan_ladder, plan_ladder_with, plan_ladder_with_gif,
+    LadderExtras, LadderRung, LadderSkip, SpriteFrames,
+};
 pub use media_info::MediaInfo;
 pub use repr::commands_repr;
 pub use rules::Codec;

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::json;
 
+use super::encode_media::EncodeMedia;
 use super::env::TaskEnv;
 use super::{infra_outcome, misrouted, JobContext, LongTask, Outcome, Task, TaskHandler};
 use crate::ffmpeg::run::RunError;
@@ -56,7 +57,7 @@ impl TaskHandler for ProduceSprites {
         let LongTask::ProduceSpriteFromVideo { friendly_token } = &task.call else {
             return misrouted(task);
         };
-        match self.produce(friendly_token, &ctx).await {
+        match self.produce(task, friendly_token, &ctx).await {
             Ok(outcome) => outcome,
             Err(e) => infra_outcome(task, &ctx, &e.to_string(), e.disposition()).await,
         }
@@ -66,6 +67,7 @@ impl TaskHandler for ProduceSprites {
 impl ProduceSprites {
     async fn produce(
         &self,
+        task: &Task<'_>,
         friendly_token: &str,
         ctx: &JobContext,
     ) -> Result<Outcome, SignalError> {
@@ -78,64 +80,122 @@ impl ProduceSprites {
             .env
             .job_dir()
             .map_err(|e| LayoutError::io("create job dir", &self.env.temp_root, e))?;
-        let strip = match self.strip(&input, dir.path(), ctx).await {
-            Ok(strip) => strip,
-            Err(Skip::Cancelled) => return Ok(Outcome::Aborted),
-            Err(Skip::Ffmpeg(why)) => {
-                tracing::warn!(media = %friendly_token, why, "no sprites produced");
-                return Ok(Outcome::Success(json!(false)));
+        if self.env.decode_once {
+            // The first long task of a media: its pending renditions and GIF share this decode
+            // (encode_media's sprite_ladder); `None`: nothing to share, frames made here.
+            let encoder = EncodeMedia {
+                env: self.env.clone(),
+            };
+            let frames = dir.path().join("img%03d.jpg");
+            let shared = encoder.sprite_ladder(task, &media, &frames, ctx).await?;
+            if let Some(outcome) = shared {
+                return Ok(outcome);
             }
-        };
-        let placed = self.place(&media, &strip).await?;
-        store.set_sprites(media.id, &placed).await?;
-        tracing::info!(media = %friendly_token, sprites = %placed, "sprites saved");
-        Ok(Outcome::Success(json!(true)))
+        }
+        sprites_one_by_one(&self.env, &media, &input, dir.path(), ctx).await
     }
+}
 
-    /// Frames, then the strip; returns the strip's path inside `dir`.
-    async fn strip(&self, input: &Path, dir: &Path, ctx: &JobContext) -> Result<PathBuf, Skip> {
-        let n = self.env.settings.sprite_num_secs.max(1);
-        let src = input.to_string_lossy();
-        let pattern = dir.join("img%03d.jpg").to_string_lossy().into_owned();
-        let mut frames = plan::plan_sprite_frames(&src, &pattern, n);
-        // Stop decoding once the strip is full (see the module doc for the cap).
-        frames.insert(frames.len() - 1, "-frames:v".into());
-        frames.insert(frames.len() - 1, MAX_FRAMES.to_string());
-        self.ffmpeg(frames, ctx).await?;
-        let mut count = count_frames(dir);
-        if count == 0 {
-            self.ffmpeg(first_frame_argv(&src, &pattern), ctx).await?;
-            count = count_frames(dir);
-        }
-        if count == 0 {
-            return Err(Skip::Ffmpeg("ffmpeg wrote no frame".into()));
-        }
-        if count == MAX_FRAMES {
-            tracing::warn!(input = %src, cells = MAX_FRAMES, "sprite strip capped at the JPEG height limit");
-        }
-        let strip = dir.join("sprites.jpg");
-        self.ffmpeg(tile_argv(&pattern, count, &strip.to_string_lossy()), ctx)
-            .await?;
-        match std::fs::metadata(&strip) {
-            Ok(m) if m.len() > 0 => Ok(strip),
-            _ => Err(Skip::Ffmpeg("the strip is missing or empty".into())),
+/// MediaCMS's frame extraction into `dir` (any frames already there are dropped first: a shared
+/// process that failed may have left some), then the strip.
+pub(crate) async fn sprites_one_by_one(
+    env: &TaskEnv,
+    media: &Media,
+    input: &Path,
+    dir: &Path,
+    ctx: &JobContext,
+) -> Result<Outcome, SignalError> {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("img") && name.ends_with(".jpg") {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
+    let n = env.settings.sprite_num_secs.max(1);
+    let src = input.to_string_lossy();
+    let pattern = dir.join("img%03d.jpg").to_string_lossy().into_owned();
+    let mut frames = plan::plan_sprite_frames(&src, &pattern, n);
+    // Stop decoding once the strip is full (see the module doc for the cap).
+    frames.insert(frames.len() - 1, "-frames:v".into());
+    frames.insert(frames.len() - 1, MAX_FRAMES.to_string());
+    if let Err(skip) = ffmpeg(env, frames, ctx).await {
+        return Ok(skipped(&media.friendly_token, skip));
+    }
+    finish_strip(env, media, input, dir, ctx).await
+}
 
-    async fn ffmpeg(&self, argv: Vec<String>, ctx: &JobContext) -> Result<(), Skip> {
-        match self.env.ffmpeg(argv, &ctx.cancel, |_| {}).await {
-            Ok(_) => Ok(()),
-            Err(RunError::Cancelled { .. }) => Err(Skip::Cancelled),
-            Err(e) => Err(Skip::Ffmpeg(e.to_string())),
+/// What a skipped strip leaves: MediaCMS swallows these and returns False too.
+fn skipped(friendly_token: &str, skip: Skip) -> Outcome {
+    match skip {
+        Skip::Cancelled => Outcome::Aborted,
+        Skip::Ffmpeg(why) => {
+            tracing::warn!(media = %friendly_token, why, "no sprites produced");
+            Outcome::Success(json!(false))
         }
     }
+}
 
-    /// `M.sprites.save(basename(orig) + "sprites.jpg")`: Django naming, never overwriting.
-    async fn place(&self, media: &Media, strip: &Path) -> Result<String, LayoutError> {
-        let uid_hex = media.uid_hex();
-        let rel = layout::sprites_relative_path(&media.username, &uid_hex, &media.media_file)?;
-        layout::place_file_async(self.env.media_root(), &rel, strip).await
+/// Once MediaCMS's frames are in `dir` (this task's own ffmpeg, or a shared decode's output):
+/// the strip, placed and saved on the media (the sprite task's result).
+pub(crate) async fn finish_strip(
+    env: &TaskEnv,
+    media: &Media,
+    input: &Path,
+    dir: &Path,
+    ctx: &JobContext,
+) -> Result<Outcome, SignalError> {
+    let strip = match stack(env, input, dir, ctx).await {
+        Ok(strip) => strip,
+        Err(skip) => return Ok(skipped(&media.friendly_token, skip)),
+    };
+    let placed = place(env, media, &strip).await?;
+    env.signals.store().set_sprites(media.id, &placed).await?;
+    tracing::info!(media = %media.friendly_token, sprites = %placed, "sprites saved");
+    Ok(Outcome::Success(json!(true)))
+}
+
+/// The strip from the frames in `dir` (one cell from the first frame when there are none);
+/// returns its path inside `dir`.
+async fn stack(env: &TaskEnv, input: &Path, dir: &Path, ctx: &JobContext) -> Result<PathBuf, Skip> {
+    let src = input.to_string_lossy();
+    let pattern = dir.join("img%03d.jpg").to_string_lossy().into_owned();
+    let mut count = count_frames(dir);
+    if count == 0 {
+        ffmpeg(env, first_frame_argv(&src, &pattern), ctx).await?;
+        count = count_frames(dir);
     }
+    if count == 0 {
+        return Err(Skip::Ffmpeg("ffmpeg wrote no frame".into()));
+    }
+    if count == MAX_FRAMES {
+        tracing::warn!(input = %src, cells = MAX_FRAMES, "sprite strip capped at the JPEG height limit");
+    }
+    let strip = dir.join("sprites.jpg");
+    ffmpeg(
+        env,
+        tile_argv(&pattern, count, &strip.to_string_lossy()),
+        ctx,
+    )
+    .await?;
+    match std::fs::metadata(&strip) {
+        Ok(m) if m.len() > 0 => Ok(strip),
+        _ => Err(Skip::Ffmpeg("the strip is missing or empty".into())),
+    }
+}
+
+async fn ffmpeg(env: &TaskEnv, argv: Vec<String>, ctx: &JobContext) -> Result<(), Skip> {
+    match env.ffmpeg(argv, &ctx.cancel, |_| {}).await {
+        Ok(_) => Ok(()),
+        Err(RunError::Cancelled { .. }) => Err(Skip::Cancelled),
+        Err(e) => Err(Skip::Ffmpeg(e.to_string())),
+    }
+}
+
+/// `M.sprites.save(basename(orig) + "sprites.jpg")`: Django naming, never overwriting.
+async fn place(env: &TaskEnv, media: &Media, strip: &Path) -> Result<String, LayoutError> {
+    let uid_hex = media.uid_hex();
+    let rel = layout::sprites_relative_path(&media.username, &uid_hex, &media.media_file)?;
+    layout::place_file_async(env.media_root(), &rel, strip).await
 }
 
 /// `img001.jpg …` files ffmpeg wrote into `dir`.

@@ -356,6 +356,10 @@ impl WorkerProc {
             .env("MEDIA_ROOT", &ep.media_root)
             .env("TEMP_DIRECTORY", &ep.temp_dir)
             .env("FFMPEG_DEFAULT_PRESET", "ultrafast")
+            // These tests act on one Encoding's own ffmpeg (kill it, lose its lease, restart
+            // it): they pin the one-by-one path. The decode-once default is tested in
+            // tests/ladder.rs; `env` or `args` may turn it back on.
+            .env("WORKER_DECODE_ONCE", "false")
             .envs(env.iter().copied())
             .stdin(Stdio::null());
         let out = std::fs::File::create(log).expect("worker log");

@@ -367,6 +367,11 @@ pub fn worker_command(site: &Site, opts: &WorkerOpts, hostname: &str, http: Sock
         .env("MEDIA_ROOT", format!("{}/", site.media_root().display()))
         .env("TEMP_DIRECTORY", site.temp_dir())
         .env("FFMPEG_DEFAULT_PRESET", &opts.preset)
+        // The e2e tests act on one Encoding's own ffmpeg (delete its row, revoke it, drain
+        // it) and replay the reference run's per-message rows: they pin the one-by-one path.
+        // The decode-once default is tested in tests/ladder.rs; `--decode-once` in
+        // `extra_args` turns it back on.
+        .env("WORKER_DECODE_ONCE", "false")
         .stdin(Stdio::null());
     cmd
 }

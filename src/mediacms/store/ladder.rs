@@ -37,10 +37,82 @@ pub struct LadderClaim<'a> {
     pub retries: i32,
     /// Must start with [`LADDER_NOTE_PREFIX`].
     pub note: &'a str,
+    /// Also claim the media's pending preview GIF Encoding (its frames come from the same
+    /// decode: `plan::gif_joins_ladder`).
+    pub with_gif: bool,
+}
+
+/// A playable-first claim: the next other media's pending minimum-resolution Encodings.
+#[derive(Debug, Clone)]
+pub struct FirstPlayableClaim<'a> {
+    /// Media not to take (the claimer's own and those it already took).
+    pub exclude_media: &'a [i32],
+    pub task_id: &'a str,
+    pub worker: &'a str,
+    /// Must start with [`LADDER_NOTE_PREFIX`].
+    pub note: &'a str,
+    /// `MINIMUM_RESOLUTIONS_TO_ENCODE`.
+    pub minimum: &'a [i32],
+    /// Only media whose `duration` column (whole seconds) is above this: MediaCMS encodes
+    /// shorter sources in two passes, which a shared graph cannot replay.
+    pub min_duration_secs: i32,
 }
 
 impl Store {
-    /// Atomically claims the media's other non-chunk video Encodings that are `pending` (or
+    /// Atomically claims the pending minimum-resolution video Encodings of ONE other media: the
+    /// one whose oldest such row is oldest (upload order). Same marker and rules as
+    /// [`Store::claim_ladder`]: only `pending` rows (or rows this very task claimed before: its
+    /// re-run takes them back), non-chunk, alone for their (media, profile). A concurrent
+    /// claimer or the row's own `start_encoding` blocks on the row lock and then sees it is no
+    /// longer `pending`, so no row is ever claimed twice. Rows in id order; empty: none left.
+    pub async fn claim_first_playable(
+        &self,
+        claim: &FirstPlayableClaim<'_>,
+    ) -> Result<Vec<Encoding>> {
+        let c = self.conn().await?;
+        let free = |t: &str| {
+            format!(
+                "NOT {t}.chunk AND ({t}.status = 'pending' OR ({t}.status = 'running' \
+                 AND {t}.task_id = $2 AND left({t}.logs, $6) = $5))"
+            )
+        };
+        let sql = format!(
+            "UPDATE files_encoding e SET status = 'running', task_id = $2, worker = $3, \
+               retries = 0, logs = $4, update_date = now() \
+             FROM files_encodeprofile p \
+             WHERE p.id = e.profile_id AND p.extension IN ('mp4', 'webm') \
+               AND p.resolution = ANY($7) AND {} \
+               AND e.media_id = (SELECT o.media_id FROM files_encoding o \
+                    JOIN files_encodeprofile op ON op.id = o.profile_id \
+                    JOIN files_media om ON om.id = o.media_id \
+                    WHERE o.media_id <> ALL($1) AND op.extension IN ('mp4', 'webm') \
+                      AND om.duration > $8 \
+                      AND op.resolution = ANY($7) AND {} ORDER BY o.id LIMIT 1) \
+               AND NOT EXISTS (SELECT 1 FROM files_encoding d WHERE d.media_id = e.media_id \
+                    AND d.profile_id = e.profile_id AND d.id <> e.id) \
+             RETURNING e.*",
+            free("e"),
+            free("o")
+        );
+        let prefix_len = prefix_chars();
+        let params: [&(dyn ToSql + Sync); 8] = [
+            &claim.exclude_media,
+            &claim.task_id,
+            &claim.worker,
+            &claim.note,
+            &LADDER_NOTE_PREFIX,
+            &prefix_len,
+            &claim.minimum,
+            &claim.min_duration_secs,
+        ];
+        let rows = c.query(&sql, &params).await?;
+        let mut claimed: Vec<Encoding> = rows.iter().map(encoding_from_row).collect();
+        claimed.sort_by_key(|e| e.id);
+        Ok(claimed)
+    }
+
+    /// Atomically claims the media's other non-chunk video Encodings (and, `with_gif`, its
+    /// preview GIF Encoding) that are `pending` (or
     /// still `running` under this very task's earlier ladder claim: a re-run after a shutdown
     /// abort or the Celery retry takes them back). One UPDATE: a concurrent claimer or a row's
     /// own `start_encoding` blocks on the row lock and then sees it is no longer `pending`.
@@ -53,14 +125,15 @@ impl Store {
                retries = $5, logs = $6, update_date = now() \
              FROM files_encodeprofile p \
              WHERE p.id = e.profile_id AND e.media_id = $1 AND e.id <> $2 AND NOT e.chunk \
-               AND p.extension IN ('mp4', 'webm') AND p.resolution IS NOT NULL \
+               AND ((p.extension IN ('mp4', 'webm') AND p.resolution IS NOT NULL) \
+                    OR ($9 AND p.extension = 'gif')) \
                AND (e.status = 'pending' \
                     OR (e.status = 'running' AND e.task_id = $3 AND left(e.logs, $8) = $7)) \
                AND NOT EXISTS (SELECT 1 FROM files_encoding o WHERE o.media_id = e.media_id \
                     AND o.profile_id = e.profile_id AND o.id <> e.id) \
              RETURNING e.*";
         let prefix_len = prefix_chars();
-        let params: [&(dyn ToSql + Sync); 8] = [
+        let params: [&(dyn ToSql + Sync); 9] = [
             &claim.media_id,
             &claim.own_encoding_id,
             &claim.task_id,
@@ -69,6 +142,7 @@ impl Store {
             &claim.note,
             &LADDER_NOTE_PREFIX,
             &prefix_len,
+            &claim.with_gif,
         ];
         let rows = c.query(sql, &params).await?;
         let mut claimed: Vec<Encoding> = rows.iter().map(encoding_from_row).collect();

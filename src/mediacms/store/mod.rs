@@ -17,7 +17,7 @@ pub use beat::ListingsUpdated;
 pub use chunkize::NewChunk;
 pub use chunks::{ChunkKey, ChunkLock, ChunkSetFailed, Finalised};
 pub use encoding::{DropReason, NewEncoding, StartOutcome, StartRequest, Started, SuccessUpdate};
-pub use ladder::{EncodingPeek, LadderClaim, LADDER_NOTE_PREFIX};
+pub use ladder::{EncodingPeek, FirstPlayableClaim, LadderClaim, LADDER_NOTE_PREFIX};
 pub use media::{PostEncodeResult, PostEncodeUpdate, PreviewChange};
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};

@@ -112,7 +112,7 @@ fn media_duration(media: &crate::mediacms::model::Media) -> Option<f64> {
         .or((media.duration > 0).then_some(f64::from(media.duration)))
 }
 
-fn is_gif_file(path: &Path) -> bool {
+pub(super) fn is_gif_file(path: &Path) -> bool {
     use std::io::Read;
     let mut magic = [0u8; 6];
     std::fs::File::open(path)

@@ -1,13 +1,29 @@
-//! Decode-once ladder (`--decode-once`): a non-chunk video `encode_media` claims the media's
-//! other pending video Encodings (`Store::claim_ladder`) and produces every rendition from one
-//! decode (`plan::plan_ladder`): the `MINIMUM_RESOLUTIONS_TO_ENCODE` rungs first in one quick
-//! process so the first playable rendition is not held back, then the rest in a second one.
+//! Decode-once ladder (on by default; `--decode-once=false` turns it off): a non-chunk video
+//! `encode_media` claims the media's other pending video Encodings (`Store::claim_ladder`) and
+//! produces the renditions from one decode per process (`plan::plan_ladder`): the
+//! `MINIMUM_RESOLUTIONS_TO_ENCODE` rungs first in one quick process so the first playable
+//! rendition is not held back, then the rest, in as few processes as the memory bound allows
+//! (`plan::ladder_groups`: one for 360–720, the 1080 rung of a 1080p source alone).
+//!
 //! Each output then goes through the one-by-one ending (`finish` → `signals.encoding_succeeded`
-//! → follow-ups), so rows and media end as one-by-one leaves them, except: `task_id` is the
-//! claiming task's id, `commands` is the ladder argv, `logs` starts with the claim note (the
-//! marker) and `total_run_time` is the claiming task's run time. The identical `create_hls`
-//! every rendition's post_save asks for is published once per ladder process, not once per
-//! rendition.
+//! → follow-ups), so rows and media end as one-by-one leaves them. `commands` holds the argv
+//! MediaCMS (and our one-by-one path) would have run for that row alone, so the row reads as
+//! MediaCMS leaves it; what differs: `task_id` is the claiming task's id (the row's own message
+//! has not been seen yet), `logs` starts with the claim note (the marker) and names the shared
+//! process's argv, and `total_run_time` is the claiming task's run time. The identical
+//! `create_hls` every rendition's post_save asks for is published once per ladder process, not
+//! once per rendition.
+//!
+//! The preview GIF Encoding joins the first process when its frames can come from the shared
+//! decode (`plan::gif_joins_ladder`): one more `split` output with MediaCMS's GIF options, byte-
+//! identical to its own command's output. Its row ends as the one-by-one GIF path leaves it
+//! (`commands` empty, as MediaCMS's GIF rows); a GIF the shared process did not write is made
+//! by that path after all.
+//!
+//! The owner ([`Owner`]) is the `encode_media` message that claimed, or the media's
+//! `produce_sprite_from_video` message, which MediaCMS queues first (sprite_ladder.rs: the sprite
+//! frames are one more output of the first process). Before rungs beyond its first playable
+//! ones, a ladder encodes other waiting media's first playable rungs (playable.rs).
 //!
 //! The claimed rows' own messages, when they arrive, end at [`EncodeMedia::early_end`]
 //! without touching the row.
@@ -16,35 +32,49 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde_json::json;
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
-use super::{tmp_name, EncodeMedia, Job, MAX_RETRIES, PROGRESS_EVERY};
-use crate::ffmpeg::progress::{percent, Progress, ProgressThrottle};
-use crate::ffmpeg::run::RunError;
+use super::group::GroupEnd;
+use super::playable::PassEnd;
+use super::{tmp_name, EncodeMedia, Job, MAX_RETRIES};
+use crate::mediacms::model::Media;
 use crate::mediacms::signals::{FollowUp, SignalError};
 use crate::mediacms::store::{LadderClaim, Started, LADDER_NOTE_PREFIX};
-use crate::plan::{self, ladder, Backend, LadderRung, MediaInfo, ProfileSpec};
+use crate::plan::{self, ladder, Backend, MediaInfo, ProfileSpec};
+use crate::tasks::sprites::{finish_strip, sprites_one_by_one};
 use crate::tasks::{JobContext, Outcome};
 
 /// One claimed rendition: its fresh rows (as `start_encoding` would return them) and output.
-struct Member {
-    started: Started,
-    output: PathBuf,
+pub(super) struct Member {
+    pub(super) started: Started,
+    pub(super) output: PathBuf,
 }
 
-/// How one ladder process ended.
-enum GroupEnd {
-    Done(String),
-    /// Every Encoding of the group was deleted while encoding (cancellation).
-    AllDeleted,
-    Cancelled,
-    Failed(String),
+/// Who runs a ladder.
+pub(super) enum Owner<'a> {
+    /// An `encode_media` message; its own started Encoding is the first member.
+    Encode(&'a Job<'a>),
+    /// A `produce_sprite_from_video` message (sprite_ladder.rs): no Encoding of its own; the
+    /// sprite frames come out of the first process into `frames` (an `img%03d.jpg` pattern) and
+    /// the strip is its result.
+    Sprites {
+        task_id: &'a str,
+        frames: &'a Path,
+        media: &'a Media,
+    },
+}
+
+impl Owner<'_> {
+    fn task_id(&self) -> &str {
+        match self {
+            Owner::Encode(job) => &job.task.id,
+            Owner::Sprites { task_id, .. } => task_id,
+        }
+    }
 }
 
 type Res<T> = Result<T, SignalError>;
 
-fn spec(s: &Started) -> ProfileSpec {
+pub(super) fn spec(s: &Started) -> ProfileSpec {
     ProfileSpec {
         id: s.profile.id,
         extension: s.profile.extension.clone(),
@@ -81,13 +111,18 @@ impl EncodeMedia {
             .iter()
             .map(|m| m.started.profile.resolution.unwrap_or(0))
             .collect();
-        let groups = ladder::ladder_groups(&resolutions, &settings.minimum_resolutions);
+        let gif = members.iter().position(|m| m.started.profile.is_gif());
+        let groups = gif_in_first_group(
+            ladder::ladder_groups(&resolutions, &settings.minimum_resolutions),
+            gif,
+        );
         tracing::info!(
             encoding = own.encoding.id,
             rungs = members.len(),
             "decode-once ladder"
         );
-        self.run_ladder(job, &members, &groups, &info, &note, ctx, began)
+        let owner = Owner::Encode(job);
+        self.run_ladder(&owner, &members, &groups, &info, &note, ctx, began)
             .await
             .map(Some)
     }
@@ -95,8 +130,11 @@ impl EncodeMedia {
     /// The ladder runs only where one-by-one would run software (no hardware grant, no forced
     /// hardware fallback note to write).
     fn software_only(&self, own: &Started) -> bool {
-        let codec = own.profile.codec.clone().unwrap_or_default();
-        let granted = self.env.accel.grant(&codec);
+        self.software_for(&own.profile.codec.clone().unwrap_or_default())
+    }
+
+    pub(super) fn software_for(&self, codec: &str) -> bool {
+        let granted = self.env.accel.grant(codec);
         granted.choice.backend == Backend::Software
             && self.env.accel.forced_fallback(&granted).is_none()
     }
@@ -119,6 +157,7 @@ impl EncodeMedia {
             worker: &own.encoding.worker,
             retries: own.encoding.retries,
             note,
+            with_gif: ladder::gif_joins_ladder(info),
         };
         let claimed = signals.store().claim_ladder(&claim).await?;
         let mut members = vec![member(own.clone(), dir)];
@@ -132,6 +171,10 @@ impl EncodeMedia {
                 encoding,
                 replaced: vec![],
             };
+            if started.profile.is_gif() {
+                members.push(member(started, dir)); // made from the first process's decode
+                continue;
+            }
             if ladder::rung_decisions(info, &spec(&started), &self.env.settings).is_err() {
                 let follow_ups = signals.on_failure(started.encoding.id, None).await?;
                 self.env.publish_follow_ups(&follow_ups).await;
@@ -142,11 +185,12 @@ impl EncodeMedia {
         Ok((members.len() > 1).then_some(members))
     }
 
-    /// Runs the groups in order and ends every member; returns our own Encoding's outcome.
+    /// Runs the groups in order and ends every member; returns the owner's outcome (its own
+    /// Encoding's, or the sprite strip's).
     #[allow(clippy::too_many_arguments)]
-    async fn run_ladder(
+    pub(super) async fn run_ladder(
         &self,
-        job: &Job<'_>,
+        owner: &Owner<'_>,
         members: &[Member],
         groups: &[Vec<usize>],
         info: &MediaInfo,
@@ -155,11 +199,35 @@ impl EncodeMedia {
         began: Instant,
     ) -> Res<Outcome> {
         let own = &members[0].started;
+        let task_id = owner.task_id();
         let mut own_outcome = None;
+        let mut others_served = false;
         for (n, group) in groups.iter().enumerate() {
             let group: Vec<&Member> = group.iter().map(|&i| &members[i]).collect();
-            let end = self.run_group(&group, info, ctx).await?;
+            if !others_served && !self.is_minimum_group(&group) {
+                // Before rungs beyond our first playable ones, other media's first playable
+                // renditions (playable.rs). Also when our own were made by an earlier run.
+                others_served = true;
+                let dir = members[0].output.parent().unwrap_or(Path::new("."));
+                let served = self.playable_first(task_id, own, dir, ctx, began).await?;
+                let stop = self
+                    .stop_after(served, owner, own, &own_outcome, ctx)
+                    .await?;
+                if let Some(stop) = stop {
+                    return Ok(stop);
+                }
+            }
+            let frames = match owner {
+                Owner::Sprites { frames, .. } if n == 0 => Some(*frames),
+                _ => None,
+            };
+            let (end, shared) = self.run_group(&group, info, frames, ctx).await?;
+            // The row's `commands` is its own MediaCMS argv; the process that really made it
+            // is named in the log, after the claim note (the marker stays first).
+            let note = &format!("{note}[mediacms-worker] made by the shared process {shared}\n");
             let writes = matches!(end, GroupEnd::Done(_) | GroupEnd::Failed(_));
+            // Only a process that ended cleanly wrote every sprite frame.
+            let clean = matches!(end, GroupEnd::Done(_));
             if writes && !ctx.fence.claim().await {
                 return Ok(Outcome::Aborted); // lease lost: the rows are another run's now
             }
@@ -169,15 +237,24 @@ impl EncodeMedia {
                 GroupEnd::AllDeleted => continue,
                 GroupEnd::Cancelled => {
                     // Unfinished members stay claimed; the re-run or retry takes them back.
-                    return match own_outcome {
-                        Some(done) => Ok(done),
-                        None => self.cancelled(job, own, ctx).await,
+                    return match (owner, own_outcome) {
+                        (Owner::Sprites { .. }, _) => Ok(Outcome::Aborted),
+                        (Owner::Encode(_), Some(done)) => Ok(done),
+                        (Owner::Encode(job), None) => self.cancelled(job, own, ctx).await,
                     };
                 }
                 GroupEnd::Failed(tail) => {
                     let rest: Vec<&Member> =
                         groups[n..].iter().flatten().map(|&i| &members[i]).collect();
-                    return self.ladder_failed(job, own_outcome, &rest, &tail).await;
+                    return match owner {
+                        Owner::Encode(job) => {
+                            self.ladder_failed(job, own_outcome, &rest, &tail).await
+                        }
+                        Owner::Sprites { .. } => {
+                            self.fail_all(&rest, &tail).await?;
+                            self.strip_unless_made(owner, own, own_outcome, ctx).await
+                        }
+                    };
                 }
             };
             // Every rendition's post_save asks for the same create_hls: one per group is
@@ -185,12 +262,15 @@ impl EncodeMedia {
             // debounce per rendition on them.
             let mut follow_ups = Vec::new();
             let mut ended = Ok(());
-            for m in group {
+            for &m in &group {
                 match self
-                    .end_member(job, m, note, &tail, began, &mut follow_ups)
+                    .end_member(task_id, m, note, &tail, began, &mut follow_ups, ctx)
                     .await
                 {
-                    Ok(outcome) if m.started.encoding.id == own.encoding.id => {
+                    Ok(outcome)
+                        if matches!(owner, Owner::Encode(_))
+                            && m.started.encoding.id == own.encoding.id =>
+                    {
                         own_outcome = Some(outcome)
                     }
                     Ok(_) => {}
@@ -202,41 +282,84 @@ impl EncodeMedia {
             }
             self.env.publish_follow_ups(&distinct(follow_ups)).await;
             ended?;
+            if let (Owner::Sprites { frames, media, .. }, 0, true) = (owner, n, clean) {
+                // The strip (the task's own result) right after the first process's rows.
+                let dir = frames.parent().unwrap_or(Path::new("."));
+                let input = self.input(own)?;
+                let strip = finish_strip(&self.env, media, &input, dir, ctx).await?;
+                if strip == Outcome::Aborted {
+                    return Ok(strip);
+                }
+                own_outcome = Some(strip);
+            }
         }
-        Ok(own_outcome.unwrap_or(Outcome::Success(json!(false))))
+        match owner {
+            Owner::Sprites { .. } => self.strip_unless_made(owner, own, own_outcome, ctx).await,
+            Owner::Encode(_) => Ok(own_outcome.unwrap_or(Outcome::Success(json!(false)))),
+        }
     }
 
-    /// The one-by-one ending for one output, unless its own message took the row back.
-    async fn end_member(
+    /// The sprite task's result: the strip made from the first process, or, when that process
+    /// made none (it failed, or every Encoding of it was deleted), the one-by-one frames.
+    async fn strip_unless_made(
         &self,
-        job: &Job<'_>,
-        m: &Member,
-        note: &str,
-        tail: &str,
-        began: Instant,
-        follow_ups: &mut Vec<FollowUp>,
+        owner: &Owner<'_>,
+        own: &Started,
+        made: Option<Outcome>,
+        ctx: &JobContext,
     ) -> Res<Outcome> {
-        let id = m.started.encoding.id;
-        if !self
-            .env
-            .signals
-            .store()
-            .ladder_still_owns(id, &job.task.id)
-            .await?
-        {
-            tracing::warn!(
-                encoding = id,
-                "restarted by its own message: ladder output dropped"
-            );
-            return Ok(Outcome::Success(json!(false)));
+        match (made, owner) {
+            (Some(strip), _) => Ok(strip),
+            (None, Owner::Sprites { frames, media, .. }) => {
+                let dir = frames.parent().unwrap_or(Path::new("."));
+                let input = self.input(own)?;
+                sprites_one_by_one(&self.env, media, &input, dir, ctx).await
+            }
+            (None, Owner::Encode(_)) => Ok(Outcome::Success(json!(false))),
         }
-        let logs = format!("{note}{tail}");
-        // Ladder members are never chunks, so no concatenation follows: nothing to release.
-        let fence = crate::tasks::Fence::default();
-        self.finish(
-            &m.started, &m.output, &logs, tail, began, follow_ups, &fence,
-        )
-        .await
+    }
+
+    /// What the ladder returns when the playable-first pass stopped it (`None`: go on).
+    async fn stop_after(
+        &self,
+        served: PassEnd,
+        owner: &Owner<'_>,
+        own: &Started,
+        own_outcome: &Option<Outcome>,
+        ctx: &JobContext,
+    ) -> Res<Option<Outcome>> {
+        Ok(match (served, owner, own_outcome) {
+            (PassEnd::Go, _, _) => None,
+            // The sprite task requeued re-claims its unfinished rows (same task id).
+            (PassEnd::LeaseLost, _, _) | (PassEnd::Cancelled, Owner::Sprites { .. }, _) => {
+                Some(Outcome::Aborted)
+            }
+            (PassEnd::Cancelled, Owner::Encode(_), Some(done)) => Some(done.clone()),
+            (PassEnd::Cancelled, Owner::Encode(job), None) => {
+                Some(self.cancelled(job, own, ctx).await?)
+            }
+        })
+    }
+
+    /// Fails the members at once, with the process's tail (no Celery retry rides on them).
+    pub(super) async fn fail_all(&self, members: &[&Member], tail: &str) -> Res<()> {
+        for m in members {
+            let id = m.started.encoding.id;
+            let follow_ups = self.env.signals.on_failure(id, Some(tail)).await?;
+            self.env.publish_follow_ups(&follow_ups).await;
+        }
+        Ok(())
+    }
+
+    fn is_minimum_group(&self, group: &[&Member]) -> bool {
+        let minimum = &self.env.settings.minimum_resolutions;
+        group.iter().any(|m| {
+            !m.started.profile.is_gif()
+                && m.started
+                    .profile
+                    .resolution
+                    .is_some_and(|r| minimum.contains(&r))
+        })
     }
 
     /// A retryable ladder failure. While our own Encoding is unfinished it takes MediaCMS's
@@ -274,96 +397,10 @@ impl EncodeMedia {
             (None, None) => Ok(Outcome::Success(json!(false))),
         }
     }
-
-    /// One ffmpeg process for a group: commands on every row, progress saved to every row.
-    async fn run_group(
-        &self,
-        group: &[&Member],
-        info: &MediaInfo,
-        ctx: &JobContext,
-    ) -> Res<GroupEnd> {
-        let own = &group[0].started;
-        let input = self.input(own)?;
-        let rungs: Vec<LadderRung> = group
-            .iter()
-            .map(|m| LadderRung {
-                profile: spec(&m.started),
-                output: m.output.to_string_lossy().into_owned(),
-            })
-            .collect();
-        let argv =
-            match plan::plan_ladder(&input.to_string_lossy(), info, &rungs, &self.env.settings) {
-                Ok(argv) => argv,
-                Err(e) => return Ok(GroupEnd::Failed(e.to_string())),
-            };
-        let commands = plan::commands_repr(std::slice::from_ref(&argv));
-        let store = self.env.signals.store();
-        for m in group {
-            let temp_file = m.output.to_string_lossy();
-            store
-                .set_commands(m.started.encoding.id, &temp_file, &commands)
-                .await?;
-        }
-        let ids: Vec<i32> = group.iter().map(|m| m.started.encoding.id).collect();
-        let (tx, rx) = watch::channel(None::<Progress>);
-        let kill = ctx.cancel.child_token();
-        let run = self.env.ffmpeg(argv, &kill, move |p| {
-            let _ = tx.send(Some(p));
-        });
-        let duration = f64::from(own.media.duration);
-        let saver = self.save_group_progress(&ids, duration, rx, &kill);
-        let (result, saved) = tokio::join!(run, saver);
-        let all_deleted = saved?;
-        Ok(match result {
-            Ok(out) => GroupEnd::Done(out.stderr_tail),
-            Err(RunError::Cancelled { .. }) if ctx.cancel.is_cancelled() => GroupEnd::Cancelled,
-            Err(RunError::Cancelled { .. }) if all_deleted => GroupEnd::AllDeleted,
-            Err(RunError::Cancelled { .. }) => GroupEnd::Cancelled,
-            Err(e) => {
-                tracing::warn!(encodings = ?ids, error = %e, "ladder ffmpeg failed");
-                GroupEnd::Failed(e.stderr_tail().to_owned())
-            }
-        })
-    }
-
-    /// Saves the group's progress on every row. A deleted row just stops getting saves (its
-    /// output is dropped at the end by `encoding_succeeded`); ffmpeg is killed only when every
-    /// row of the group is gone. Returns whether that happened.
-    async fn save_group_progress(
-        &self,
-        ids: &[i32],
-        duration: f64,
-        mut rx: watch::Receiver<Option<Progress>>,
-        kill: &CancellationToken,
-    ) -> Res<bool> {
-        let mut throttle = ProgressThrottle::new(PROGRESS_EVERY);
-        let mut alive: Vec<i32> = ids.to_vec();
-        while rx.changed().await.is_ok() {
-            let Some(p) = rx.borrow_and_update().clone() else {
-                continue;
-            };
-            if !throttle.should_save(Instant::now(), &p) || alive.is_empty() {
-                continue;
-            }
-            let pct = percent(p.out_time, duration) as i16;
-            let mut still = Vec::with_capacity(alive.len());
-            for id in alive {
-                if self.env.signals.store().update_progress(id, pct).await? {
-                    still.push(id);
-                }
-            }
-            alive = still;
-            if alive.is_empty() {
-                tracing::info!(encodings = ?ids, "every ladder Encoding deleted: killing ffmpeg");
-                kill.cancel();
-            }
-        }
-        Ok(alive.is_empty())
-    }
 }
 
 /// Follow-ups without repeats, first occurrence order.
-fn distinct(follow_ups: Vec<FollowUp>) -> Vec<FollowUp> {
+pub(super) fn distinct(follow_ups: Vec<FollowUp>) -> Vec<FollowUp> {
     let mut out: Vec<FollowUp> = Vec::with_capacity(follow_ups.len());
     for f in follow_ups {
         if !out.contains(&f) {
@@ -373,7 +410,51 @@ fn distinct(follow_ups: Vec<FollowUp>) -> Vec<FollowUp> {
     out
 }
 
+/// The GIF (index `gif`, when claimed) runs in the first process: its decode is shared anyway,
+/// and the preview then lands with the first playable rendition.
+pub(super) fn gif_in_first_group(
+    mut groups: Vec<Vec<usize>>,
+    gif: Option<usize>,
+) -> Vec<Vec<usize>> {
+    let Some(gif) = gif else {
+        return groups;
+    };
+    for g in &mut groups {
+        g.retain(|&i| i != gif);
+    }
+    groups.retain(|g| !g.is_empty());
+    match groups.first_mut() {
+        Some(first) => first.push(gif),
+        None => groups.push(vec![gif]),
+    }
+    groups
+}
+
+/// A playable-first member (another media's row): same temp naming.
+pub(super) fn borrowed_member(started: Started, dir: &Path) -> Member {
+    member(started, dir)
+}
+
 fn member(started: Started, dir: &Path) -> Member {
     let output = dir.join(format!("{}.{}", tmp_name(), started.profile.extension));
     Member { started, output }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gif_in_first_group;
+
+    #[test]
+    fn the_gif_joins_the_first_process() {
+        let groups = vec![vec![1, 3], vec![0, 2, 4]];
+        assert_eq!(
+            gif_in_first_group(groups.clone(), Some(4)),
+            vec![vec![1, 3, 4], vec![0, 2]]
+        );
+        assert_eq!(gif_in_first_group(groups.clone(), None), groups);
+        assert_eq!(
+            gif_in_first_group(vec![vec![0, 1]], Some(1)),
+            vec![vec![0, 1]]
+        );
+    }
 }

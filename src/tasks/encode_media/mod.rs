@@ -387,4 +387,7 @@ pub(crate) fn tmp_name() -> String {
 mod fallback;
 mod finish;
 mod gif;
+mod group;
 mod ladder;
+mod playable;
+mod sprite_ladder;

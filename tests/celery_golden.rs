@@ -724,7 +724,7 @@ fn published_create_hls_envelope_had_no_parent_and_result_no_children() {
     for file in ["family-child-1.json", "family-child-2.json"] {
         let raw = golden(file);
         let theirs = decode_redis(&raw).unwrap();
-        // What TaskEnv::publish_follow_ups builds, adopted by the running encode_media.
+        // What TaskEnv::hand_over_follow_ups builds, adopted by the running encode_media.
         let mut task =
             OutgoingTask::new("create_hls", "long_tasks", theirs.args.clone(), Map::new());
         task.argsrepr_tuple = true;

@@ -362,7 +362,11 @@ async fn force_replaces_other_rows_and_dedup_drops_own() {
 async fn deleted_row_cancels_progress_and_success() {
     let env = Env::new().await;
     let r = env.started(4, FT1, 13, None).await;
-    let deleted = env.signals.encoding_revoked("task-4").await.unwrap();
+    let deleted = env
+        .signals
+        .encoding_revoked("task-4", r.media.id)
+        .await
+        .unwrap();
     assert_eq!(
         deleted.iter().map(|e| e.id).collect::<Vec<_>>(),
         vec![r.encoding.id]
@@ -382,7 +386,11 @@ async fn deleted_row_cancels_progress_and_success() {
     );
     let out = env.output("o", 10);
     // Revoking a task id deletes its row like Django's task_revoked handler.
-    let revoked = env.signals.encoding_revoked("task-3").await.unwrap();
+    let revoked = env
+        .signals
+        .encoding_revoked("task-3", s.media.id)
+        .await
+        .unwrap();
     assert!(revoked.is_empty(), "row already gone");
     let done = env
         .signals
@@ -752,4 +760,47 @@ async fn abandoned_or_dropped_concat_job_frees_the_set() {
         2,
         "nothing finalised by the abandoned jobs"
     );
+}
+
+/// A revoke-terminate of a decode-once ladder's task: MediaCMS's `task_revoked` deletes the
+/// rows carrying the id, but only of the revoked task's media; another media's rows the ladder
+/// borrowed (playable-first) are not the revoked upload's — the finished one stays, the
+/// unfinished one goes back to `pending` for its own message.
+#[tokio::test]
+async fn revoking_a_ladder_spares_other_media_rows_it_borrowed() {
+    let env = Env::new().await;
+    let c = env.db.client().await;
+    for (id, status) in [
+        (1, "running"),
+        (2, "success"),
+        (7, "running"),
+        (8, "success"),
+    ] {
+        c.execute(
+            "UPDATE files_encoding SET task_id = 'ladder-T', status = $2 WHERE id = $1",
+            &[&id, &status],
+        )
+        .await
+        .unwrap();
+    }
+    let deleted = env.signals.encoding_revoked("ladder-T", 1).await.unwrap();
+    let mut ids: Vec<i32> = deleted.iter().map(|e| e.id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [1, 2], "media 1's rows carrying the id");
+    let left = |id: i32| {
+        let c = &c;
+        async move {
+            let r = c
+                .query_one("SELECT status FROM files_encoding WHERE id = $1", &[&id])
+                .await
+                .unwrap();
+            r.get::<_, String>(0)
+        }
+    };
+    assert_eq!(
+        left(7).await,
+        "pending",
+        "borrowed, unfinished: back to its own message"
+    );
+    assert_eq!(left(8).await, "success", "borrowed, finished: kept");
 }

@@ -522,7 +522,7 @@ async fn healthz_is_beaten_by_the_intake_loop_while_every_slot_is_busy() {
 #[path = "worker_pool/pidbox_python.rs"]
 mod pidbox_python;
 
-/// Hands two create_hls over from inside the job, as `TaskEnv::publish_follow_ups` does.
+/// Hands two create_hls over from inside the job, as `TaskEnv::hand_over_follow_ups` does.
 struct Publisher;
 
 #[async_trait]

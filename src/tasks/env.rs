@@ -48,7 +48,7 @@ impl TaskEnv {
 
     /// Hand what the replayed signals asked for (Celery's `.delay` inside signals) to the
     /// running job; the pool publishes it when the job settles, after the lease fence.
-    pub async fn publish_follow_ups(&self, follow_ups: &[FollowUp]) {
+    pub fn hand_over_follow_ups(&self, follow_ups: &[FollowUp]) {
         for f in follow_ups {
             let mut task = OutgoingTask::new(f.task_name(), f.queue(), f.args(), Map::new());
             task.argsrepr_tuple = true; // `.delay(token)`

@@ -320,10 +320,11 @@ impl Signals {
         }
     }
 
-    /// `task_revoked` (§2.8): delete the Encodings carrying this task id, with post_delete.
-    /// The caller kills the task's ffmpeg.
-    pub async fn encoding_revoked(&self, task_id: &str) -> Result<Vec<Encoding>> {
-        let deleted = self.store.delete_encodings_by_task(task_id).await?;
+    /// `task_revoked` (§2.8): delete the Encodings of `media_id` carrying this task id, with
+    /// post_delete (other media's rows a ladder borrowed are spared: see
+    /// `Store::revoke_task_encodings`). The caller kills the task's ffmpeg.
+    pub async fn encoding_revoked(&self, task_id: &str, media_id: i32) -> Result<Vec<Encoding>> {
+        let deleted = self.store.revoke_task_encodings(task_id, media_id).await?;
         for row in &deleted {
             self.encoding_deleted(row).await?;
         }

@@ -215,7 +215,6 @@ impl Store {
         Ok(row.map(|r| encoding_from_row(&r)))
     }
 
-    /// Deletes one Encoding, returning it for its post_delete side effects.
     /// A run that was stopped to be re-run later (shutdown abort, requeued): the row goes back
     /// from `running` to `pending`, as it was before the claim, so it never stays `running`
     /// with nothing running it. `false` when the row was not `running`.
@@ -232,15 +231,38 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// Deletes one Encoding, returning it for its post_delete side effects.
     pub async fn delete_encoding(&self, encoding_id: i32) -> Result<Option<Encoding>> {
         let c = self.conn().await?;
         Ok(delete_where(&c, "id = $1", &[&encoding_id]).await?.pop())
     }
 
     /// Revoke handling (§2.8): deletes the Encodings that carry this Celery task id.
-    pub async fn delete_encodings_by_task(&self, task_id: &str) -> Result<Vec<Encoding>> {
-        let c = self.conn().await?;
-        delete_where(&c, "task_id = $1 AND task_id <> ''", &[&task_id]).await
+    /// MediaCMS's `task_revoked` (`Encoding WHERE task_id = <id>` deleted), kept to the revoked
+    /// task's own media. A decode-once ladder also writes its task id on other media's rows it
+    /// borrowed (playable-first); those are not what the operator revoked: finished ones stay,
+    /// unfinished ones go back to `pending` for their own messages. Returns the deleted rows.
+    pub async fn revoke_task_encodings(
+        &self,
+        task_id: &str,
+        media_id: i32,
+    ) -> Result<Vec<Encoding>> {
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        tx.execute(
+            "UPDATE files_encoding SET status = 'pending', progress = 0, update_date = now() \
+             WHERE task_id = $1 AND task_id <> '' AND media_id <> $2 AND status = 'running'",
+            &[&task_id, &media_id],
+        )
+        .await?;
+        let deleted = delete_where(
+            &tx,
+            "task_id = $1 AND task_id <> '' AND media_id = $2",
+            &[&task_id, &media_id],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(deleted)
     }
 }
 

@@ -79,7 +79,7 @@ impl EncodeMedia {
         follow_ups.extend(saved.follow_ups);
         if let Some(key) = saved.concat {
             // The chunk's own follow-ups go out before the concatenation's, as MediaCMS's.
-            self.env.publish_follow_ups(follow_ups).await;
+            self.env.hand_over_follow_ups(follow_ups);
             follow_ups.clear();
             // The chunk is committed; the concatenation has its own exactly-once lock, and a
             // crash during it should be restored after the lease, not the finishing window.
@@ -108,7 +108,7 @@ impl EncodeMedia {
                 .await?
             {
                 let saved = signals.encoding_saved(&enc).await?;
-                self.env.publish_follow_ups(&saved.follow_ups).await;
+                self.env.hand_over_follow_ups(&saved.follow_ups);
             }
             self.env.metrics.task_retried("encode_media");
             return Ok(Outcome::Retry {
@@ -117,7 +117,7 @@ impl EncodeMedia {
             });
         }
         let follow_ups = signals.on_failure(s.encoding.id, Some(logs)).await?;
-        self.env.publish_follow_ups(&follow_ups).await;
+        self.env.hand_over_follow_ups(&follow_ups);
         Ok(Outcome::Failure(encoding_error(tail)))
     }
 
@@ -141,7 +141,9 @@ impl EncodeMedia {
         match ctx.stop.get() {
             Some(Stop::LeaseLost) => {}
             Some(Stop::Terminated) if ctx.fence.claim().await => {
-                let gone = self.env.signals.encoding_revoked(&job.task.id).await?;
+                let gone = (self.env.signals)
+                    .encoding_revoked(&job.task.id, s.media.id)
+                    .await?;
                 tracing::info!(task = %job.task.id, deleted = gone.len(), "revoked: the task's Encodings are deleted, as MediaCMS's task_revoked does");
                 return Ok(Outcome::Revoked("terminated".into()));
             }
@@ -190,7 +192,7 @@ impl EncodeMedia {
                     )
                     .await?;
                 tracing::info!(encoding = done.encoding.id, "chunks concatenated");
-                self.env.publish_follow_ups(&done.follow_ups).await;
+                self.env.hand_over_follow_ups(&done.follow_ups);
             }
             Err(e) => {
                 tracing::error!(error = %e, "chunk concatenation failed; set left for a re-run");

@@ -37,7 +37,7 @@ impl EncodeMedia {
             let done = self
                 .succeed(s, &output, &notes, began, &mut follow_ups, &ctx.fence)
                 .await;
-            self.env.publish_follow_ups(&follow_ups).await;
+            self.env.hand_over_follow_ups(&follow_ups);
             return done;
         }
         let why = if plan::ffmpeg_reported_empty(&tail) {
@@ -52,7 +52,7 @@ impl EncodeMedia {
             .signals
             .on_failure(s.encoding.id, Some(&tail))
             .await?;
-        self.env.publish_follow_ups(&follow_ups).await;
+        self.env.hand_over_follow_ups(&follow_ups);
         // A FAILURE result (like a video's final failure), so the metrics count it as one.
         Ok(Outcome::Failure(TaskError::new(
             "VideoEncodingError",

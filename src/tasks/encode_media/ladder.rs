@@ -177,7 +177,7 @@ impl EncodeMedia {
             }
             if ladder::rung_decisions(info, &spec(&started), &self.env.settings).is_err() {
                 let follow_ups = signals.on_failure(started.encoding.id, None).await?;
-                self.env.publish_follow_ups(&follow_ups).await;
+                self.env.hand_over_follow_ups(&follow_ups);
                 continue;
             }
             members.push(member(started, dir));
@@ -280,7 +280,7 @@ impl EncodeMedia {
                     }
                 }
             }
-            self.env.publish_follow_ups(&distinct(follow_ups)).await;
+            self.env.hand_over_follow_ups(&distinct(follow_ups));
             ended?;
             if let (Owner::Sprites { frames, media, .. }, 0, true) = (owner, n, clean) {
                 // The strip (the task's own result) right after the first process's rows.
@@ -346,7 +346,7 @@ impl EncodeMedia {
         for m in members {
             let id = m.started.encoding.id;
             let follow_ups = self.env.signals.on_failure(id, Some(tail)).await?;
-            self.env.publish_follow_ups(&follow_ups).await;
+            self.env.hand_over_follow_ups(&follow_ups);
         }
         Ok(())
     }
@@ -384,7 +384,7 @@ impl EncodeMedia {
                     .signals
                     .on_failure(m.started.encoding.id, Some(tail))
                     .await?;
-                self.env.publish_follow_ups(&follow_ups).await;
+                self.env.hand_over_follow_ups(&follow_ups);
             }
         }
         match (

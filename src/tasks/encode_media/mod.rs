@@ -102,7 +102,7 @@ impl EncodeMedia {
             .on_failure(encoding_id, Some(message))
             .await
         {
-            Ok(follow_ups) => self.env.publish_follow_ups(&follow_ups).await,
+            Ok(follow_ups) => self.env.hand_over_follow_ups(&follow_ups),
             Err(e) => {
                 tracing::error!(encoding = encoding_id, error = %e, "marking the Encoding failed")
             }
@@ -197,7 +197,7 @@ impl EncodeMedia {
                         .signals
                         .on_failure(s.encoding.id, why.as_deref())
                         .await?;
-                    self.env.publish_follow_ups(&follow_ups).await;
+                    self.env.hand_over_follow_ups(&follow_ups);
                     return Ok(Outcome::Success(json!(false)));
                 }
             };
@@ -239,7 +239,7 @@ impl EncodeMedia {
                     // A failed output's log keeps the hardware attempt's account too.
                     let fence = &ctx.fence;
                     let done = self.finish(s, &output, &logs, &logs, began, f, fence).await;
-                    self.env.publish_follow_ups(&follow_ups).await;
+                    self.env.hand_over_follow_ups(&follow_ups);
                     return done;
                 }
                 Pass::RowDeleted => return Ok(Outcome::Success(json!(false))),

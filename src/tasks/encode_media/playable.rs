@@ -150,7 +150,7 @@ impl EncodeMedia {
                 // MediaCMS would not encode it: its own message would fail it just so.
                 Err(LadderSkip::Plan(_)) => {
                     let follow_ups = signals.on_failure(started.encoding.id, None).await?;
-                    self.env.publish_follow_ups(&follow_ups).await;
+                    self.env.hand_over_follow_ups(&follow_ups);
                     continue;
                 }
             }
@@ -199,7 +199,7 @@ impl EncodeMedia {
                 break;
             }
         }
-        self.env.publish_follow_ups(&distinct(follow_ups)).await;
+        self.env.hand_over_follow_ups(&distinct(follow_ups));
         ended.map(|()| PassEnd::Go)
     }
 }

@@ -111,7 +111,7 @@ impl EncodeMedia {
             if !is_gif && ladder::rung_decisions(info, &spec(&started), &self.env.settings).is_err()
             {
                 let follow_ups = signals.on_failure(started.encoding.id, None).await?;
-                self.env.publish_follow_ups(&follow_ups).await;
+                self.env.hand_over_follow_ups(&follow_ups);
                 continue;
             }
             members.push(borrowed_member(started, dir));

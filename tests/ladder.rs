@@ -571,3 +571,90 @@ fn ladder_refuses_two_pass_and_deinterlaces_once() {
         "no audio map without audio"
     );
 }
+
+/// Grants every write and, at the first (the first process's), stops the job the way a
+/// shutdown abort does: the owner's own row (144p, in that process) ends, the later rungs not.
+struct AbortAtFirstWrite {
+    cancel: tokio_util::sync::CancellationToken,
+    asked: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl mediacms_worker::tasks::FinishGate for AbortAtFirstWrite {
+    async fn claim(&self) -> bool {
+        if self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            self.cancel.cancel();
+        }
+        true
+    }
+    async fn release(&self) {}
+}
+
+/// Regression: an abort after the owner's row was done used to ack the delivery, leaving the
+/// claimed rungs `running` under its task id for ever (their own messages see them claimed and
+/// end). The delivery must go back to the queue, and its re-run finishes every rung once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_abort_mid_ladder_requeues_and_the_re_run_ends_every_rung() {
+    use mediacms_worker::tasks::{Fence, Stop, StopCause};
+    let work = tempfile::tempdir().unwrap();
+    let src = source(work.path());
+    let db = TestDb::with_upload_example().await;
+    let redis = TestRedis::claim();
+    let root = tempfile::tempdir().unwrap();
+    db.rebase_media_root(root.path()).await;
+    let dir = root.path().join("original/user/refuser");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(&src, dir.join(format!("{UID}.reference_720p.mp4"))).unwrap();
+    let handler = EncodeMedia {
+        env: Arc::new(env(&db, root.path(), true).await),
+    };
+    let task = real_message("encode_media-1.json"); // Encoding 1, h264-144
+    let mut ctx = job_ctx(None);
+    ctx.stop = StopCause::fixed(Stop::Shutdown);
+    ctx.fence = Fence::new(Arc::new(AbortAtFirstWrite {
+        cancel: ctx.cancel.clone(),
+        asked: Default::default(),
+    }));
+    let out = run_task(&handler, &task, ctx, &redis.url).await;
+    assert_eq!(out, Outcome::Aborted, "requeued, not acked");
+    let rows = status_and_task(&db).await;
+    assert_eq!(rows[&1].0, "success", "the owner's own rung was done");
+    let unfinished: Vec<i32> = rows
+        .iter()
+        .filter(|(_, (status, _))| status == "running")
+        .map(|(id, (_, task_id))| {
+            assert_eq!(task_id, &task.id, "row {id}: still claimed by this task");
+            *id
+        })
+        .collect();
+    assert!(
+        !unfinished.is_empty(),
+        "the abort left rungs unfinished: {rows:?}"
+    );
+    // The requeued delivery runs again (same id): it takes its rungs back and ends them.
+    let again = run_task(&handler, &task, job_ctx(None), &redis.url).await;
+    assert_eq!(again, Outcome::Success(json!(true)));
+    let rows = status_and_task(&db).await;
+    for id in unfinished {
+        assert_eq!(rows[&id].0, "success", "row {id}: {rows:?}");
+    }
+    assert!(
+        rows.values().all(|(status, _)| status != "running"),
+        "{rows:?}"
+    );
+}
+
+/// Media 1's non-chunk rows: id → (status, task_id).
+async fn status_and_task(db: &TestDb) -> BTreeMap<i32, (String, String)> {
+    let c = db.client().await;
+    let rows = c
+        .query(
+            "SELECT id, status, task_id FROM files_encoding WHERE media_id = 1 AND NOT chunk",
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect()
+}

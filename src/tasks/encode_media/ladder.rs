@@ -41,7 +41,7 @@ use crate::mediacms::signals::{FollowUp, SignalError};
 use crate::mediacms::store::{LadderClaim, Started, LADDER_NOTE_PREFIX};
 use crate::plan::{self, ladder, Backend, MediaInfo, ProfileSpec};
 use crate::tasks::sprites::{finish_strip, sprites_one_by_one};
-use crate::tasks::{JobContext, Outcome};
+use crate::tasks::{JobContext, Outcome, Stop};
 
 /// One claimed rendition: its fresh rows (as `start_encoding` would return them) and output.
 pub(super) struct Member {
@@ -236,12 +236,7 @@ impl EncodeMedia {
                 GroupEnd::Failed(tail) if plan::ffmpeg_error_is_final(&tail) => tail,
                 GroupEnd::AllDeleted => continue,
                 GroupEnd::Cancelled => {
-                    // Unfinished members stay claimed; the re-run or retry takes them back.
-                    return match (owner, own_outcome) {
-                        (Owner::Sprites { .. }, _) => Ok(Outcome::Aborted),
-                        (Owner::Encode(_), Some(done)) => Ok(done),
-                        (Owner::Encode(job), None) => self.cancelled(job, own, ctx).await,
-                    };
+                    return self.stopped_mid_ladder(owner, own, &own_outcome, ctx).await;
                 }
                 GroupEnd::Failed(tail) => {
                     let rest: Vec<&Member> =
@@ -334,11 +329,33 @@ impl EncodeMedia {
             (PassEnd::LeaseLost, _, _) | (PassEnd::Cancelled, Owner::Sprites { .. }, _) => {
                 Some(Outcome::Aborted)
             }
-            (PassEnd::Cancelled, Owner::Encode(_), Some(done)) => Some(done.clone()),
-            (PassEnd::Cancelled, Owner::Encode(job), None) => {
-                Some(self.cancelled(job, own, ctx).await?)
-            }
+            (PassEnd::Cancelled, Owner::Encode(_), _) => Some(
+                self.stopped_mid_ladder(owner, own, own_outcome, ctx)
+                    .await?,
+            ),
         })
+    }
+
+    /// The job's token fired with claimed members unfinished. They stay claimed under this
+    /// task's id, and only a re-run of this very task takes them back (their own messages see
+    /// them claimed and end): so a shutdown abort must requeue the delivery even when the
+    /// owner's own row is already done — acking it would leave them `running` for ever.
+    /// A revoke-terminate deletes the task's rows of this media (MediaCMS's `task_revoked`).
+    async fn stopped_mid_ladder(
+        &self,
+        owner: &Owner<'_>,
+        own: &Started,
+        own_outcome: &Option<Outcome>,
+        ctx: &JobContext,
+    ) -> Res<Outcome> {
+        match (owner, own_outcome, ctx.stop.get()) {
+            (Owner::Sprites { .. }, _, _) => Ok(Outcome::Aborted),
+            (Owner::Encode(_), Some(_), Some(Stop::Shutdown) | None) => Ok(Outcome::Aborted),
+            (Owner::Encode(job), Some(_), Some(Stop::Terminated))
+            | (Owner::Encode(job), None, _) => self.cancelled(job, own, ctx).await,
+            // Lease lost: another holder re-runs it; soft limit: the owner's row is done.
+            (Owner::Encode(_), Some(done), _) => Ok(done.clone()),
+        }
     }
 
     /// Fails the members at once, with the process's tail (no Celery retry rides on them).

@@ -25,13 +25,12 @@ PIDS=()
 REDIS_PORT=""
 cleanup() {
   set +e
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
-  mediacms_app_stop_redis
+  mediacms_app_stop
   if [ "${MEDIACMS_SUITE_KEEP:-0}" = 1 ]; then
     echo "mediacms-suite: kept $WORK and databases ${TAG}_*"
   else
-    for run in $RUNS; do psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS ${TAG}_$run" >/dev/null 2>&1; done
+    # shellcheck disable=SC2046 # one database per run
+    mediacms_app_drop_sites $(printf "${TAG}_%s " $RUNS)
     rm -rf "$WORK"
   fi
 }

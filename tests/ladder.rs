@@ -16,10 +16,9 @@ use mediacms_worker::tasks::encode_media::EncodeMedia;
 use mediacms_worker::tasks::env::TaskEnv;
 use mediacms_worker::tasks::sprites::ProduceSprites;
 use mediacms_worker::tasks::Outcome;
-use mediacms_worker::telemetry::Metrics;
 use serde_json::json;
 use support::db::TestDb;
-use support::env::{job_ctx, real_message, run_task, task_env, EnvOptions};
+use support::env::{job_ctx, real_message, run_task, spawned, task_env, EnvOptions};
 use support::media::{clip, ClipSpec};
 use support::redis::TestRedis;
 
@@ -90,15 +89,6 @@ struct Row {
     retries: i32,
     chunk: (bool, String, String),
     worker: String,
-}
-
-fn spawned(metrics: &Metrics) -> u64 {
-    metrics
-        .encode_text()
-        .lines()
-        .filter(|l| l.starts_with("mediacms_worker_ffmpeg_exits_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
 }
 
 async fn run(src: &Path, keep: &Path, decode_once: bool) -> Run {

@@ -17,7 +17,7 @@ use mediacms_worker::tasks::{Fence, FinishGate, Outcome};
 use mediacms_worker::telemetry::Metrics;
 use serde_json::json;
 use support::db::TestDb;
-use support::env::{job_ctx, real_message, run_task, task_env, EnvOptions};
+use support::env::{job_ctx, real_message, run_task, spawned, task_env, EnvOptions};
 use support::fault::{encode_task, insert_media_and_encoding};
 use support::media::{clip, ClipSpec};
 use support::redis::TestRedis;
@@ -99,15 +99,6 @@ async fn rig_with(other_secs: i32) -> Rig {
         handler: EncodeMedia { env },
         metrics,
     }
-}
-
-fn spawned(metrics: &Metrics) -> u64 {
-    metrics
-        .encode_text()
-        .lines()
-        .filter(|l| l.starts_with("mediacms_worker_ffmpeg_exits_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
 }
 
 /// (status, task_id, logs, commands, media_file) of an Encoding.

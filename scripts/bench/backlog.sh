@@ -31,10 +31,9 @@ PIDS=()
 REDIS_PORT=""
 cleanup() {
   set +e
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
-  mediacms_app_stop_redis
-  for run in $WORKERS; do psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS ${TAG}_$run" >/dev/null 2>&1; done
+  mediacms_app_stop
+  # shellcheck disable=SC2046 # one database per worker
+  mediacms_app_drop_sites $(printf "${TAG}_%s " $WORKERS)
   rm -rf "$WORK"
 }
 trap cleanup EXIT

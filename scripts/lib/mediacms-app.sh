@@ -48,7 +48,7 @@ mediacms_app_prepare() {
   done
   WPATH="$WORK/bin:$VENV/bin:$PATH"
 
-  # A private Redis on a free port: nobody else's keys; mediacms_app_stop_redis shuts it down.
+  # A private Redis on a free port: nobody else's keys; mediacms_app_stop shuts it down.
   REDIS_PORT=$(free_port)
   redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
     --dir "$WORK" --logfile "$WORK/redis.log" >/dev/null
@@ -60,8 +60,20 @@ free_port() {
   "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-mediacms_app_stop_redis() {
+# mediacms_app_stop: the EXIT trap's first half — every worker in PIDS stopped and reaped, then
+# the private Redis shut down.
+mediacms_app_stop() {
+  local pid
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null; done
   [ -n "${REDIS_PORT:-}" ] && redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1
+  return 0
+}
+
+# mediacms_app_drop_sites DB…: the scratch databases, gone.
+mediacms_app_drop_sites() {
+  local db
+  for db in "$@"; do psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1; done
   return 0
 }
 

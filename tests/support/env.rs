@@ -110,3 +110,13 @@ pub fn real_message(name: &str) -> TaskMessage {
     let path = super::db::shared_dir().join("mediacms/messages").join(name);
     decode_redis(&std::fs::read(path).unwrap()).unwrap()
 }
+
+/// ffmpeg processes a test's handlers started: every exit the metrics catalogue counted.
+pub fn spawned(metrics: &Metrics) -> u64 {
+    metrics
+        .encode_text()
+        .lines()
+        .filter(|l| l.starts_with("mediacms_worker_ffmpeg_exits_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}

@@ -18,11 +18,10 @@ use mediacms_worker::tasks::sprites::ProduceSprites;
 use mediacms_worker::tasks::Outcome;
 use serde_json::json;
 use support::db::TestDb;
-use support::env::{job_ctx, real_message, run_task, spawned, task_env, EnvOptions};
+use support::env::{job_ctx, real_message, run_task, spawned, task_env, EnvOptions, ReferenceSite};
 use support::media::{clip, ClipSpec};
 use support::redis::TestRedis;
 
-const UID: &str = "41905ce2087146cdba79c28a24c33a9a";
 /// encode_media-1..5: Encodings 1..5 of media 1, profiles 23, 2, 3, 13, 10 (144…720);
 /// encode_media-6: Encoding 6, its preview GIF.
 const MESSAGES: [&str; 6] = [
@@ -91,21 +90,25 @@ struct Row {
     worker: String,
 }
 
-async fn run(src: &Path, keep: &Path, decode_once: bool) -> Run {
-    run_with(src, keep, decode_once, false).await
+/// The same messages on the same source, one by one and then with decode-once, each on a fresh
+/// site; each run's files are kept under `work` (`a`, `b`) for the comparisons.
+async fn one_by_one_and_ladder(work: &Path, sprites_first: bool) -> (Run, Run) {
+    let src = source(work);
+    let (keep_a, keep_b) = (work.join("a"), work.join("b"));
+    std::fs::create_dir_all(&keep_a).unwrap();
+    std::fs::create_dir_all(&keep_b).unwrap();
+    let one = run_with(&src, &keep_a, false, sprites_first).await;
+    let lad = run_with(&src, &keep_b, true, sprites_first).await;
+    (one, lad)
 }
 
 /// `sprites_first`: media 1's `produce_sprite_from_video` message runs before the encodes, as
 /// MediaCMS queues them.
 async fn run_with(src: &Path, keep: &Path, decode_once: bool, sprites_first: bool) -> Run {
-    let db = TestDb::with_upload_example().await;
-    let redis = TestRedis::claim();
-    let root = tempfile::tempdir().unwrap();
-    db.rebase_media_root(root.path()).await;
-    let dir = root.path().join("original/user/refuser");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(src, dir.join(format!("{UID}.reference_720p.mp4"))).unwrap();
-    let env = Arc::new(env(&db, root.path(), decode_once).await);
+    let site = ReferenceSite::new().await;
+    site.place_original(src);
+    let (db, redis, root) = (&site.db, &site.redis, &site.root);
+    let env = Arc::new(env(db, root.path(), decode_once).await);
     let metrics = env.metrics.clone();
     let handler = EncodeMedia { env: env.clone() };
     let (mut outcomes, mut task_ids, mut spawned_first) = (vec![], vec![], 0);
@@ -123,13 +126,13 @@ async fn run_with(src: &Path, keep: &Path, decode_once: bool, sprites_first: boo
             spawned_first = spawned(&metrics);
         }
     }
-    let mut out = snapshot(&db, root.path(), keep).await;
+    let mut out = snapshot(db, root.path(), keep).await;
     out.outcomes = outcomes;
     out.task_ids = task_ids;
     out.spawned_first = spawned_first;
     out.spawned_all = spawned(&metrics);
-    out.follow_ups = queued(&redis);
-    out.sprites = sprites_of(&db, root.path(), keep).await;
+    out.follow_ups = queued(redis);
+    out.sprites = sprites_of(db, root.path(), keep).await;
     out
 }
 
@@ -268,12 +271,7 @@ fn ssim(a: &Path, b: &Path) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ladder_ends_every_row_like_one_by_one_with_two_ffmpeg_processes() {
     let work = tempfile::tempdir().unwrap();
-    let src = source(work.path());
-    let (keep_a, keep_b) = (work.path().join("a"), work.path().join("b"));
-    std::fs::create_dir_all(&keep_a).unwrap();
-    std::fs::create_dir_all(&keep_b).unwrap();
-    let one = run(&src, &keep_a, false).await;
-    let lad = run(&src, &keep_b, true).await;
+    let (one, lad) = one_by_one_and_ladder(work.path(), false).await;
 
     let all_true = vec![Outcome::Success(json!(true)); 6];
     assert_eq!(one.outcomes, all_true);
@@ -359,12 +357,7 @@ async fn ladder_ends_every_row_like_one_by_one_with_two_ffmpeg_processes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sprite_task_shares_the_decode_and_leaves_what_one_by_one_leaves() {
     let work = tempfile::tempdir().unwrap();
-    let src = source(work.path());
-    let (keep_a, keep_b) = (work.path().join("a"), work.path().join("b"));
-    std::fs::create_dir_all(&keep_a).unwrap();
-    std::fs::create_dir_all(&keep_b).unwrap();
-    let one = run_with(&src, &keep_a, false, true).await;
-    let lad = run_with(&src, &keep_b, true, true).await;
+    let (one, lad) = one_by_one_and_ladder(work.path(), true).await;
 
     let all_true = vec![Outcome::Success(json!(true)); 7];
     assert_eq!(one.outcomes, all_true);
@@ -588,15 +581,11 @@ async fn a_shutdown_abort_mid_ladder_requeues_and_the_re_run_ends_every_rung() {
     use mediacms_worker::tasks::{Fence, Stop, StopCause};
     let work = tempfile::tempdir().unwrap();
     let src = source(work.path());
-    let db = TestDb::with_upload_example().await;
-    let redis = TestRedis::claim();
-    let root = tempfile::tempdir().unwrap();
-    db.rebase_media_root(root.path()).await;
-    let dir = root.path().join("original/user/refuser");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(&src, dir.join(format!("{UID}.reference_720p.mp4"))).unwrap();
+    let site = ReferenceSite::new().await;
+    site.place_original(&src);
+    let (db, redis) = (&site.db, &site.redis);
     let handler = EncodeMedia {
-        env: Arc::new(env(&db, root.path(), true).await),
+        env: Arc::new(env(db, site.root.path(), true).await),
     };
     let task = real_message("encode_media-1.json"); // Encoding 1, h264-144
     let mut ctx = job_ctx(None);
@@ -607,7 +596,7 @@ async fn a_shutdown_abort_mid_ladder_requeues_and_the_re_run_ends_every_rung() {
     }));
     let out = run_task(&handler, &task, ctx, &redis.url).await;
     assert_eq!(out, Outcome::Aborted, "requeued, not acked");
-    let rows = status_and_task(&db).await;
+    let rows = status_and_task(db).await;
     assert_eq!(rows[&1].0, "success", "the owner's own rung was done");
     let unfinished: Vec<i32> = rows
         .iter()
@@ -624,7 +613,7 @@ async fn a_shutdown_abort_mid_ladder_requeues_and_the_re_run_ends_every_rung() {
     // The requeued delivery runs again (same id): it takes its rungs back and ends them.
     let again = run_task(&handler, &task, job_ctx(None), &redis.url).await;
     assert_eq!(again, Outcome::Success(json!(true)));
-    let rows = status_and_task(&db).await;
+    let rows = status_and_task(db).await;
     for id in unfinished {
         assert_eq!(rows[&id].0, "success", "row {id}: {rows:?}");
     }

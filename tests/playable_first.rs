@@ -17,12 +17,11 @@ use mediacms_worker::tasks::{Fence, FinishGate, Outcome};
 use mediacms_worker::telemetry::Metrics;
 use serde_json::json;
 use support::db::TestDb;
-use support::env::{job_ctx, real_message, run_task, spawned, task_env, EnvOptions};
+use support::env::{job_ctx, real_message, run_task, spawned, task_env, EnvOptions, ReferenceSite};
 use support::fault::{encode_task, insert_media_and_encoding};
 use support::media::{clip, ClipSpec};
 use support::redis::TestRedis;
 
-const UID: &str = "41905ce2087146cdba79c28a24c33a9a";
 /// The second upload waiting behind media 1: its 144, 240 and 360 Encodings.
 const OTHER: i32 = 300;
 const OTHER_TOKEN: &str = "PlayFirst300";
@@ -45,12 +44,7 @@ async fn rig() -> Rig {
 
 /// `other_secs`: the other media's duration (its rows and media_info say so).
 async fn rig_with(other_secs: i32) -> Rig {
-    let db = TestDb::with_upload_example().await;
-    let redis = TestRedis::claim();
-    let root = tempfile::tempdir().unwrap();
-    db.rebase_media_root(root.path()).await;
-    let dir = root.path().join("original/user/refuser");
-    std::fs::create_dir_all(&dir).unwrap();
+    let site = ReferenceSite::new().await;
     let spec = ClipSpec {
         width: 640,
         height: 360,
@@ -58,8 +52,8 @@ async fn rig_with(other_secs: i32) -> Rig {
         seconds: 8.0,
         ..ClipSpec::default()
     };
-    let src = clip(root.path(), &spec);
-    std::fs::copy(&src, dir.join(format!("{UID}.reference_720p.mp4"))).unwrap();
+    site.place_original(&clip(site.root.path(), &spec));
+    let ReferenceSite { db, redis, root } = site;
     let c = db.client().await;
     let row = c
         .query_one(

@@ -120,3 +120,30 @@ pub fn spawned(metrics: &Metrics) -> u64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
 }
+
+/// The reference upload on its own, for driving media 1's handlers: a fresh database
+/// (`upload_example`, rebased onto the root), a private Redis, and a media root whose media 1
+/// original is put in place with [`ReferenceSite::place_original`].
+pub struct ReferenceSite {
+    pub db: super::db::TestDb,
+    pub redis: super::redis::TestRedis,
+    pub root: tempfile::TempDir,
+}
+
+impl ReferenceSite {
+    pub async fn new() -> Self {
+        let db = super::db::TestDb::with_upload_example().await;
+        let redis = super::redis::TestRedis::claim();
+        let root = tempfile::tempdir().unwrap();
+        db.rebase_media_root(root.path()).await;
+        ReferenceSite { db, redis, root }
+    }
+
+    /// Copies `src` to where media 1's row says its original is.
+    pub fn place_original(&self, src: &Path) {
+        let dir = self.root.path().join("original/user/refuser");
+        std::fs::create_dir_all(&dir).unwrap();
+        let uid = super::worker::MEDIA1_UID;
+        std::fs::copy(src, dir.join(format!("{uid}.reference_720p.mp4"))).unwrap();
+    }
+}
